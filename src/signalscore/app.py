@@ -1,0 +1,119 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import sqlalchemy.exc
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from signalscore import __version__
+from signalscore.auth.router import router as organization_router
+from signalscore.config import Settings, get_settings
+from signalscore.db.engine import Database, create_db_engine
+from signalscore.errors import (
+    AppError,
+    BadRequest,
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+    Unavailable,
+    error_response,
+    error_responses,
+)
+from signalscore.health import router as health_router
+from signalscore.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from signalscore.validation import validation_error
+
+log = logging.getLogger("signalscore")
+
+V1_ERROR_STATUSES = (400, 401, 404, 405, 413, 422, 429, 500, 503)
+
+
+def create_app(settings: Settings | None = None, database: Database | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    if database is None:
+        database = Database(
+            create_db_engine(
+                settings.database_url,
+                connect_timeout=settings.db_connect_timeout,
+                pool_size=settings.db_pool_size,
+            )
+        )
+    owned_database = database
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        owned_database.dispose()
+
+    app = FastAPI(
+        title="signalscore",
+        version=__version__,
+        description=(
+            "Explainable 0–100 fit and urgency scores for companies and contacts. "
+            "Every error response has the envelope documented as `ErrorEnvelope`."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.database = database
+
+    _install_error_handlers(app, settings)
+    app.include_router(health_router)
+    app.include_router(organization_router, responses=error_responses(*V1_ERROR_STATUSES))
+
+    app.add_middleware(BodyLimitMiddleware)
+    # Added last, so outermost: it sees every response, including the 413 above.
+    app.add_middleware(RequestContextMiddleware, debug=settings.debug)
+    return app
+
+
+def _request_id(request: Request) -> str:
+    return str(request.scope.get("state", {}).get("request_id", ""))
+
+
+def _install_error_handlers(app: FastAPI, settings: Settings) -> None:
+    def render(request: Request, error: AppError, cause: BaseException | None = None) -> Response:
+        if error.status == 503:
+            error.headers.setdefault("Retry-After", str(settings.retry_after_seconds))
+        debug = f"{type(cause).__name__}: {cause}" if settings.debug and cause else None
+        return error_response(error, _request_id(request), debug_cause=debug)
+
+    @app.exception_handler(AppError)
+    async def on_app_error(request: Request, exc: AppError) -> Response:
+        return render(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(request: Request, exc: RequestValidationError) -> Response:
+        return render(request, validation_error(exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        headers = dict(exc.headers or {})
+        error: AppError
+        if exc.status_code == 404:
+            error = NotFound(f"no route for {request.method} {request.url.path}")
+        elif exc.status_code == 405:
+            error = MethodNotAllowed(
+                f"method {request.method} is not allowed on {request.url.path}", headers=headers
+            )
+        elif exc.status_code == 400:
+            error = BadRequest("the request body could not be read", headers=headers)
+        else:
+            error = InternalError("internal error; quote the requestId when reporting it")
+        return render(request, error)
+
+    @app.exception_handler(sqlalchemy.exc.OperationalError)
+    @app.exception_handler(sqlalchemy.exc.InterfaceError)
+    @app.exception_handler(sqlalchemy.exc.TimeoutError)
+    async def on_database_unavailable(request: Request, exc: Exception) -> Response:
+        log.warning("database unavailable: %s", type(exc).__name__)
+        return render(
+            request, Unavailable("the database is unavailable; retry shortly"), cause=exc
+        )

@@ -1,0 +1,139 @@
+"""Organisations and API keys: creation, listing, revocation, authentication."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from signalscore.auth.keys import display_prefix, generate_key, hash_key, is_well_formed
+from signalscore.db.tables import api_keys, organizations
+from signalscore.db.types import utcnow
+
+
+@dataclass(frozen=True, slots=True)
+class Organization:
+    id: str
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyInfo:
+    id: uuid.UUID
+    organization_id: str
+    prefix: str
+    name: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    """A freshly created key: the only moment the plain key exists outside the client."""
+
+    info: ApiKeyInfo
+    key: str
+
+
+def new_organization_id() -> str:
+    return secrets.token_hex(12)
+
+
+def create_organization(conn: Connection, name: str) -> tuple[Organization, IssuedKey]:
+    """Create an organisation together with its first API key."""
+    org = Organization(id=new_organization_id(), name=name, created_at=utcnow())
+    conn.execute(organizations.insert().values(id=org.id, name=org.name, created_at=org.created_at))
+    return org, create_api_key(conn, org.id)
+
+
+def get_organization(conn: Connection, org_id: str) -> Organization | None:
+    row = conn.execute(sa.select(organizations).where(organizations.c.id == org_id)).one_or_none()
+    return None if row is None else Organization(row.id, row.name, row.created_at)
+
+
+def count_organizations(conn: Connection) -> int:
+    return conn.execute(sa.select(sa.func.count()).select_from(organizations)).scalar_one()
+
+
+def create_api_key(conn: Connection, org_id: str, name: str | None = None) -> IssuedKey:
+    key = generate_key()
+    info = ApiKeyInfo(
+        id=uuid.uuid4(),
+        organization_id=org_id,
+        prefix=display_prefix(key),
+        name=name,
+        created_at=utcnow(),
+        revoked_at=None,
+    )
+    conn.execute(
+        api_keys.insert().values(
+            id=info.id,
+            organization_id=org_id,
+            prefix=info.prefix,
+            key_hash=hash_key(key),
+            name=name,
+            created_at=info.created_at,
+        )
+    )
+    return IssuedKey(info=info, key=key)
+
+
+def list_api_keys(conn: Connection, org_id: str) -> list[ApiKeyInfo]:
+    rows = conn.execute(
+        sa.select(api_keys)
+        .where(api_keys.c.organization_id == org_id)
+        .order_by(api_keys.c.created_at, api_keys.c.id)
+    )
+    return [_key_info(r) for r in rows]
+
+
+def revoke_api_key(conn: Connection, id_or_prefix: str) -> list[ApiKeyInfo]:
+    """Revoke the key with this id, or the active keys whose displayed prefix matches exactly.
+
+    Returns the keys revoked now; raises `LookupError` if nothing matches and `ValueError`
+    when a prefix is ambiguous, so one typo never revokes several keys.
+    """
+    try:
+        key_id: uuid.UUID | None = uuid.UUID(id_or_prefix)
+    except ValueError:
+        key_id = None
+    cond = api_keys.c.id == key_id if key_id is not None else api_keys.c.prefix == id_or_prefix
+    rows = conn.execute(sa.select(api_keys).where(cond)).all()
+    if not rows:
+        raise LookupError(f"no API key matches {id_or_prefix!r}")
+    if len(rows) > 1:
+        raise ValueError(f"{id_or_prefix!r} matches {len(rows)} keys; revoke by id instead")
+    row = rows[0]
+    if row.revoked_at is not None:
+        return []
+    now = utcnow()
+    conn.execute(sa.update(api_keys).where(api_keys.c.id == row.id).values(revoked_at=now))
+    return [replace(_key_info(row), revoked_at=now)]
+
+
+def authenticate(conn: Connection, key: str) -> str | None:
+    """The organisation id of an active key, or None for a malformed, unknown or revoked key."""
+    if not is_well_formed(key):
+        return None
+    return conn.execute(
+        sa.select(api_keys.c.organization_id).where(
+            api_keys.c.key_hash == hash_key(key), api_keys.c.revoked_at.is_(None)
+        )
+    ).scalar_one_or_none()
+
+
+def _key_info(row: sa.Row[tuple[object, ...]]) -> ApiKeyInfo:
+    m = row._mapping
+    return ApiKeyInfo(
+        id=m["id"],
+        organization_id=m["organization_id"],
+        prefix=m["prefix"],
+        name=m["name"],
+        created_at=m["created_at"],
+        revoked_at=m["revoked_at"],
+    )

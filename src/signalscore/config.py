@@ -1,0 +1,42 @@
+"""Settings, read once from `SIGNALSCORE_*` environment variables (CLI flags override them)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///./signalscore.db"
+
+
+class Settings(BaseSettings):
+    """Every setting has a safe default for the embedded (SQLite) mode."""
+
+    model_config = SettingsConfigDict(env_prefix="SIGNALSCORE_", extra="ignore")
+
+    database_url: str = Field(
+        default=DEFAULT_DATABASE_URL,
+        description="SQLAlchemy-style URL: sqlite:///path.db or postgresql://user@host/db",
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    debug: bool = Field(
+        default=False, description="Adds `debug.cause` to error bodies. Never in production."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    db_connect_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds to wait for a database connection before answering 503.",
+    )
+    db_pool_size: int = Field(default=10, ge=1)
+    retry_after_seconds: int = Field(
+        default=5, ge=1, description="Retry-After sent with 503 responses."
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

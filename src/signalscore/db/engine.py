@@ -1,0 +1,108 @@
+"""Database engines and the unit of work.
+
+One code path for SQLite and PostgreSQL: SQLAlchemy Core on a synchronous driver (the stdlib
+`sqlite3`, psycopg 3). Routes are plain `def` functions that FastAPI runs in its thread pool.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+
+
+def normalize_database_url(url: str) -> URL:
+    """Accept the URLs people type (`postgresql://`, `postgres://`) and pick our drivers."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+psycopg")
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite+pysqlite")
+    raise ValueError(f"unsupported database URL scheme {parsed.drivername!r}")
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def create_db_engine(url: str, *, connect_timeout: float = 5.0, pool_size: int = 10) -> Engine:
+    """An Engine configured for this service on either backend."""
+    parsed = normalize_database_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _create_sqlite_engine(parsed, connect_timeout)
+    return sa.create_engine(
+        parsed,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_timeout=connect_timeout,
+        connect_args={
+            "connect_timeout": max(1, round(connect_timeout)),
+            "application_name": "signalscore",
+        },
+    )
+
+
+def _create_sqlite_engine(parsed: URL, connect_timeout: float) -> Engine:
+    engine = sa.create_engine(
+        parsed,
+        connect_args={"check_same_thread": False, "timeout": 30},
+        pool_size=10,
+        max_overflow=10,
+        pool_timeout=connect_timeout,
+    )
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+        # Let SQLAlchemy own transaction boundaries (pysqlite's own BEGIN handling is off),
+        # so writes can start with BEGIN IMMEDIATE and never hit a lock upgrade deadlock.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA busy_timeout = 30000")
+        if parsed.database not in (None, "", ":memory:"):
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get("sqlite_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+class Database:
+    """The unit of work: one transaction per request, per worker batch, per CLI command.
+
+    `write()` commits on success and rolls back on any error; services only execute
+    statements on the connection they are given and never commit themselves.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(sqlite_write=True)
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,204 @@
+"""The error hierarchy and the one renderer of the SPEC §3 envelope.
+
+Routes raise `AppError` subclasses; framework errors (unknown route, wrong method, bad JSON,
+validation) are translated here too, so every non-2xx body has the same shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Literal
+
+import orjson
+from pydantic import BaseModel, Field
+from starlette.responses import Response
+
+ErrorAction = Literal["FIX_REQUEST", "CHECK_CREDENTIALS", "RETRY", "NONE"]
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="JSON path of the offending field, e.g. `values[7].value`.")
+    message: str
+
+
+class ErrorDebug(BaseModel):
+    cause: str
+
+
+class ErrorBody(BaseModel):
+    type: str = Field(description="Broad class: VALIDATION, AUTHENTICATION, NOT_FOUND, ...")
+    code: str = Field(description="Machine code of the HTTP-level error, e.g. VALIDATION_ERROR.")
+    message: str
+    errorCode: str = Field(description="The specific reason in UPPER_SNAKE_CASE.")
+    errorAction: ErrorAction
+    details: dict[str, Any]
+    requestId: str = Field(description="Also sent as the X-Request-Id header.")
+    fields: list[FieldError]
+    debug: ErrorDebug | None = Field(
+        default=None, description="Only present when the server runs with debug enabled."
+    )
+
+
+class ErrorEnvelope(BaseModel):
+    """The body of every non-2xx response."""
+
+    error: ErrorBody
+
+
+class AppError(Exception):
+    """Base of every error the application raises on purpose."""
+
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "INTERNAL"
+    code: ClassVar[str] = "INTERNAL_ERROR"
+    default_error_code: ClassVar[str] = "INTERNAL_ERROR"
+    error_action: ClassVar[ErrorAction] = "NONE"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error_code: str | None = None,
+        fields: Sequence[FieldError] = (),
+        details: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.error_code = error_code or self.default_error_code
+        self.fields = list(fields)
+        self.details = dict(details or {})
+        self.headers = dict(headers or {})
+
+
+class BadRequest(AppError):
+    status = 400
+    type = "VALIDATION"
+    code = "VALIDATION_ERROR"
+    default_error_code = "MALFORMED_JSON"
+    error_action = "FIX_REQUEST"
+
+
+class Unauthorized(AppError):
+    status = 401
+    type = "AUTHENTICATION"
+    code = "UNAUTHORIZED"
+    default_error_code = "INVALID_API_KEY"
+    error_action = "CHECK_CREDENTIALS"
+
+
+class NotFound(AppError):
+    status = 404
+    type = "NOT_FOUND"
+    code = "NOT_FOUND"
+    default_error_code = "NOT_FOUND"
+    error_action = "FIX_REQUEST"
+
+
+class MethodNotAllowed(AppError):
+    status = 405
+    type = "VALIDATION"
+    code = "METHOD_NOT_ALLOWED"
+    default_error_code = "METHOD_NOT_ALLOWED"
+    error_action = "FIX_REQUEST"
+
+
+class Conflict(AppError):
+    status = 409
+    type = "CONFLICT"
+    code = "CONFLICT"
+    default_error_code = "CONFLICT"
+    error_action = "FIX_REQUEST"
+
+
+class PayloadTooLarge(AppError):
+    status = 413
+    type = "VALIDATION"
+    code = "PAYLOAD_TOO_LARGE"
+    default_error_code = "PAYLOAD_TOO_LARGE"
+    error_action = "FIX_REQUEST"
+
+
+class Invalid(AppError):
+    status = 422
+    type = "VALIDATION"
+    code = "VALIDATION_ERROR"
+    default_error_code = "INVALID_FIELD"
+    error_action = "FIX_REQUEST"
+
+
+class InvalidPointValues(Invalid):
+    code = "INVALID_POINT_VALUES"
+    default_error_code = "INVALID_POINT_VALUES"
+
+
+class RateLimited(AppError):
+    status = 429
+    type = "RATE_LIMIT"
+    code = "TOO_MANY_REQUESTS"
+    default_error_code = "RATE_LIMITED"
+    error_action = "RETRY"
+
+
+class InternalError(AppError):
+    pass
+
+
+class DispatchFailed(AppError):
+    status = 502
+    type = "UPSTREAM"
+    code = "DISPATCH_FAILED"
+    default_error_code = "DISPATCH_FAILED"
+    error_action = "RETRY"
+
+
+class Unavailable(AppError):
+    status = 503
+    type = "UNAVAILABLE"
+    code = "SERVICE_UNAVAILABLE"
+    default_error_code = "DATABASE_UNAVAILABLE"
+    error_action = "RETRY"
+
+
+def error_response(
+    error: AppError, request_id: str, *, debug_cause: str | None = None
+) -> Response:
+    """Render the SPEC §3 envelope for `error`."""
+    body: dict[str, Any] = {
+        "type": error.type,
+        "code": error.code,
+        "message": error.message,
+        "errorCode": error.error_code,
+        "errorAction": error.error_action,
+        "details": error.details,
+        "requestId": request_id,
+        "fields": [f.model_dump() for f in error.fields],
+    }
+    if debug_cause is not None:
+        body["debug"] = {"cause": debug_cause}
+    headers = {"X-Request-Id": request_id, **error.headers}
+    return Response(
+        orjson.dumps({"error": body}),
+        status_code=error.status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+# Every documented error status, for the OpenAPI document.
+ERROR_DESCRIPTIONS: dict[int, str] = {
+    400: "Body is not parseable JSON",
+    401: "API key missing, malformed, unknown or revoked",
+    404: "Unknown route, or the resource does not exist in your organisation",
+    405: "Wrong method on a known path",
+    413: "Body over 5 MiB",
+    422: "A field is invalid; every bad field is listed in `fields`",
+    429: "Rate limit exceeded",
+    500: "Unexpected failure",
+    503: "Database unreachable; retry after `Retry-After` seconds",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries documenting the envelope for the given statuses."""
+    return {s: {"model": ErrorEnvelope, "description": ERROR_DESCRIPTIONS[s]} for s in statuses}

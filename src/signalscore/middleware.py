@@ -1,0 +1,152 @@
+"""Pure ASGI middleware: request ids, the access log, the 500 envelope and the body limit."""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+import uuid
+from typing import Any
+
+import orjson
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from signalscore.errors import InternalError, PayloadTooLarge, error_response
+
+access_log = logging.getLogger("signalscore.access")
+error_log = logging.getLogger("signalscore.error")
+
+MAX_BODY_BYTES = 5 * 1024 * 1024
+
+
+def _incoming_request_id(scope: Scope) -> str:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            try:
+                return str(uuid.UUID(value.decode("latin-1")))
+            except ValueError:
+                break
+    return str(uuid.uuid4())
+
+
+class RequestContextMiddleware:
+    """Outermost layer: gives every request an id, logs one JSON line per request and turns
+    any exception that escaped the application into a 500 envelope without internals."""
+
+    def __init__(self, app: ASGIApp, *, debug: bool = False) -> None:
+        self.app = app
+        self.debug = debug
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _incoming_request_id(scope)
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        status = 500
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                started = True
+                status = message["status"]
+                MutableHeaders(scope=message)["X-Request-Id"] = request_id
+            await send(message)
+
+        start = time.perf_counter()
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            error_log.error(
+                "unhandled exception request_id=%s\n%s", request_id, traceback.format_exc()
+            )
+            if started:
+                raise
+            cause = f"{type(exc).__name__}: {exc}" if self.debug else None
+            response = error_response(
+                InternalError("internal error; quote the requestId when reporting it"),
+                request_id,
+                debug_cause=cause,
+            )
+            await response(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            line: dict[str, Any] = {
+                "event": "request",
+                "requestId": request_id,
+                "organizationId": state.get("organization_id"),
+                "method": scope.get("method"),
+                "path": scope.get("path"),
+                "route": getattr(route, "path", None),
+                "status": status,
+                "durationMs": round((time.perf_counter() - start) * 1000, 2),
+            }
+            access_log.info(orjson.dumps(line).decode())
+
+
+class BodyLimitMiddleware:
+    """Refuses bodies over `max_bytes` (413) from the Content-Length header, or while streaming
+    a chunked body, so an oversized request is never read into memory in full."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = 0
+                if declared > self.max_bytes:
+                    await self._reject(scope, receive, send)
+                    return
+        received = 0
+        too_large = False
+        rejected = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    too_large = True
+                    raise _BodyTooLarge
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            # The framework may turn our exception into its own error response; once the
+            # body has overflowed, whatever it answers is replaced by the 413 envelope.
+            nonlocal rejected
+            if not too_large:
+                await send(message)
+            elif message["type"] == "http.response.start" and not rejected:
+                rejected = True
+                await self._reject(scope, receive, send)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except _BodyTooLarge:
+            if not rejected:
+                rejected = True
+                await self._reject(scope, receive, send)
+
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request_id = scope.get("state", {}).get("request_id", str(uuid.uuid4()))
+        error = PayloadTooLarge(
+            f"request body is larger than {self.max_bytes // (1024 * 1024)} MiB",
+            details={"maxBytes": self.max_bytes},
+        )
+        await error_response(error, request_id)(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
