@@ -114,6 +114,4 @@ def _install_error_handlers(app: FastAPI, settings: Settings) -> None:
     @app.exception_handler(sqlalchemy.exc.TimeoutError)
     async def on_database_unavailable(request: Request, exc: Exception) -> Response:
         log.warning("database unavailable: %s", type(exc).__name__)
-        return render(
-            request, Unavailable("the database is unavailable; retry shortly"), cause=exc
-        )
+        return render(request, Unavailable("the database is unavailable; retry shortly"), cause=exc)

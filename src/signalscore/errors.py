@@ -160,9 +160,7 @@ class Unavailable(AppError):
     error_action = "RETRY"
 
 
-def error_response(
-    error: AppError, request_id: str, *, debug_cause: str | None = None
-) -> Response:
+def error_response(error: AppError, request_id: str, *, debug_cause: str | None = None) -> Response:
     """Render the SPEC §3 envelope for `error`."""
     body: dict[str, Any] = {
         "type": error.type,
