@@ -28,6 +28,9 @@ from signalscore.errors import (
 )
 from signalscore.health import router as health_router
 from signalscore.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from signalscore.profiles.router import router as profiles_router
+from signalscore.rules.router import router as rules_router
+from signalscore.signals.router import router as signals_router
 from signalscore.validation import validation_error
 
 log = logging.getLogger("signalscore")
@@ -66,7 +69,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
 
     _install_error_handlers(app, settings)
     app.include_router(health_router)
-    app.include_router(organization_router, responses=error_responses(*V1_ERROR_STATUSES))
+    for router in (organization_router, profiles_router, rules_router, signals_router):
+        app.include_router(router, responses=error_responses(*V1_ERROR_STATUSES))
 
     app.add_middleware(BodyLimitMiddleware)
     # Added last, so outermost: it sees every response, including the 413 above.

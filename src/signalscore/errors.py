@@ -189,10 +189,12 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     401: "API key missing, malformed, unknown or revoked",
     404: "Unknown route, or the resource does not exist in your organisation",
     405: "Wrong method on a known path",
+    409: "Conflict with the current state (duplicate id, resource in use)",
     413: "Body over 5 MiB",
     422: "A field is invalid; every bad field is listed in `fields`",
     429: "Rate limit exceeded",
     500: "Unexpected failure",
+    502: "Every dispatch failed",
     503: "Database unreachable; retry after `Retry-After` seconds",
 }
 

@@ -8,6 +8,7 @@ Every tenant-owned table is keyed by organisation first so that a distributed Po
 from __future__ import annotations
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 
 from signalscore.db.types import UTCDateTime
 
@@ -23,6 +24,8 @@ NAMING_CONVENTION = {
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
 ORG_ID = sa.String(24)
+# JSONB on PostgreSQL (compact, comparable), JSON text on SQLite.
+JSON_DOCUMENT = sa.JSON().with_variant(JSONB(), "postgresql")
 
 organizations = sa.Table(
     "organizations",
@@ -51,4 +54,145 @@ api_keys = sa.Table(
     sa.Column("name", sa.String(200), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("revoked_at", UTCDateTime(), nullable=True),
+)
+
+OBJECT_TYPES = ("company", "contact")
+ANSWER_TYPES = ("boolean", "number", "percentage", "currency", "list")
+DIMENSIONS = ("fit", "urgency")
+
+
+def _org_column() -> sa.Column[str]:
+    return sa.Column(
+        "organization_id",
+        ORG_ID,
+        sa.ForeignKey("organizations.id", ondelete="CASCADE"),
+        primary_key=True,
+    )
+
+
+scoring_profiles = sa.Table(
+    "scoring_profiles",
+    metadata,
+    _org_column(),
+    sa.Column("id", sa.Uuid(), primary_key=True),
+    sa.Column("type", sa.String(16), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("description", sa.String(1000), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.CheckConstraint("type IN ('company', 'contact')", name="type"),
+)
+
+signal_templates = sa.Table(
+    "signal_templates",
+    metadata,
+    _org_column(),
+    sa.Column("id", sa.String(100), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("description", sa.String(1000), nullable=True),
+    sa.Column("object_type", sa.String(16), nullable=False),
+    sa.Column("answer_type", sa.String(16), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.CheckConstraint("object_type IN ('company', 'contact')", name="object_type"),
+    sa.CheckConstraint(
+        "answer_type IN ('boolean', 'number', 'percentage', 'currency', 'list')",
+        name="answer_type",
+    ),
+)
+
+scoring_rules = sa.Table(
+    "scoring_rules",
+    metadata,
+    _org_column(),
+    sa.Column("id", sa.Uuid(), primary_key=True),
+    sa.Column("profile_id", sa.Uuid(), nullable=False),
+    sa.Column("signal_template_id", sa.String(100), nullable=False),
+    sa.Column("dimension", sa.String(16), nullable=False),
+    sa.Column("answer_type", sa.String(16), nullable=False),
+    sa.Column("point_values", JSON_DOCUMENT, nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(
+        ["organization_id", "profile_id"],
+        ["scoring_profiles.organization_id", "scoring_profiles.id"],
+        name="fk_scoring_rules_profile",
+        ondelete="CASCADE",
+    ),
+    # A template in use cannot be deleted (the API answers 409 first; this is the backstop).
+    sa.ForeignKeyConstraint(
+        ["organization_id", "signal_template_id"],
+        ["signal_templates.organization_id", "signal_templates.id"],
+        name="fk_scoring_rules_template",
+        ondelete="RESTRICT",
+    ),
+    sa.UniqueConstraint(
+        "organization_id",
+        "profile_id",
+        "signal_template_id",
+        "dimension",
+        name="uq_scoring_rules_profile_template_dimension",
+    ),
+    sa.CheckConstraint("dimension IN ('fit', 'urgency')", name="dimension"),
+    sa.Index("ix_scoring_rules_template", "organization_id", "signal_template_id"),
+)
+
+signal_values = sa.Table(
+    "signal_values",
+    metadata,
+    _org_column(),
+    sa.Column("object_type", sa.String(16), primary_key=True),
+    sa.Column("object_id", sa.String(500), primary_key=True),
+    sa.Column("signal_template_id", sa.String(100), primary_key=True),
+    sa.Column("value", JSON_DOCUMENT, nullable=False),
+    sa.Column("observed_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(
+        ["organization_id", "signal_template_id"],
+        ["signal_templates.organization_id", "signal_templates.id"],
+        name="fk_signal_values_template",
+        ondelete="CASCADE",
+    ),
+    sa.Index("ix_signal_values_template", "organization_id", "signal_template_id"),
+)
+
+profile_assignments = sa.Table(
+    "profile_assignments",
+    metadata,
+    _org_column(),
+    sa.Column("id", sa.Uuid(), primary_key=True),
+    sa.Column("profile_id", sa.Uuid(), nullable=False),
+    sa.Column("object_type", sa.String(16), nullable=False),
+    sa.Column("object_id", sa.String(500), nullable=False),
+    sa.Column("assigned_at", UTCDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(
+        ["organization_id", "profile_id"],
+        ["scoring_profiles.organization_id", "scoring_profiles.id"],
+        name="fk_profile_assignments_profile",
+        ondelete="CASCADE",
+    ),
+    sa.UniqueConstraint(
+        "organization_id",
+        "profile_id",
+        "object_type",
+        "object_id",
+        name="uq_profile_assignments_profile_object",
+    ),
+    sa.Index("ix_profile_assignments_object", "organization_id", "object_type", "object_id"),
+)
+
+# The recompute queue (SPEC §7): at most one entry per object. An entry is pending while
+# `lease_until` is NULL (or expired) and running while a worker holds an unexpired lease;
+# `rerun` records a trigger that arrived while it was running, so it computes once more.
+recompute_queue = sa.Table(
+    "recompute_queue",
+    metadata,
+    _org_column(),
+    sa.Column("object_type", sa.String(16), primary_key=True),
+    sa.Column("object_id", sa.String(500), primary_key=True),
+    sa.Column("enqueued_at", UTCDateTime(), nullable=False),
+    sa.Column("lease_until", UTCDateTime(), nullable=True),
+    sa.Column("claimed_by", sa.String(64), nullable=True),
+    sa.Column("rerun", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Index("ix_recompute_queue_enqueued_at", "enqueued_at"),
 )

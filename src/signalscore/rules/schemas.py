@@ -1,0 +1,44 @@
+"""Scoring rule bodies (SPEC §4 Rules)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field
+
+from signalscore.schemas import RequestModel, ResponseModel
+from signalscore.signals.schemas import AnswerType
+
+Dimension = Literal["fit", "urgency"]
+
+
+class RuleUpsert(RequestModel):
+    signalTemplateId: str = Field(min_length=1, max_length=100)
+    dimension: Dimension
+    answerType: AnswerType = Field(
+        description="Must match the referenced signal template's answer type; a mismatch is "
+        "a 422 INVALID_POINT_VALUES at write time rather than a silent compute failure later."
+    )
+    pointValues: dict[str, Any] = Field(
+        description='Exactly one shape, by answer type. boolean: `{"true": 20, "false": -5}`; '
+        'number/percentage/currency: `{"ranges": [{"min": 0, "max": 500, "points": 15}]}` '
+        "(min inclusive, max exclusive, either may be null for an open end); list: "
+        '`{"choices": {"Salesforce": 10}, "mode": "additive"}` with mode one of '
+        "additive, best-match, contains-all, contains-none, exact-match."
+    )
+
+
+class Rule(ResponseModel):
+    id: uuid.UUID
+    profileId: uuid.UUID
+    signalTemplateId: str
+    dimension: Dimension
+    selector: None = Field(
+        default=None, description="Reserved for picking a field out of a structured answer."
+    )
+    answerType: AnswerType
+    pointValues: dict[str, Any]
+    createdAt: datetime
+    updatedAt: datetime

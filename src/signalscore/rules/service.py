@@ -1,0 +1,169 @@
+"""Scoring rules: upsert per (profile, template, dimension), delete, list.
+
+Every change queues the profile's assigned objects for recomputation in the same transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from signalscore.db.tables import scoring_rules, signal_templates
+from signalscore.db.types import utcnow
+from signalscore.errors import FieldError, Invalid, InvalidPointValues, NotFound
+from signalscore.profiles.service import get_profile
+from signalscore.recompute.queue import enqueue_profile_objects
+from signalscore.rules.point_values import validate_point_values
+from signalscore.rules.schemas import Rule, RuleUpsert
+
+MAX_RULES_PER_PROFILE = 100
+
+r = scoring_rules
+
+_COLUMNS = (
+    r.c.id,
+    r.c.profile_id.label("profileId"),
+    r.c.signal_template_id.label("signalTemplateId"),
+    r.c.dimension,
+    r.c.answer_type.label("answerType"),
+    r.c.point_values.label("pointValues"),
+    r.c.created_at.label("createdAt"),
+    r.c.updated_at.label("updatedAt"),
+)
+
+
+def list_rules(conn: Connection, org_id: str, profile_id: uuid.UUID) -> list[Rule]:
+    get_profile(conn, org_id, profile_id)
+    rows = conn.execute(
+        sa.select(*_COLUMNS)
+        .where(r.c.organization_id == org_id, r.c.profile_id == profile_id)
+        .order_by(r.c.created_at, r.c.id)
+    ).mappings()
+    return [Rule.model_validate(dict(row)) for row in rows]
+
+
+def _checked_point_values(
+    conn: Connection, org_id: str, profile_type: str, body: RuleUpsert
+) -> dict[str, object]:
+    template = conn.execute(
+        sa.select(signal_templates.c.object_type, signal_templates.c.answer_type).where(
+            signal_templates.c.organization_id == org_id,
+            signal_templates.c.id == body.signalTemplateId,
+        )
+    ).one_or_none()
+    if template is None:
+        raise Invalid(
+            f"unknown signal template {body.signalTemplateId!r}",
+            error_code="TEMPLATE_NOT_FOUND",
+            fields=[
+                FieldError(field="signalTemplateId", message="no signal template with this id")
+            ],
+        )
+    if template.object_type != profile_type:
+        message = (
+            f"signal template {body.signalTemplateId!r} is for {template.object_type} objects, "
+            f"but this profile scores {profile_type} objects"
+        )
+        raise Invalid(
+            message,
+            error_code="OBJECT_TYPE_MISMATCH",
+            fields=[FieldError(field="signalTemplateId", message=message)],
+        )
+    problems = []
+    if body.answerType != template.answer_type:
+        problems.append(
+            FieldError(
+                field="answerType",
+                message=f"the template's answer type is {template.answer_type!r}, "
+                f"not {body.answerType!r}",
+            )
+        )
+        codes = ["ANSWER_TYPE_MISMATCH"]
+    else:
+        codes = []
+    normalized, pv_problems = validate_point_values(template.answer_type, body.pointValues)
+    problems += [FieldError(field=p.field, message=p.message) for p in pv_problems]
+    codes += [p.error_code for p in pv_problems]
+    if problems:
+        summary = (
+            f"invalid pointValues for '{problems[0].field}': {problems[0].message}"
+            if len(problems) == 1
+            else f"{len(problems)} problems with answerType/pointValues"
+        )
+        raise InvalidPointValues(summary, error_code=codes[0], fields=problems)
+    return normalized
+
+
+def upsert_rule(conn: Connection, org_id: str, profile_id: uuid.UUID, body: RuleUpsert) -> Rule:
+    """Create or replace the rule for (profile, template, dimension); a replace keeps the
+    rule's id and createdAt. Queues every object assigned to the profile."""
+    profile = get_profile(conn, org_id, profile_id, lock=True)
+    point_values = _checked_point_values(conn, org_id, profile.type, body)
+    now = utcnow()
+    existing = conn.execute(
+        sa.select(r.c.id, r.c.created_at).where(
+            r.c.organization_id == org_id,
+            r.c.profile_id == profile_id,
+            r.c.signal_template_id == body.signalTemplateId,
+            r.c.dimension == body.dimension,
+        )
+    ).one_or_none()
+    if existing is not None:
+        rule_id, created_at = existing.id, existing.created_at
+        conn.execute(
+            sa.update(r)
+            .where(r.c.organization_id == org_id, r.c.id == rule_id)
+            .values(answer_type=body.answerType, point_values=point_values, updated_at=now)
+        )
+    else:
+        count = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(r)
+            .where(r.c.organization_id == org_id, r.c.profile_id == profile_id)
+        ).scalar_one()
+        if count >= MAX_RULES_PER_PROFILE:
+            raise Invalid(
+                f"a profile holds at most {MAX_RULES_PER_PROFILE} rules",
+                error_code="TOO_MANY_RULES",
+                details={"limit": MAX_RULES_PER_PROFILE},
+            )
+        rule_id, created_at = uuid.uuid4(), now
+        conn.execute(
+            r.insert().values(
+                organization_id=org_id,
+                id=rule_id,
+                profile_id=profile_id,
+                signal_template_id=body.signalTemplateId,
+                dimension=body.dimension,
+                answer_type=body.answerType,
+                point_values=point_values,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    enqueue_profile_objects(conn, org_id, profile_id)
+    return Rule(
+        id=rule_id,
+        profileId=profile_id,
+        signalTemplateId=body.signalTemplateId,
+        dimension=body.dimension,
+        answerType=body.answerType,
+        pointValues=point_values,
+        createdAt=created_at,
+        updatedAt=now,
+    )
+
+
+def delete_rule(conn: Connection, org_id: str, profile_id: uuid.UUID, rule_id: uuid.UUID) -> None:
+    """Delete a rule of this profile and queue the profile's objects."""
+    get_profile(conn, org_id, profile_id, lock=True)
+    deleted = conn.execute(
+        sa.delete(r).where(
+            r.c.organization_id == org_id, r.c.profile_id == profile_id, r.c.id == rule_id
+        )
+    ).rowcount
+    if not deleted:
+        raise NotFound("scoring rule not found in this profile", error_code="RULE_NOT_FOUND")
+    enqueue_profile_objects(conn, org_id, profile_id)

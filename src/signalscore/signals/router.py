@@ -1,0 +1,131 @@
+"""`/v1/signals/templates` and `/v1/signals/values`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+
+from signalscore.deps import CurrentOrgId, DatabaseDep
+from signalscore.errors import FieldError, Invalid, error_responses
+from signalscore.objects import InvalidObjectId, normalize_object_id
+from signalscore.schemas import ObjectType
+from signalscore.signals import service
+from signalscore.signals.schemas import (
+    SignalValue,
+    SignalValuesWrite,
+    SignalValuesWriteResult,
+    Template,
+    TemplateCreate,
+    TemplatePatch,
+)
+
+router = APIRouter(prefix="/v1/signals", tags=["signals"])
+
+MAX_OBJECT_IDS_PER_READ = 100
+
+ObjectIdsQuery = Annotated[
+    list[str],
+    Query(
+        alias="objectId",
+        min_length=1,
+        max_length=MAX_OBJECT_IDS_PER_READ,
+        description="Repeatable (1-100). For company the domain; for contact the LinkedIn URL.",
+    ),
+]
+
+
+def normalize_query_object_ids(object_type: str, raw_ids: list[str]) -> list[str]:
+    """Normalise repeated `objectId` query values; one 422 lists every bad one."""
+    normalized: list[str] = []
+    fields: list[FieldError] = []
+    codes: list[str] = []
+    for index, raw in enumerate(raw_ids):
+        try:
+            normalized.append(normalize_object_id(object_type, raw))
+        except InvalidObjectId as exc:
+            codes.append(exc.error_code)
+            fields.append(FieldError(field=f"objectId[{index}]", message=exc.message))
+    if fields:
+        raise Invalid(
+            f"validation failed for '{fields[0].field}': {fields[0].message}"
+            if len(fields) == 1
+            else f"validation failed for {len(fields)} object ids",
+            error_code=codes[0],
+            fields=fields,
+        )
+    return normalized
+
+
+@router.get("/templates", response_model=list[Template])
+def list_templates(
+    org_id: CurrentOrgId,
+    db: DatabaseDep,
+    objectType: Annotated[ObjectType | None, Query()] = None,
+) -> list[Template]:
+    """List signal templates, optionally of one object type, ordered by `createdAt`, then `id`."""
+    with db.read() as conn:
+        return service.list_templates(conn, org_id, objectType)
+
+
+@router.post(
+    "/templates",
+    response_model=Template,
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(409),
+)
+def create_template(body: TemplateCreate, org_id: CurrentOrgId, db: DatabaseDep) -> Template:
+    """Create a signal template; `id` is optional and chosen by the client (409 if taken)."""
+    with db.write() as conn:
+        return service.create_template(conn, org_id, body)
+
+
+@router.get("/templates/{template_id}", response_model=Template)
+def get_template(template_id: str, org_id: CurrentOrgId, db: DatabaseDep) -> Template:
+    """One signal template."""
+    with db.read() as conn:
+        return service.get_template(conn, org_id, template_id)
+
+
+@router.patch("/templates/{template_id}", response_model=Template)
+def patch_template(
+    template_id: str, body: TemplatePatch, org_id: CurrentOrgId, db: DatabaseDep
+) -> Template:
+    """Change a template's name or description; its id and types are immutable."""
+    with db.write() as conn:
+        return service.patch_template(conn, org_id, template_id, body)
+
+
+@router.delete(
+    "/templates/{template_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(409),
+)
+def delete_template(template_id: str, org_id: CurrentOrgId, db: DatabaseDep) -> Response:
+    """Delete a template and all its values (409 while rules use it)."""
+    with db.write() as conn:
+        service.delete_template(conn, org_id, template_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.put("/values", response_model=SignalValuesWriteResult)
+def write_values(
+    body: SignalValuesWrite, org_id: CurrentOrgId, db: DatabaseDep
+) -> SignalValuesWriteResult:
+    """Write 1-1000 signal values atomically (`null` deletes). One bad item rejects the batch,
+    with every bad item listed. Affected scores are queued for recomputation."""
+    with db.write() as conn:
+        return service.write_values(conn, org_id, body.values)
+
+
+@router.get("/values", response_model=list[SignalValue])
+def read_values(
+    org_id: CurrentOrgId,
+    db: DatabaseDep,
+    objectType: Annotated[ObjectType, Query()],
+    object_ids: ObjectIdsQuery,
+) -> list[SignalValue]:
+    """Current values of 1-100 objects, in request order of `objectId`, then template id."""
+    normalized = normalize_query_object_ids(objectType, object_ids)
+    with db.read() as conn:
+        return service.read_values(conn, org_id, objectType, normalized)

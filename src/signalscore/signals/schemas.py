@@ -1,0 +1,134 @@
+"""Signal template and value bodies (SPEC §5)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, AwareDatetime, Field, ValidationInfo, field_validator
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
+
+from signalscore.objects import InvalidObjectId, normalize_object_id
+from signalscore.schemas import Description, Name, ObjectType, RequestModel, ResponseModel
+
+AnswerType = Literal["boolean", "number", "percentage", "currency", "list"]
+MAX_VALUES_PER_WRITE = 1000
+
+_TEMPLATE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
+
+
+def _template_id(value: str) -> str:
+    if not _TEMPLATE_ID_RE.match(value):
+        raise PydanticCustomError(
+            "INVALID_TEMPLATE_ID",
+            "'id' must be 1-100 characters of letters, digits, '_', '.', ':' or '-', "
+            "starting with a letter or digit",
+        )
+    return value
+
+
+TemplateId = Annotated[str, AfterValidator(_template_id)]
+
+
+def _refuse_change(field: str, what: str) -> PydanticCustomError:
+    return PydanticCustomError(
+        "IMMUTABLE_FIELD", "'{field}' cannot be changed: {what}", {"field": field, "what": what}
+    )
+
+
+class TemplateCreate(RequestModel):
+    id: TemplateId | None = Field(
+        default=None,
+        description="Optional client-chosen id, e.g. `employees` or `crm.vendor`; "
+        "a UUID string is generated when omitted.",
+    )
+    name: Name
+    objectType: ObjectType
+    answerType: AnswerType
+    description: Description = None
+
+
+class TemplatePatch(RequestModel):
+    """Only `name` and `description` can change; `null` clears the description."""
+
+    name: Name | None = None
+    description: Description = None
+    id: SkipJsonSchema[Any] = Field(default=None, exclude=True)
+    objectType: SkipJsonSchema[Any] = Field(default=None, exclude=True)
+    answerType: SkipJsonSchema[Any] = Field(default=None, exclude=True)
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name_not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise PydanticCustomError("INVALID_NAME", "'name' cannot be null")
+        return value
+
+    @field_validator("id", "objectType", "answerType", mode="before")
+    @classmethod
+    def _immutable(cls, value: Any, info: ValidationInfo) -> Any:
+        raise _refuse_change(str(info.field_name), "a template's id and types are immutable")
+
+
+class Template(ResponseModel):
+    id: str
+    organizationId: str
+    name: str
+    description: str | None
+    objectType: ObjectType
+    answerType: AnswerType
+    createdAt: datetime
+    updatedAt: datetime
+
+
+def normalized_object_id(value: str, info: ValidationInfo) -> str:
+    """Field validator body: normalise `objectId` by the `objectType` validated before it."""
+    object_type = info.data.get("objectType")
+    if object_type is None:  # objectType itself was invalid; that error is reported
+        return value
+    try:
+        return normalize_object_id(object_type, value)
+    except InvalidObjectId as exc:
+        raise PydanticCustomError(exc.error_code, exc.message) from None
+
+
+class SignalValueIn(RequestModel):
+    objectType: ObjectType
+    objectId: str = Field(
+        min_length=1,
+        max_length=500,
+        description="For company, the domain; for contact, the LinkedIn profile URL.",
+    )
+    signalTemplateId: str = Field(min_length=1, max_length=100)
+    value: Any = Field(
+        description="boolean: true/false; number/currency: finite number; percentage: 0-100; "
+        "list: array of 0-100 strings (1-200 characters). `null` deletes the value."
+    )
+    observedAt: AwareDatetime | None = Field(
+        default=None, description="RFC 3339 with offset; defaults to the time of the write."
+    )
+
+    _normalize_object_id = field_validator("objectId")(normalized_object_id)
+
+
+class SignalValuesWrite(RequestModel):
+    values: list[SignalValueIn] = Field(min_length=1, max_length=MAX_VALUES_PER_WRITE)
+
+
+class SignalValuesWriteResult(ResponseModel):
+    written: int = Field(description="Values created or changed.")
+    deleted: int = Field(description="Values removed by `null`.")
+    unchanged: int = Field(
+        description="Values equal to what was stored (and `null` for absent values)."
+    )
+
+
+class SignalValue(ResponseModel):
+    objectType: ObjectType
+    objectId: str
+    signalTemplateId: str
+    value: Any
+    observedAt: datetime
+    updatedAt: datetime

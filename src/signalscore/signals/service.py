@@ -1,0 +1,348 @@
+"""Signal templates and values, scoped to one organisation in every statement."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from signalscore.db.tables import scoring_rules, signal_templates, signal_values
+from signalscore.db.types import utcnow
+from signalscore.errors import Conflict, FieldError, Invalid, NotFound
+from signalscore.recompute.queue import enqueue_objects_for_signal_changes
+from signalscore.signals.schemas import (
+    SignalValue,
+    SignalValueIn,
+    SignalValuesWriteResult,
+    Template,
+    TemplateCreate,
+    TemplatePatch,
+)
+from signalscore.signals.value_types import ValueProblem, normalize_value
+
+t = signal_templates
+v = signal_values
+
+_TEMPLATE_COLUMNS = (
+    t.c.id,
+    t.c.organization_id.label("organizationId"),
+    t.c.name,
+    t.c.description,
+    t.c.object_type.label("objectType"),
+    t.c.answer_type.label("answerType"),
+    t.c.created_at.label("createdAt"),
+    t.c.updated_at.label("updatedAt"),
+)
+
+
+def _template_not_found(template_id: str) -> NotFound:
+    return NotFound(f"signal template {template_id!r} not found", error_code="TEMPLATE_NOT_FOUND")
+
+
+def list_templates(conn: Connection, org_id: str, object_type: str | None) -> list[Template]:
+    query = sa.select(*_TEMPLATE_COLUMNS).where(t.c.organization_id == org_id)
+    if object_type is not None:
+        query = query.where(t.c.object_type == object_type)
+    rows = conn.execute(query.order_by(t.c.created_at, t.c.id)).mappings()
+    return [Template.model_validate(dict(r)) for r in rows]
+
+
+def get_template(conn: Connection, org_id: str, template_id: str) -> Template:
+    row = (
+        conn.execute(
+            sa.select(*_TEMPLATE_COLUMNS).where(
+                t.c.organization_id == org_id, t.c.id == template_id
+            )
+        )
+        .mappings()
+        .one_or_none()
+    )
+    if row is None:
+        raise _template_not_found(template_id)
+    return Template.model_validate(dict(row))
+
+
+def create_template(conn: Connection, org_id: str, body: TemplateCreate) -> Template:
+    template_id = body.id or str(uuid.uuid4())
+    exists = conn.execute(
+        sa.select(t.c.id).where(t.c.organization_id == org_id, t.c.id == template_id)
+    ).first()
+    if exists:
+        raise Conflict(
+            f"a signal template with id {template_id!r} already exists",
+            error_code="TEMPLATE_ID_TAKEN",
+            details={"id": template_id},
+        )
+    now = utcnow()
+    conn.execute(
+        t.insert().values(
+            organization_id=org_id,
+            id=template_id,
+            name=body.name,
+            description=body.description,
+            object_type=body.objectType,
+            answer_type=body.answerType,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    return Template(
+        id=template_id,
+        organizationId=org_id,
+        name=body.name,
+        description=body.description,
+        objectType=body.objectType,
+        answerType=body.answerType,
+        createdAt=now,
+        updatedAt=now,
+    )
+
+
+def patch_template(
+    conn: Connection, org_id: str, template_id: str, body: TemplatePatch
+) -> Template:
+    current = get_template(conn, org_id, template_id)
+    changes: dict[str, Any] = {}
+    if body.name is not None and body.name != current.name:
+        changes["name"] = body.name
+    if "description" in body.model_fields_set and body.description != current.description:
+        changes["description"] = body.description
+    if not changes:
+        return current
+    now = utcnow()
+    conn.execute(
+        sa.update(t)
+        .where(t.c.organization_id == org_id, t.c.id == template_id)
+        .values(**changes, updated_at=now)
+    )
+    return current.model_copy(update={**changes, "updatedAt": now})
+
+
+def delete_template(conn: Connection, org_id: str, template_id: str) -> None:
+    """Delete a template and its values; 409 listing the rules that still use it."""
+    get_template(conn, org_id, template_id)
+    rule_ids = conn.execute(
+        sa.select(scoring_rules.c.id)
+        .where(
+            scoring_rules.c.organization_id == org_id,
+            scoring_rules.c.signal_template_id == template_id,
+        )
+        .order_by(scoring_rules.c.created_at, scoring_rules.c.id)
+    ).scalars()
+    in_use = [str(rule_id) for rule_id in rule_ids]
+    if in_use:
+        raise Conflict(
+            f"signal template {template_id!r} is used by {len(in_use)} rule(s); delete them first",
+            error_code="TEMPLATE_IN_USE",
+            details={"ruleIds": in_use},
+        )
+    # No rule reads these values, so removing them changes no score: nothing to enqueue.
+    conn.execute(
+        sa.delete(v).where(v.c.organization_id == org_id, v.c.signal_template_id == template_id)
+    )
+    conn.execute(sa.delete(t).where(t.c.organization_id == org_id, t.c.id == template_id))
+
+
+@dataclass(frozen=True, slots=True)
+class _ValidItem:
+    object_type: str
+    object_id: str
+    template_id: str
+    value: Any  # None deletes
+    observed_at: datetime
+
+
+def _validate_items(
+    conn: Connection, org_id: str, items: Sequence[SignalValueIn], now: datetime
+) -> list[_ValidItem]:
+    """Check every item against its template; raise one 422 listing every bad item."""
+    template_ids = sorted({item.signalTemplateId for item in items})
+    templates = {
+        row.id: row
+        for row in conn.execute(
+            sa.select(t.c.id, t.c.object_type, t.c.answer_type).where(
+                t.c.organization_id == org_id, t.c.id.in_(template_ids)
+            )
+        )
+    }
+    errors: list[tuple[str, FieldError]] = []
+    valid: list[_ValidItem] = []
+    for index, item in enumerate(items):
+        path = f"values[{index}]"
+        template = templates.get(item.signalTemplateId)
+        if template is None:
+            errors.append(
+                (
+                    "TEMPLATE_NOT_FOUND",
+                    FieldError(
+                        field=f"{path}.signalTemplateId",
+                        message=f"unknown signal template {item.signalTemplateId!r}",
+                    ),
+                )
+            )
+            continue
+        if template.object_type != item.objectType:
+            errors.append(
+                (
+                    "OBJECT_TYPE_MISMATCH",
+                    FieldError(
+                        field=f"{path}.signalTemplateId",
+                        message=f"signal template {item.signalTemplateId!r} is for "
+                        f"{template.object_type} objects, not {item.objectType}",
+                    ),
+                )
+            )
+            continue
+        value = item.value
+        if value is not None:
+            try:
+                value = normalize_value(template.answer_type, value)
+            except ValueProblem as problem:
+                errors.append((problem.error_code, problem.field_error(f"{path}.value")))
+                continue
+        valid.append(
+            _ValidItem(
+                item.objectType, item.objectId, item.signalTemplateId, value, item.observedAt or now
+            )
+        )
+    if errors:
+        first_code = errors[0][0]
+        fields = [e for _, e in errors]
+        summary = (
+            f"validation failed for '{fields[0].field}': {fields[0].message}"
+            if len(fields) == 1
+            else f"validation failed for {len(fields)} values; nothing was written"
+        )
+        raise Invalid(summary, error_code=first_code, fields=fields)
+    return valid
+
+
+def write_values(
+    conn: Connection, org_id: str, items: Sequence[SignalValueIn]
+) -> SignalValuesWriteResult:
+    """Write a batch atomically: validate all, then upsert/delete, then enqueue recomputes."""
+    now = utcnow()
+    valid = _validate_items(conn, org_id, items, now)
+    # The last item wins for repeated keys (after normalisation).
+    latest = {(i.object_type, i.object_id, i.template_id): i for i in valid}
+
+    existing: dict[tuple[str, str, str], tuple[Any, datetime]] = {}
+    by_type: dict[str, set[str]] = defaultdict(set)
+    for object_type, object_id, _ in latest:
+        by_type[object_type].add(object_id)
+    template_ids = sorted({key[2] for key in latest})
+    for object_type, object_ids in by_type.items():
+        rows = conn.execute(
+            sa.select(v.c.object_id, v.c.signal_template_id, v.c.value, v.c.updated_at).where(
+                v.c.organization_id == org_id,
+                v.c.object_type == object_type,
+                v.c.object_id.in_(sorted(object_ids)),
+                v.c.signal_template_id.in_(template_ids),
+            )
+        )
+        for row in rows:
+            existing[(object_type, row.object_id, row.signal_template_id)] = (
+                row.value,
+                row.updated_at,
+            )
+
+    upserts: list[dict[str, Any]] = []
+    deletes: list[dict[str, Any]] = []
+    changed: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    written = deleted = unchanged = 0
+    for key, item in latest.items():
+        stored = existing.get(key)
+        if item.value is None:
+            if stored is None:
+                unchanged += 1
+                continue
+            deleted += 1
+            deletes.append({"ot": key[0], "oid": key[1], "tid": key[2]})
+        else:
+            is_same = stored is not None and _same_value(stored[0], item.value)
+            if is_same:
+                unchanged += 1
+            else:
+                written += 1
+            upserts.append(
+                {
+                    "organization_id": org_id,
+                    "object_type": key[0],
+                    "object_id": key[1],
+                    "signal_template_id": key[2],
+                    "value": stored[0] if is_same and stored else item.value,
+                    "observed_at": item.observed_at,
+                    # An identical value is a fresh observation, not a change.
+                    "updated_at": stored[1] if is_same and stored else now,
+                }
+            )
+            if is_same:
+                continue
+        changed[key[0]][key[1]].add(key[2])
+
+    if upserts:
+        insert = postgresql.insert(v) if conn.dialect.name == "postgresql" else sqlite.insert(v)
+        conn.execute(
+            insert.on_conflict_do_update(
+                index_elements=[
+                    "organization_id",
+                    "object_type",
+                    "object_id",
+                    "signal_template_id",
+                ],
+                set_={
+                    "value": insert.excluded.value,
+                    "observed_at": insert.excluded.observed_at,
+                    "updated_at": insert.excluded.updated_at,
+                },
+            ),
+            upserts,
+        )
+    if deletes:
+        conn.execute(
+            sa.delete(v).where(
+                v.c.organization_id == org_id,
+                v.c.object_type == sa.bindparam("ot"),
+                v.c.object_id == sa.bindparam("oid"),
+                v.c.signal_template_id == sa.bindparam("tid"),
+            ),
+            deletes,
+        )
+    enqueue_objects_for_signal_changes(conn, org_id, changed)
+    return SignalValuesWriteResult(written=written, deleted=deleted, unchanged=unchanged)
+
+
+def _same_value(stored: Any, new: Any) -> bool:
+    # 5 and 5.0 are the same number; True and 1 are not the same answer.
+    return bool(stored == new) and isinstance(stored, bool) == isinstance(new, bool)
+
+
+def read_values(
+    conn: Connection, org_id: str, object_type: str, object_ids: Sequence[str]
+) -> list[SignalValue]:
+    """Values of the given objects, in request order of `objectId`, then template id."""
+    order = {object_id: position for position, object_id in enumerate(dict.fromkeys(object_ids))}
+    rows = conn.execute(
+        sa.select(
+            v.c.object_type.label("objectType"),
+            v.c.object_id.label("objectId"),
+            v.c.signal_template_id.label("signalTemplateId"),
+            v.c.value,
+            v.c.observed_at.label("observedAt"),
+            v.c.updated_at.label("updatedAt"),
+        ).where(
+            v.c.organization_id == org_id,
+            v.c.object_type == object_type,
+            v.c.object_id.in_(list(order)),
+        )
+    ).mappings()
+    values = [SignalValue.model_validate(dict(r)) for r in rows]
+    values.sort(key=lambda sv: (order[sv.objectId], sv.signalTemplateId))
+    return values
