@@ -1,0 +1,89 @@
+"""Object id normalisation (SPEC §1), as units."""
+
+from __future__ import annotations
+
+import pytest
+
+from signalscore.objects import DOMAIN_MESSAGE, InvalidObjectId, normalize_object_id
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("acme.com", "acme.com"),
+        ("Acme.COM.", "acme.com"),
+        ("  sub.Acme.co.uk ", "sub.acme.co.uk"),
+        ("localhost", "localhost"),
+        ("a-b.c0", "a-b.c0"),
+        ("x" * 63 + ".com", "x" * 63 + ".com"),
+    ],
+)
+def test_domains(raw: str, expected: str) -> None:
+    assert normalize_object_id("company", raw) == expected
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "https://acme.com",
+        "acme.com/about",
+        "acme.com:443",
+        "acme.com?x=1",
+        "-acme.com",
+        "acme-.com",
+        "ac me.com",
+        "acme..com",
+        ".",
+        "x" * 64 + ".com",
+        "a." * 127 + "a",
+        "acme.com..",
+        "ac_me.com",
+        "ümlaut.de",
+    ],
+)
+def test_bad_domains(raw: str) -> None:
+    with pytest.raises(InvalidObjectId) as info:
+        normalize_object_id("company", raw)
+    assert info.value.error_code == "INVALID_DOMAIN"
+    assert info.value.message == DOMAIN_MESSAGE
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "https://www.linkedin.com/in/janedoe",
+        "linkedin.com/in/JaneDoe/?trk=x",
+        "http://uk.linkedin.com/in/janedoe",
+        "www.linkedin.com/in/janedoe/",
+        "https://linkedin.com/in/JANEDOE#experience",
+        "  linkedin.com/in/janedoe  ",
+    ],
+)
+def test_linkedin_urls(raw: str) -> None:
+    assert normalize_object_id("contact", raw) == "https://www.linkedin.com/in/janedoe"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "https://twitter.com/janedoe",
+        "linkedin.com/company/acme",
+        "linkedin.com/in/",
+        "linkedin.com/in/jane/doe",
+        "https://evil.com/linkedin.com/in/jane",
+        "https://linkedin.com.evil.io/in/jane",
+        "ftp://linkedin.com/in/jane",
+        "janedoe",
+        "https://abc.linkedin.com/in/jane",
+    ],
+)
+def test_bad_linkedin_urls(raw: str) -> None:
+    with pytest.raises(InvalidObjectId) as info:
+        normalize_object_id("contact", raw)
+    assert info.value.error_code == "INVALID_LINKEDIN_URL"
+
+
+def test_length_limit_applies_before_normalisation() -> None:
+    with pytest.raises(InvalidObjectId) as info:
+        normalize_object_id("company", " " * 498 + "a.co")
+    assert info.value.error_code == "INVALID_OBJECT_ID"
