@@ -1,0 +1,449 @@
+"""Benchmark the scoring engine against GoRules zen-engine on the same 20-rule profile.
+
+    python bench/engine.py [--objects 100000] [--zen-objects 5000] [--batch 1000] [--seed 7]
+
+Builds a deterministic (seeded) set of companies, scores them with ``signalscore.engine`` on one
+core, then evaluates the same rules with zen-engine (one decision graph: input node → one
+decision table per rule, collect hit policy → output node; points summed per dimension), checks
+that both agree on every object zen evaluated, and prints objects/s for each and the ratio.
+Exits non-zero if the agreement check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from signalscore.engine import Rule, SignalValue, compile_profile, normalize_choice
+
+TECH = [
+    "Salesforce",
+    "HubSpot",
+    "Pipedrive",
+    "Zoho",
+    "Microsoft Dynamics",
+    "Close",
+    "Copper",
+    "Freshsales",
+    "Attio",
+    "Monday",
+    "Snowflake",
+    "BigQuery",
+    "Redshift",
+    "Databricks",
+    "dbt",
+    "Segment",
+    "Amplitude",
+    "Mixpanel",
+    "Looker",
+    "Tableau",
+    "Slack",
+    "Teams",
+    "Zoom",
+    "Gong",
+    "Outreach",
+    "Salesloft",
+    "Apollo",
+    "Clearbit",
+    "ZoomInfo",
+    "Marketo",
+]
+INDUSTRIES = [
+    "Software",
+    "Fintech",
+    "Healthcare",
+    "Retail",
+    "Manufacturing",
+    "Logistics",
+    "Education",
+    "Media",
+    "Energy",
+    "Insurance",
+    "Telecom",
+    "Real Estate",
+]
+REGIONS = ["EMEA", "North America", "LATAM", "APAC", "Nordics", "DACH", "UK&I", "Benelux"]
+ROLES = ["Sales", "RevOps", "Marketing", "Engineering", "Data", "Customer Success", "Finance"]
+
+
+def build_rules() -> list[Rule]:
+    """The 20-rule profile: 6 numeric range rules, 6 boolean, 8 list rules (all five modes)."""
+
+    def rng(*bounds: tuple[float | None, float | None, float]) -> dict[str, Any]:
+        return {"ranges": [{"min": lo, "max": hi, "points": p} for lo, hi, p in bounds]}
+
+    specs: list[tuple[str, str, str, dict[str, Any]]] = [
+        (
+            "employees",
+            "fit",
+            "number",
+            rng(
+                (None, 10, -10),
+                (10, 50, 5),
+                (50, 200, 15),
+                (200, 1000, 25),
+                (1000, 5000, 20),
+                (5000, None, 10),
+            ),
+        ),
+        (
+            "revenue",
+            "fit",
+            "currency",
+            rng((0, 1e6, 0), (1e6, 1e7, 10), (1e7, 1e8, 20), (1e8, None, 15)),
+        ),
+        (
+            "growth",
+            "urgency",
+            "percentage",
+            rng((None, 0, -5), (0, 20, 5), (20, 50, 12), (50, None, 20)),
+        ),
+        ("funding", "urgency", "currency", rng((0, 5e6, 2), (5e6, 5e7, 10), (5e7, None, 18))),
+        (
+            "open_roles",
+            "urgency",
+            "number",
+            rng((None, 1, 0), (1, 5, 4), (5, 20, 9), (20, None, 14)),
+        ),
+        (
+            "web_traffic",
+            "fit",
+            "number",
+            rng(
+                (0, 1_000, 0),
+                (1_000, 10_000, 3),
+                (10_000, 100_000, 6),
+                (100_000, 1_000_000, 9),
+                (1_000_000, None, 12),
+            ),
+        ),
+        ("b2b", "fit", "boolean", {"true": 20, "false": -10}),
+        ("has_sales_team", "fit", "boolean", {"true": 10}),
+        ("uses_competitor", "fit", "boolean", {"true": -15, "false": 5}),
+        ("hiring_sales", "urgency", "boolean", {"true": 15, "false": 0}),
+        ("recent_funding", "urgency", "boolean", {"true": 12}),
+        ("leadership_change", "urgency", "boolean", {"true": 8, "false": -2}),
+        (
+            "crm",
+            "fit",
+            "list",
+            {
+                "choices": {"Salesforce": 10, "HubSpot": 8, "Pipedrive": 4, "Zoho": -3},
+                "mode": "additive",
+            },
+        ),
+        (
+            "data_stack",
+            "fit",
+            "list",
+            {
+                "choices": {
+                    "Snowflake": 6,
+                    "BigQuery": 5,
+                    "Databricks": 6,
+                    "dbt": 3,
+                    "Redshift": 2,
+                },
+                "mode": "additive",
+            },
+        ),
+        (
+            "industry",
+            "fit",
+            "list",
+            {
+                "choices": {"Software": 15, "Fintech": 12, "Healthcare": 6, "Retail": 3},
+                "mode": "best-match",
+            },
+        ),
+        (
+            "region",
+            "fit",
+            "list",
+            {
+                "choices": {"EMEA": 5, "North America": 8, "DACH": 6, "Nordics": 4},
+                "mode": "best-match",
+            },
+        ),
+        (
+            "sales_tools",
+            "urgency",
+            "list",
+            {"choices": {"Gong": 4, "Outreach": 4, "Salesloft": 4}, "mode": "additive"},
+        ),
+        (
+            "sales_tools",
+            "fit",
+            "list",
+            {"choices": {"Slack": 3, "Zoom": 3}, "mode": "contains-all"},
+        ),
+        (
+            "crm",
+            "urgency",
+            "list",
+            {
+                "choices": {"Salesforce": 7, "HubSpot": 7, "Microsoft Dynamics": 7},
+                "mode": "contains-none",
+            },
+        ),
+        (
+            "hiring_roles",
+            "urgency",
+            "list",
+            {"choices": {"Sales": 6, "RevOps": 6}, "mode": "exact-match"},
+        ),
+    ]
+    return [
+        Rule(f"rule-{i:02d}", template, dimension, answer_type, point_values)
+        for i, (template, dimension, answer_type, point_values) in enumerate(specs)
+    ]
+
+
+def _vary(text: str, rnd: random.Random) -> str:
+    """The same choice as different writers spell it (case only: the writer trims)."""
+    roll = rnd.random()
+    if roll < 0.7:
+        return text
+    if roll < 0.85:
+        return text.lower()
+    return text.upper()
+
+
+def _pick(vocabulary: Sequence[str], rnd: random.Random, most: int) -> list[str]:
+    return [_vary(t, rnd) for t in rnd.sample(vocabulary, rnd.randint(0, most))]
+
+
+def build_objects(count: int, seed: int, presence: float = 0.8) -> list[dict[str, SignalValue]]:
+    """Deterministic companies; each template has a value with probability ``presence``."""
+    rnd = random.Random(seed)
+    generators: dict[str, Callable[[], SignalValue]] = {
+        "employees": lambda: int(rnd.lognormvariate(4.5, 1.6)),
+        "revenue": lambda: round(rnd.lognormvariate(15.5, 2.0), 2),
+        "growth": lambda: round(rnd.gauss(18, 25), 1),
+        "funding": lambda: float(round(rnd.lognormvariate(15.0, 1.8), -3)),
+        "open_roles": lambda: rnd.randint(0, 60),
+        "web_traffic": lambda: int(rnd.lognormvariate(9.5, 2.0)),
+        "b2b": lambda: rnd.random() < 0.7,
+        "has_sales_team": lambda: rnd.random() < 0.6,
+        "uses_competitor": lambda: rnd.random() < 0.2,
+        "hiring_sales": lambda: rnd.random() < 0.3,
+        "recent_funding": lambda: rnd.random() < 0.25,
+        "leadership_change": lambda: rnd.random() < 0.1,
+        "crm": lambda: _pick(TECH[:10], rnd, 2),
+        "data_stack": lambda: _pick(TECH[10:16], rnd, 4),
+        "industry": lambda: _pick(INDUSTRIES, rnd, 2),
+        "region": lambda: _pick(REGIONS, rnd, 3),
+        "sales_tools": lambda: _pick(TECH[20:], rnd, 5),
+        "hiring_roles": lambda: _pick(ROLES, rnd, 3),
+    }
+    objects: list[dict[str, SignalValue]] = []
+    for _ in range(count):
+        objects.append({tid: make() for tid, make in generators.items() if rnd.random() < presence})
+    return objects
+
+
+# --- zen-engine --------------------------------------------------------------------------------
+
+
+def _zen_literal(value: float) -> str:
+    return repr(value) if isinstance(value, float) and not value.is_integer() else str(int(value))
+
+
+def _zen_rows(rule: Rule) -> list[tuple[str, float]]:
+    """Decision-table rows (unary test on the rule's input, points) for one rule."""
+    pv = rule.point_values
+    if rule.answer_type == "boolean":
+        return [(key, pv[key]) for key in ("true", "false") if key in pv]
+    if rule.answer_type != "list":
+        rows = []
+        for r in pv["ranges"]:
+            lo, hi = r.get("min"), r.get("max")
+            if lo is None and hi is None:
+                test = "$ != null"
+            elif hi is None:
+                test = f">= {_zen_literal(lo)}"
+            elif lo is None:
+                test = f"< {_zen_literal(hi)}"
+            else:
+                test = f"[{_zen_literal(lo)}..{_zen_literal(hi)})"
+            rows.append((test, r["points"]))
+        return rows
+    choices = {normalize_choice(k): p for k, p in pv["choices"].items()}
+    keys = json.dumps(sorted(choices))
+    total = sum(choices.values())
+    mode = pv.get("mode", "additive")
+    if mode in ("additive", "best-match"):
+        return [(f"$ != null and contains($, {json.dumps(k)})", p) for k, p in choices.items()]
+    if mode == "contains-all":
+        return [(f"$ != null and all({keys}, contains($, #))", total)]
+    if mode == "contains-none":
+        return [(f"$ != null and none($, # in {keys})", total)]
+    return [(f"$ != null and all($, # in {keys}) and all({keys}, contains($, #))", total)]
+
+
+def build_zen_graph(rules: Sequence[Rule]) -> dict[str, Any]:
+    """One graph: input → one collect decision table per rule (output at its rule id) → output."""
+    nodes: list[dict[str, Any]] = [
+        {"id": "request", "type": "inputNode", "name": "request", "position": {"x": 0, "y": 0}},
+        {
+            "id": "response",
+            "type": "outputNode",
+            "name": "response",
+            "position": {"x": 600, "y": 0},
+        },
+    ]
+    edges: list[dict[str, Any]] = []
+    for i, rule in enumerate(rules):
+        node_id = f"t{i:02d}"
+        field = rule.signal_template_id
+        if rule.answer_type == "list":
+            # Case-insensitive, trimmed matching is done by zen itself.
+            field = f"{field} != null ? map({field}, lower(trim(#))) : null"
+        content = {
+            "hitPolicy": "collect",
+            "outputPath": node_id,
+            "inputs": [{"id": "in", "name": rule.signal_template_id, "field": field}],
+            "outputs": [{"id": "points", "name": "points", "field": "points"}],
+            "rules": [
+                {"_id": f"{node_id}-{k}", "in": test, "points": _zen_literal(points)}
+                for k, (test, points) in enumerate(_zen_rows(rule))
+            ],
+        }
+        nodes.append(
+            {
+                "id": node_id,
+                "type": "decisionTableNode",
+                "name": rule.id,
+                "position": {"x": 300, "y": 100 * i},
+                "content": content,
+            }
+        )
+        edges.append(
+            {"id": f"in-{node_id}", "sourceId": "request", "targetId": node_id, "type": "edge"}
+        )
+        edges.append(
+            {"id": f"{node_id}-out", "sourceId": node_id, "targetId": "response", "type": "edge"}
+        )
+    return {"contentType": "application/vnd.gorules.decision", "nodes": nodes, "edges": edges}
+
+
+def zen_scorer(rules: Sequence[Rule]) -> Callable[[dict[str, SignalValue]], dict[str, float]]:
+    """Evaluate one object with zen and sum points per dimension (best-match takes the max)."""
+    import zen
+
+    decision = zen.ZenEngine().create_decision(json.dumps(build_zen_graph(rules)))
+    plan = [
+        (f"t{i:02d}", rule.dimension, rule.point_values.get("mode") == "best-match")
+        for i, rule in enumerate(rules)
+    ]
+    dimensions = sorted({rule.dimension for rule in rules})
+
+    def score(values: dict[str, SignalValue]) -> dict[str, float]:
+        result = decision.evaluate(values)["result"]
+        totals: dict[str, list[float]] = {d: [] for d in dimensions}
+        for node_id, dimension, best in plan:
+            hits = [row["points"] for row in result[node_id]]
+            if hits:
+                totals[dimension].append(max(hits) if best else sum(hits))
+        return {d: math.fsum(points) for d, points in totals.items()}
+
+    return score
+
+
+# --- measurement -------------------------------------------------------------------------------
+
+
+def _seconds(run: Callable[[], object]) -> float:
+    gc.collect()
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Scoring engine vs zen-engine, one core.")
+    parser.add_argument("--objects", type=int, default=100_000, help="objects scored by the engine")
+    parser.add_argument("--zen-objects", type=int, default=5_000, help="objects evaluated by zen")
+    parser.add_argument("--batch", type=int, default=1_000, help="score_many batch size")
+    parser.add_argument("--repeat", type=int, default=5, help="timed passes of the engine")
+    parser.add_argument("--check", type=int, default=1_000, help="objects checked against zen")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+
+    rules = build_rules()
+    objects = build_objects(args.objects, args.seed)
+    n = len(objects)
+    present = sum(len(o) for o in objects) / (n * len({r.signal_template_id for r in rules}))
+    print(f"profile: {len(rules)} rules; objects: {n} (values present: {present:.0%}); "
+          f"python {sys.version.split()[0]}, one process")  # fmt: skip
+
+    profile = compile_profile(rules)
+    sink: list[float] = []
+
+    def pipeline() -> None:
+        # What the recompute worker does: score a batch, use the rows, drop them.
+        for start in range(0, n, args.batch):
+            results = profile.score_many(objects[start : start + args.batch])
+            sink.append(results[-1]["fit"].score)
+
+    passes = sorted(_seconds(pipeline) for _ in range(args.repeat))
+    best, median = n / passes[0], n / passes[len(passes) // 2]
+    print(f"engine, score_many in batches of {args.batch}: {best:,.0f} objects/s best, "
+          f"{median:,.0f} median of {args.repeat} passes")  # fmt: skip
+    retained = _seconds(lambda: profile.score_many(objects))
+    print(f"engine, one score_many call keeping all {n} results: {n / retained:,.0f} objects/s")
+    single_n = min(n, 20_000)
+    single = _seconds(lambda: [profile.score(v) for v in objects[:single_n]])
+    print(f"engine, score() per object ({single_n} objects): {single_n / single:,.0f} objects/s")
+
+    zen_n = min(n, args.zen_objects)
+    score_zen = zen_scorer(rules)
+    zen_results: list[dict[str, float]] = []
+    zen_time = _seconds(lambda: zen_results.extend(score_zen(v) for v in objects[:zen_n]))
+    zen_rate = zen_n / zen_time
+    subset = f"the first {zen_n} objects" if zen_n < n else f"all {n} objects"
+    print(f"zen-engine {_zen_version()}, one evaluate() per object on {subset}: "
+          f"{zen_rate:,.0f} objects/s")  # fmt: skip
+    print(
+        f"ratio engine/zen (per-object throughput, median engine pass): {median / zen_rate:,.1f}x"
+    )
+
+    check_n = min(zen_n, args.check)
+    engine_results = profile.score_many(objects[:check_n])
+    mismatches = [
+        i
+        for i in range(check_n)
+        for dim, result in engine_results[i].items()
+        if result.earned != zen_results[i][dim]
+    ]
+    if mismatches:
+        i = mismatches[0]
+        print(f"AGREEMENT CHECK FAILED on {len(mismatches)} of {check_n} objects, e.g. #{i}:")
+        print(f"  values: {objects[i]}")
+        print(f"  engine: { {d: r.earned for d, r in engine_results[i].items()} }")
+        print(f"  zen:    {zen_results[i]}")
+        return 1
+    print(f"agreement: engine earned == zen points per dimension on all {check_n} objects checked")
+    print(f"targets: >=50,000 objects/s (median) {'met' if median >= 50_000 else 'NOT met'}; "
+          f">=10x zen {'met' if median / zen_rate >= 10 else 'NOT met'}")  # fmt: skip
+    return 0
+
+
+def _zen_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("zen-engine")
+    except PackageNotFoundError:
+        return "(unknown version)"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

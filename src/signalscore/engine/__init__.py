@@ -1,0 +1,68 @@
+"""The scoring engine: SPEC §6 as pure functions from (rules, signal values) to score results.
+
+No I/O, no framework, no database. Compile a profile's rules once with :func:`compile_profile`,
+then score one object with :meth:`CompiledProfile.score` or a batch with
+:meth:`CompiledProfile.score_many` (same results, built for throughput: values are pulled out
+column by column and each rule scores its whole column in one loop).
+
+Inputs
+    ``Rule(id, signal_template_id, dimension, answer_type, point_values)`` with ``point_values``
+    exactly in the JSON shape of SPEC §4, rules in the profile's order (createdAt, then id).
+    Values are a mapping from signal template id to value: ``bool`` for boolean templates,
+    ``int``/``float`` for number, percentage and currency templates, a list (or tuple) of ``str``
+    for list templates. An absent key or ``None`` means "no value".
+
+Decisions where SPEC §6 is silent
+    - A value of the wrong type for its rule (a number for a boolean rule, a ``bool`` for a
+      numeric rule - bools are never numbers - a string for a list rule) counts as no value:
+      0 points, ``matchedValue`` null, not counted in ``signalCoverage``. The API validates
+      values by answer type, so this only guards against bad data.
+    - List matching compares ``str.strip().casefold()`` of both the answer's values and the
+      rule's choices. Two choices with the same normal form (the API rejects that) each count.
+      ``matchedValue`` joins the answer's values as stored (not normalised) with ``", "``; an
+      empty list is a value (coverage counts it) whose ``matchedValue`` is ``""``.
+    - ``maxPoints`` of the all-or-nothing list modes (contains-all, contains-none, exact-match)
+      is ``max(sum of all choice points, 0)``: the most such a rule can earn. best-match:
+      ``max(largest choice points, 0)``; additive: the sum of the positive choice points.
+    - Overlapping ranges (the API rejects them): the first range in stored order that holds the
+      value wins. A range holds ``min <= v < max``; NaN holds no range.
+    - Numbers in ``matchedValue``: ``int`` as ``str(int)``; a float with an integral value and
+      magnitude below 1e16 without ``.0`` (``874.0`` → ``"874"``); any other float as ``repr``
+      (``0.1`` → ``"0.1"``, ``1e16`` → ``"1e+16"``). Range labels: ``"100–1000"`` (en dash),
+      ``"≥1000"`` (no max), ``"<100"`` (no min), ``"any"`` (neither), ``"no range"``.
+    - Types: ``pointsEarned`` and ``maxPoints`` keep the rule's number type where possible (an
+      ``int`` rule point gives an ``int``; no value gives ``0``; a sum of ``int`` points is an
+      ``int``, a sum involving floats is their ``math.fsum``). ``earned`` and ``max_possible``
+      are always ``float``: the ``math.fsum`` of pointsEarned / maxPoints, so they never depend
+      on summation order (for all-``int`` profiles the engine uses ``float(sum(...))``, which is
+      provably identical while every partial sum stays below 2**53).
+    - ``score = 0.0 if max_possible == 0 else round(min(100.0, max(0.0, 100.0 * earned /
+      max_possible)), 2)``.
+    - The result holds one entry per dimension with at least one rule, keys in sorted order
+      (``"fit"`` before ``"urgency"``); contributions keep the rules' order.
+"""
+
+from signalscore.engine._model import (
+    Contribution,
+    DimensionResult,
+    Rule,
+    SignalValue,
+    SignalValues,
+)
+from signalscore.engine._numbers import format_number
+from signalscore.engine._profile import CompiledProfile, compile_profile, score_object
+from signalscore.engine._rules import InvalidRuleError, normalize_choice
+
+__all__ = [
+    "CompiledProfile",
+    "Contribution",
+    "DimensionResult",
+    "InvalidRuleError",
+    "Rule",
+    "SignalValue",
+    "SignalValues",
+    "compile_profile",
+    "format_number",
+    "normalize_choice",
+    "score_object",
+]

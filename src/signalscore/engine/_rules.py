@@ -1,0 +1,232 @@
+"""Rule compilation: parse a rule's ``point_values`` once into lookup tables and constants.
+
+Nothing here runs per object. ``_codegen`` turns the compiled rules of a profile into one
+straight-line scoring loop that reads these tables.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from signalscore.engine._model import LIST_MODES, NUMERIC_ANSWER_TYPES, Contribution, Rule
+from signalscore.engine._numbers import exact_sum, format_number
+
+Number = int | float
+
+
+class InvalidRuleError(ValueError):
+    """A rule's ``answer_type`` / ``point_values`` cannot be compiled."""
+
+
+def normalize_choice(text: str) -> str:
+    """The form list choices and list answers are compared in: trimmed, then case-folded."""
+    return text.strip().casefold()
+
+
+class NormalizedStrings(dict[str, str]):
+    """Memo of ``normalize_choice`` for one batch: a hit costs one dict lookup."""
+
+    def __missing__(self, key: str) -> str:
+        value = self[key] = key.strip().casefold()
+        return value
+
+
+def _points(value: Any, where: str) -> Number:
+    if type(value) is bool or not isinstance(value, int | float):
+        raise InvalidRuleError(f"{where} must be a number, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidRuleError(f"{where} must be finite, got {value!r}")
+    return value if type(value) in (int, float) else float(value)
+
+
+def _bound(value: Any, where: str) -> Number | None:
+    return None if value is None else _points(value, where)
+
+
+class CompiledRule:
+    """What every compiled rule has: identity, maxPoints, and a bound on |pointsEarned|."""
+
+    kind = ""
+
+    def __init__(self, rule: Rule, max_points: Number, int_bound: int | None) -> None:
+        self.rule_id = rule.id
+        self.signal_template_id = rule.signal_template_id
+        self.dimension = rule.dimension
+        self.max_points = max_points
+        #: When every pointsEarned this rule can produce is an ``int``: a bound on its
+        #: magnitude. ``None`` when it can produce a float.
+        self.int_bound = int_bound
+        #: The contribution of an object without a value.
+        self.absent = self.contribution(None, 0)
+
+    def contribution(self, matched: str | None, earned: Number) -> Contribution:
+        return {
+            "ruleId": self.rule_id,
+            "signalTemplateId": self.signal_template_id,
+            "matchedValue": matched,
+            "pointsEarned": earned,
+            "maxPoints": self.max_points,
+        }
+
+
+class BooleanRule(CompiledRule):
+    kind = "boolean"
+
+    def __init__(self, rule: Rule, point_values: Mapping[str, Any]) -> None:
+        unknown = set(point_values) - {"true", "false"}
+        if unknown:
+            raise InvalidRuleError(f"boolean pointValues has unknown keys {sorted(unknown)}")
+        self.on_true = _points(point_values.get("true", 0), "pointValues.true")
+        self.on_false = _points(point_values.get("false", 0), "pointValues.false")
+        both_int = type(self.on_true) is int and type(self.on_false) is int
+        super().__init__(
+            rule,
+            max(self.on_true, self.on_false, 0),
+            int(max(abs(self.on_true), abs(self.on_false))) if both_int else None,
+        )
+        self.if_true = self.contribution("true", self.on_true)
+        self.if_false = self.contribution("false", self.on_false)
+
+
+def _range_label(low: Number | None, high: Number | None) -> str:
+    if low is None and high is None:
+        return "any"
+    if high is None:
+        return f"≥{format_number(low)}"  # type: ignore[arg-type]
+    if low is None:
+        return f"<{format_number(high)}"
+    return f"{format_number(low)}–{format_number(high)}"
+
+
+class RangeRule(CompiledRule):
+    """Ranges flattened into elementary intervals between all distinct finite bounds.
+
+    ``bisect_right(boundaries, v)`` is the index of the interval ``[b[j-1], b[j])`` holding v;
+    every range is a union of whole intervals, so ``intervals[j]`` can be precomputed as the
+    first range (in stored order) holding that interval, or "no range". This is exact for any
+    ranges, overlapping or not, and costs one C-level binary search per value.
+    """
+
+    kind = "range"
+
+    def __init__(self, rule: Rule, point_values: Mapping[str, Any]) -> None:
+        unknown = set(point_values) - {"ranges"}
+        ranges = point_values.get("ranges")
+        if unknown or not isinstance(ranges, Sequence) or isinstance(ranges, str):
+            raise InvalidRuleError("numeric pointValues must be {'ranges': [...]}")
+        parsed: list[tuple[Number | None, Number | None, Number]] = []
+        for i, item in enumerate(ranges):
+            if not isinstance(item, Mapping) or "points" not in item:
+                raise InvalidRuleError(f"pointValues.ranges[{i}] must be an object with points")
+            unknown_keys = set(item) - {"min", "max", "points"}
+            if unknown_keys:
+                raise InvalidRuleError(f"pointValues.ranges[{i}] has unknown keys")
+            parsed.append(
+                (
+                    _bound(item.get("min"), f"pointValues.ranges[{i}].min"),
+                    _bound(item.get("max"), f"pointValues.ranges[{i}].max"),
+                    _points(item["points"], f"pointValues.ranges[{i}].points"),
+                )
+            )
+        all_points = [p for _, _, p in parsed]
+        all_int = all(type(p) is int for p in all_points)
+        super().__init__(
+            rule,
+            max([*all_points, 0]),
+            int(max((abs(p) for p in all_points), default=0)) if all_int else None,
+        )
+        self.ranges = parsed
+        bounds = {b for lo, hi, _ in parsed for b in (lo, hi) if b is not None}
+        self.boundaries: list[Number] = sorted(bounds)
+        # One entry per elementary interval, then a last one for "no range" (used for NaN):
+        # (pointsEarned, matchedValue suffix, contribution to copy).
+        self.intervals: list[tuple[Number, str, Contribution]] = []
+        edges: list[Number] = [-math.inf, *self.boundaries]
+        for start in edges:
+            # ``start`` lies in exactly the intervals' ranges that hold it, since every range
+            # bound is a boundary; -inf stands for "below the first boundary".
+            holder = next((r for r in parsed if _holds(r, start)), None)
+            self.intervals.append(self._entry(holder))
+        self.intervals.append(self._entry(None))
+
+    def _entry(
+        self, holder: tuple[Number | None, Number | None, Number] | None
+    ) -> tuple[Number, str, Contribution]:
+        if holder is None:
+            return 0, " (no range)", self.contribution(None, 0)
+        low, high, points = holder
+        return points, f" ({_range_label(low, high)})", self.contribution(None, points)
+
+
+def _holds(rng: tuple[Number | None, Number | None, Number], value: float) -> bool:
+    """Does the range hold every value of the interval starting at ``value``?"""
+    low, high, _ = rng
+    if value == -math.inf:  # the interval below the first boundary
+        return low is None and (high is None or high > value)
+    return (low is None or low <= value) and (high is None or value < high)
+
+
+class ListRule(CompiledRule):
+    kind = "list"
+
+    def __init__(self, rule: Rule, point_values: Mapping[str, Any]) -> None:
+        unknown = set(point_values) - {"choices", "mode"}
+        choices = point_values.get("choices")
+        mode = point_values.get("mode")
+        mode = "additive" if mode is None else mode
+        if unknown or not isinstance(choices, Mapping):
+            raise InvalidRuleError("list pointValues must be {'choices': {...}, 'mode': ...}")
+        if mode not in LIST_MODES:
+            raise InvalidRuleError(f"unknown list mode {mode!r}")
+        # Normalised choice → the points of every choice with that normal form (one, unless two
+        # stored keys differ only in case or outer whitespace: then each counts, per SPEC §6).
+        grouped: dict[str, list[Number]] = {}
+        for key, value in choices.items():
+            if not isinstance(key, str):
+                raise InvalidRuleError(f"choice {key!r} must be a string")
+            grouped.setdefault(normalize_choice(key), []).append(
+                _points(value, f"pointValues.choices.{key}")
+            )
+        all_points = [p for ps in grouped.values() for p in ps]
+        self.int_points = all(type(p) is int for p in all_points)
+        self.mode: str = mode
+        self.keys = frozenset(grouped)
+        self.total = exact_sum(all_points)
+        if mode == "additive":
+            max_points: Number = exact_sum(p for p in all_points if p > 0)
+            bound = sum(abs(p) for p in all_points)
+        elif mode == "best-match":
+            max_points = max([*all_points, 0])
+            bound = max((abs(p) for p in all_points), default=0)
+        else:
+            max_points = max(self.total, 0)
+            bound = abs(self.total)
+        super().__init__(rule, max_points, int(bound) if self.int_points else None)
+        #: additive (all int): key → summed points; additive (floats): key → tuple of points;
+        #: best-match: key → largest points.
+        self.points_by_key: dict[str, Any]
+        if mode == "additive" and self.int_points:
+            self.points_by_key = {k: sum(ps) for k, ps in grouped.items()}
+        elif mode == "additive":
+            self.points_by_key = {k: tuple(ps) for k, ps in grouped.items()}
+        elif mode == "best-match":
+            self.points_by_key = {k: max(ps) for k, ps in grouped.items()}
+        else:
+            self.points_by_key = {}
+        self.template = self.contribution(None, 0)
+
+
+def compile_rule(rule: Rule) -> CompiledRule:
+    """Compile one rule; raises ``InvalidRuleError`` when its point values do not fit its type."""
+    point_values = rule.point_values
+    if not isinstance(point_values, Mapping):
+        raise InvalidRuleError("pointValues must be an object")
+    if rule.answer_type == "boolean":
+        return BooleanRule(rule, point_values)
+    if rule.answer_type in NUMERIC_ANSWER_TYPES:
+        return RangeRule(rule, point_values)
+    if rule.answer_type == "list":
+        return ListRule(rule, point_values)
+    raise InvalidRuleError(f"unknown answer type {rule.answer_type!r}")

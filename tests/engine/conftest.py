@@ -1,0 +1,154 @@
+"""A slow, obviously-correct reference for SPEC §6, shared by the engine tests as a fixture.
+
+Written straight from the text of SPEC §6 (plus the decisions documented in
+``signalscore.engine``), one rule and one object at a time, with exact rational arithmetic for
+the per-rule sums. It shares no code with the engine.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from fractions import Fraction
+from typing import Any
+
+import pytest
+
+from signalscore.engine import Rule
+
+ReferenceResult = dict[str, dict[str, Any]]
+
+
+def _norm(text: str) -> str:
+    return text.strip().casefold()
+
+
+def _exact_sum(points: Sequence[int | float]) -> int | float:
+    total = sum((Fraction(p) for p in points), Fraction(0))
+    if all(type(p) is int for p in points):
+        return int(total)
+    return float(total)  # Fraction → float is correctly rounded, like math.fsum
+
+
+def _text(number: int | float) -> str:
+    if isinstance(number, int):
+        return str(number)
+    if number.is_integer() and abs(number) < 1e16:
+        return str(int(number))
+    return repr(number)
+
+
+def _label(low: int | float | None, high: int | float | None) -> str:
+    if low is None and high is None:
+        return "any"
+    if high is None:
+        return "≥" + _text(low)  # type: ignore[arg-type]
+    if low is None:
+        return "<" + _text(high)
+    return _text(low) + "–" + _text(high)
+
+
+def _max_points(rule: Rule) -> int | float:
+    pv = rule.point_values
+    if rule.answer_type == "boolean":
+        on_true: int | float = pv.get("true", 0)
+        on_false: int | float = pv.get("false", 0)
+        return max(on_true, on_false, 0)
+    if rule.answer_type == "list":
+        points: list[int | float] = list(pv["choices"].values())
+        mode = pv.get("mode") or "additive"
+        if mode == "additive":
+            return _exact_sum([p for p in points if p > 0])
+        if mode == "best-match":
+            return max([*points, 0])
+        return max(_exact_sum(points), 0)
+    range_points: list[int | float] = [r["points"] for r in pv["ranges"]]
+    return max([*range_points, 0])
+
+
+def _evaluate(rule: Rule, value: Any) -> tuple[str | None, int | float]:
+    """(matchedValue, pointsEarned) of one rule for one value; (None, 0) when no value."""
+    pv = rule.point_values
+    if rule.answer_type == "boolean":
+        if value is True:
+            return "true", pv.get("true", 0)
+        if value is False:
+            return "false", pv.get("false", 0)
+        return None, 0
+    if rule.answer_type == "list":
+        if not isinstance(value, (list, tuple)):
+            return None, 0
+        answer = {_norm(s) for s in value}
+        choices: Mapping[str, int | float] = pv["choices"]
+        matched = [p for key, p in choices.items() if _norm(key) in answer]
+        everything = list(choices.values())
+        mode = pv.get("mode") or "additive"
+        if mode == "additive":
+            points: int | float = _exact_sum(matched)
+        elif mode == "best-match":
+            points = max(matched) if matched else 0
+        elif mode == "contains-all":
+            every = all(_norm(key) in answer for key in choices)
+            points = _exact_sum(everything) if every else 0
+        elif mode == "contains-none":
+            none = not any(_norm(key) in answer for key in choices)
+            points = _exact_sum(everything) if none else 0
+        else:
+            same = answer == {_norm(key) for key in choices}
+            points = _exact_sum(everything) if same else 0
+        return ", ".join(value), points
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None, 0
+    for r in pv["ranges"]:  # stored order: the first range holding the value
+        low, high = r.get("min"), r.get("max")
+        if (low is None or low <= value) and (high is None or value < high):
+            return f"{_text(value)} ({_label(low, high)})", r["points"]
+    return f"{_text(value)} (no range)", 0
+
+
+def reference_score(rules: Sequence[Rule], values: Mapping[str, Any]) -> ReferenceResult:
+    """SPEC §6 for one object: {dimension: {score, earned, maxPossible, ...}}."""
+    out: ReferenceResult = {}
+    for dimension in sorted({rule.dimension for rule in rules}):
+        contributions = []
+        earned_list: list[int | float] = []
+        max_list: list[int | float] = []
+        coverage = 0
+        for rule in rules:
+            if rule.dimension != dimension:
+                continue
+            matched, points = _evaluate(rule, values.get(rule.signal_template_id))
+            max_points = _max_points(rule)
+            coverage += matched is not None
+            earned_list.append(points)
+            max_list.append(max_points)
+            contributions.append(
+                {
+                    "ruleId": rule.id,
+                    "signalTemplateId": rule.signal_template_id,
+                    "matchedValue": matched,
+                    "pointsEarned": points,
+                    "maxPoints": max_points,
+                }
+            )
+        earned = math.fsum(earned_list)
+        max_possible = math.fsum(max_list)
+        if max_possible == 0:
+            score = 0.0
+        else:
+            score = round(min(100.0, max(0.0, 100.0 * earned / max_possible)), 2)
+        out[dimension] = {
+            "score": score,
+            "earned": earned,
+            "maxPossible": max_possible,
+            "signalCoverage": coverage,
+            "totalRules": len(contributions),
+            "contributions": contributions,
+        }
+    return out
+
+
+@pytest.fixture(scope="session")
+def reference() -> Callable[[Sequence[Rule], Mapping[str, Any]], ReferenceResult]:
+    """The reference implementation of SPEC §6 (see module docstring)."""
+    return reference_score
