@@ -18,6 +18,7 @@ import math
 import random
 import sys
 import time
+import timeit
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -383,6 +384,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     present = sum(len(o) for o in objects) / (n * len({r.signal_template_id for r in rules}))
     print(f"profile: {len(rules)} rules; objects: {n} (values present: {present:.0%}); "
           f"python {sys.version.split()[0]}, one process")  # fmt: skip
+
+    probe = min(timeit.repeat("sum(range(1000))", number=2_000, repeat=5)) / 2_000
+    print(f"machine speed probe: sum(range(1000)) takes {probe * 1e6:.1f} µs")
 
     profile = compile_profile(rules)
     sink: list[float] = []

@@ -36,4 +36,3 @@ def exact_sum(points: Iterable[int | float]) -> int | float:
     if all(type(p) is int for p in items):
         return sum(items)
     return math.fsum(items)
-
