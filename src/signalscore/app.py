@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from signalscore import __version__
+from signalscore.assignments.router import router as assignments_router
 from signalscore.auth.router import router as organization_router
 from signalscore.config import Settings, get_settings
 from signalscore.db.engine import Database, create_db_engine
@@ -30,6 +31,7 @@ from signalscore.health import router as health_router
 from signalscore.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from signalscore.profiles.router import router as profiles_router
 from signalscore.rules.router import router as rules_router
+from signalscore.scores.router import router as scores_router
 from signalscore.signals.router import router as signals_router
 from signalscore.validation import validation_error
 
@@ -69,7 +71,15 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
 
     _install_error_handlers(app, settings)
     app.include_router(health_router)
-    for router in (organization_router, profiles_router, rules_router, signals_router):
+    routers = (
+        organization_router,
+        profiles_router,
+        rules_router,
+        assignments_router,
+        scores_router,
+        signals_router,
+    )
+    for router in routers:
         app.include_router(router, responses=error_responses(*V1_ERROR_STATUSES))
 
     app.add_middleware(BodyLimitMiddleware)

@@ -35,6 +35,16 @@ class Settings(BaseSettings):
     retry_after_seconds: int = Field(
         default=5, ge=1, description="Retry-After sent with 503 responses."
     )
+    embedded_worker: bool = Field(
+        default=True, description="Run a recompute worker inside `serve` (the embedded mode)."
+    )
+    worker_batch_size: int = Field(default=500, ge=1, le=10_000)
+    worker_lease_seconds: float = Field(
+        default=60.0, gt=0, description="A claimed batch is reclaimed this long after a crash."
+    )
+    worker_poll_seconds: float = Field(
+        default=0.1, gt=0, description="Idle workers look for new work this often."
+    )
 
 
 @lru_cache(maxsize=1)

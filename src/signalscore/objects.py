@@ -8,7 +8,10 @@ one object everywhere, as are `linkedin.com/in/JaneDoe/?trk=x` and
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Literal
+
+from signalscore.errors import FieldError, Invalid
 
 ObjectType = Literal["company", "contact"]
 
@@ -62,3 +65,25 @@ def normalize_object_id(object_type: str, raw: str) -> str:
     if object_type == "company":
         return normalize_domain(raw)
     return normalize_linkedin_url(raw)
+
+
+def normalize_object_ids(object_type: str, raw_ids: Sequence[str], *, field: str) -> list[str]:
+    """Normalise a list of ids; one 422 lists every bad one as `field[i]`."""
+    normalized: list[str] = []
+    fields: list[FieldError] = []
+    codes: list[str] = []
+    for index, raw in enumerate(raw_ids):
+        try:
+            normalized.append(normalize_object_id(object_type, raw))
+        except InvalidObjectId as exc:
+            codes.append(exc.error_code)
+            fields.append(FieldError(field=f"{field}[{index}]", message=exc.message))
+    if fields:
+        raise Invalid(
+            f"validation failed for '{fields[0].field}': {fields[0].message}"
+            if len(fields) == 1
+            else f"validation failed for {len(fields)} object ids",
+            error_code=codes[0],
+            fields=fields,
+        )
+    return normalized

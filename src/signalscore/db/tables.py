@@ -196,3 +196,38 @@ recompute_queue = sa.Table(
     sa.Column("rerun", sa.Boolean(), nullable=False, server_default=sa.false()),
     sa.Index("ix_recompute_queue_enqueued_at", "enqueued_at"),
 )
+
+# One row per (profile, object, dimension that has rules): the current score, the previous
+# one, and the per-rule contributions that explain it.
+score_results = sa.Table(
+    "score_results",
+    metadata,
+    _org_column(),
+    sa.Column("id", sa.Uuid(), primary_key=True),
+    sa.Column("profile_id", sa.Uuid(), nullable=False),
+    sa.Column("object_type", sa.String(16), nullable=False),
+    sa.Column("object_id", sa.String(500), nullable=False),
+    sa.Column("dimension", sa.String(16), nullable=False),
+    sa.Column("score", sa.Float(), nullable=False),
+    sa.Column("previous_score", sa.Float(), nullable=True),
+    sa.Column("contributions", JSON_DOCUMENT, nullable=False),
+    sa.Column("previous_contributions", JSON_DOCUMENT, nullable=False),
+    sa.Column("signal_coverage", sa.Integer(), nullable=False),
+    sa.Column("total_rules", sa.Integer(), nullable=False),
+    sa.Column("computed_at", UTCDateTime(), nullable=False),
+    sa.Column("version", sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(
+        ["organization_id", "profile_id"],
+        ["scoring_profiles.organization_id", "scoring_profiles.id"],
+        name="fk_score_results_profile",
+        ondelete="CASCADE",
+    ),
+    sa.UniqueConstraint(
+        "organization_id",
+        "object_type",
+        "object_id",
+        "profile_id",
+        "dimension",
+        name="uq_score_results_object_profile_dimension",
+    ),
+)

@@ -11,6 +11,7 @@ from signalscore.db.tables import scoring_profiles
 from signalscore.db.types import utcnow
 from signalscore.errors import NotFound
 from signalscore.profiles.schemas import Profile, ProfileCreate, ProfileUpdate
+from signalscore.recompute.locks import lock_organization
 
 _COLUMNS = (
     scoring_profiles.c.id,
@@ -32,15 +33,11 @@ def list_profiles(conn: Connection, org_id: str) -> list[Profile]:
     return [Profile.model_validate(dict(r)) for r in rows]
 
 
-def get_profile(
-    conn: Connection, org_id: str, profile_id: uuid.UUID, *, lock: bool = False
-) -> Profile:
+def get_profile(conn: Connection, org_id: str, profile_id: uuid.UUID) -> Profile:
     """The profile, or 404 `PROFILE_NOT_FOUND` (also for another organisation's profile)."""
     query = sa.select(*_COLUMNS).where(
         scoring_profiles.c.organization_id == org_id, scoring_profiles.c.id == profile_id
     )
-    if lock and conn.dialect.name == "postgresql":
-        query = query.with_for_update()
     row = conn.execute(query).mappings().one_or_none()
     if row is None:
         raise NotFound("scoring profile not found", error_code="PROFILE_NOT_FOUND")
@@ -75,7 +72,7 @@ def create_profile(conn: Connection, org_id: str, body: ProfileCreate) -> Profil
 def update_profile(
     conn: Connection, org_id: str, profile_id: uuid.UUID, body: ProfileUpdate
 ) -> Profile:
-    current = get_profile(conn, org_id, profile_id, lock=True)
+    current = get_profile(conn, org_id, profile_id)
     description = (
         body.description if "description" in body.model_fields_set else current.description
     )
@@ -92,6 +89,7 @@ def update_profile(
 
 def delete_profile(conn: Connection, org_id: str, profile_id: uuid.UUID) -> None:
     """Delete the profile; its rules, assignments and score rows go with it (FK cascades)."""
+    lock_organization(conn, org_id, exclusive=True)
     deleted = conn.execute(
         sa.delete(scoring_profiles).where(
             scoring_profiles.c.organization_id == org_id, scoring_profiles.c.id == profile_id

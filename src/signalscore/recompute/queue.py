@@ -108,3 +108,22 @@ def enqueue_objects_for_signal_changes(
             )
             .distinct(),
         )
+
+
+def queue_status(conn: Connection, org_id: str) -> tuple[int, int, float]:
+    """(pending, running, age in seconds of the oldest pending entry) for one organisation."""
+    q = recompute_queue
+    now = utcnow()
+    running_condition = sa.and_(q.c.lease_until.is_not(None), q.c.lease_until >= now)
+    row = conn.execute(
+        sa.select(
+            sa.func.count().filter(sa.not_(running_condition)),
+            sa.func.count().filter(running_condition),
+            sa.func.min(q.c.enqueued_at).filter(sa.not_(running_condition)),
+        ).where(q.c.organization_id == org_id)
+    ).one()
+    pending, running, oldest = row
+    if isinstance(oldest, str):  # SQLite returns aggregate timestamps as text
+        oldest = UTCDateTime().process_result_value(oldest, conn.dialect)
+    age = 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
+    return int(pending), int(running), round(age, 3)

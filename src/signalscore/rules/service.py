@@ -14,6 +14,7 @@ from signalscore.db.tables import scoring_rules, signal_templates
 from signalscore.db.types import utcnow
 from signalscore.errors import FieldError, Invalid, InvalidPointValues, NotFound
 from signalscore.profiles.service import get_profile
+from signalscore.recompute.locks import lock_organization
 from signalscore.recompute.queue import enqueue_profile_objects
 from signalscore.rules.point_values import validate_point_values
 from signalscore.rules.schemas import Rule, RuleUpsert
@@ -99,7 +100,8 @@ def _checked_point_values(
 def upsert_rule(conn: Connection, org_id: str, profile_id: uuid.UUID, body: RuleUpsert) -> Rule:
     """Create or replace the rule for (profile, template, dimension); a replace keeps the
     rule's id and createdAt. Queues every object assigned to the profile."""
-    profile = get_profile(conn, org_id, profile_id, lock=True)
+    lock_organization(conn, org_id, exclusive=True)
+    profile = get_profile(conn, org_id, profile_id)
     point_values = _checked_point_values(conn, org_id, profile.type, body)
     now = utcnow()
     existing = conn.execute(
@@ -158,7 +160,8 @@ def upsert_rule(conn: Connection, org_id: str, profile_id: uuid.UUID, body: Rule
 
 def delete_rule(conn: Connection, org_id: str, profile_id: uuid.UUID, rule_id: uuid.UUID) -> None:
     """Delete a rule of this profile and queue the profile's objects."""
-    get_profile(conn, org_id, profile_id, lock=True)
+    lock_organization(conn, org_id, exclusive=True)
+    get_profile(conn, org_id, profile_id)
     deleted = conn.execute(
         sa.delete(r).where(
             r.c.organization_id == org_id, r.c.profile_id == profile_id, r.c.id == rule_id

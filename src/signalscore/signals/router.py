@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 
 from signalscore.deps import CurrentOrgId, DatabaseDep
-from signalscore.errors import FieldError, Invalid, error_responses
-from signalscore.objects import InvalidObjectId, normalize_object_id
+from signalscore.errors import error_responses
+from signalscore.objects import normalize_object_ids
 from signalscore.schemas import ObjectType
 from signalscore.signals import service
 from signalscore.signals.schemas import (
@@ -33,28 +33,6 @@ ObjectIdsQuery = Annotated[
         description="Repeatable (1-100). For company the domain; for contact the LinkedIn URL.",
     ),
 ]
-
-
-def normalize_query_object_ids(object_type: str, raw_ids: list[str]) -> list[str]:
-    """Normalise repeated `objectId` query values; one 422 lists every bad one."""
-    normalized: list[str] = []
-    fields: list[FieldError] = []
-    codes: list[str] = []
-    for index, raw in enumerate(raw_ids):
-        try:
-            normalized.append(normalize_object_id(object_type, raw))
-        except InvalidObjectId as exc:
-            codes.append(exc.error_code)
-            fields.append(FieldError(field=f"objectId[{index}]", message=exc.message))
-    if fields:
-        raise Invalid(
-            f"validation failed for '{fields[0].field}': {fields[0].message}"
-            if len(fields) == 1
-            else f"validation failed for {len(fields)} object ids",
-            error_code=codes[0],
-            fields=fields,
-        )
-    return normalized
 
 
 @router.get("/templates", response_model=list[Template])
@@ -126,6 +104,6 @@ def read_values(
     object_ids: ObjectIdsQuery,
 ) -> list[SignalValue]:
     """Current values of 1-100 objects, in request order of `objectId`, then template id."""
-    normalized = normalize_query_object_ids(objectType, object_ids)
+    normalized = normalize_object_ids(objectType, object_ids, field="objectId")
     with db.read() as conn:
         return service.read_values(conn, org_id, objectType, normalized)

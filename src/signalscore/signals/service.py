@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 from signalscore.db.tables import scoring_rules, signal_templates, signal_values
 from signalscore.db.types import utcnow
 from signalscore.errors import Conflict, FieldError, Invalid, NotFound
+from signalscore.recompute.locks import lock_organization
 from signalscore.recompute.queue import enqueue_objects_for_signal_changes
 from signalscore.signals.schemas import (
     SignalValue,
@@ -230,6 +231,7 @@ def write_values(
     """Write a batch atomically: validate all, then upsert/delete, then enqueue recomputes."""
     now = utcnow()
     valid = _validate_items(conn, org_id, items, now)
+    lock_organization(conn, org_id, exclusive=False)
     # The last item wins for repeated keys (after normalisation).
     latest = {(i.object_type, i.object_id, i.template_id): i for i in valid}
 
