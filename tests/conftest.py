@@ -117,7 +117,8 @@ def database(database_url: str) -> Iterator[Database]:
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url)
+    # No embedded worker: tests drain the queue themselves, deterministically.
+    return Settings(database_url=database_url, embedded_worker=False)
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from signalscore.errors import (
 from signalscore.health import router as health_router
 from signalscore.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from signalscore.profiles.router import router as profiles_router
+from signalscore.recompute.runner import EmbeddedWorker
 from signalscore.rules.router import router as rules_router
 from signalscore.scores.router import router as scores_router
 from signalscore.signals.router import router as signals_router
@@ -54,7 +55,13 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        embedded = EmbeddedWorker(owned_database, settings) if settings.embedded_worker else None
+        if embedded is not None:
+            embedded.start()
         yield
+        if embedded is not None:
+            # Finishes the batch in hand and releases any lease before the pool closes.
+            embedded.shutdown()
         owned_database.dispose()
 
     app = FastAPI(

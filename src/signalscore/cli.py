@@ -24,6 +24,12 @@ database_url_option = click.option(
     "default sqlite:///./signalscore.db]",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+log_level_option = click.option(
+    "--log-level",
+    envvar="SIGNALSCORE_LOG_LEVEL",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default=None,
+)
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -67,11 +73,12 @@ def migrate(database_url: str | None) -> None:
 @click.option("--port", envvar="SIGNALSCORE_PORT", type=int, default=None, help="[default 8000]")
 @database_url_option
 @click.option("--debug/--no-debug", envvar="SIGNALSCORE_DEBUG", default=None)
+@log_level_option
 @click.option(
-    "--log-level",
-    envvar="SIGNALSCORE_LOG_LEVEL",
-    type=click.Choice(["debug", "info", "warning", "error"]),
+    "--embedded-worker/--no-embedded-worker",
+    envvar="SIGNALSCORE_EMBEDDED_WORKER",
     default=None,
+    help="Run a recompute worker inside the server [default: on].",
 )
 def serve(
     host: str | None,
@@ -79,6 +86,7 @@ def serve(
     database_url: str | None,
     debug: bool | None,
     log_level: str | None,
+    embedded_worker: bool | None,
 ) -> None:
     """Run the HTTP API (migrates the database first)."""
     import uvicorn
@@ -86,7 +94,12 @@ def serve(
     from signalscore.app import create_app
 
     settings = _settings(
-        host=host, port=port, database_url=database_url, debug=debug, log_level=log_level
+        host=host,
+        port=port,
+        database_url=database_url,
+        debug=debug,
+        log_level=log_level,
+        embedded_worker=embedded_worker,
     )
     _configure_logging(settings.log_level)
     db = _open_database(settings)
@@ -119,6 +132,70 @@ def _bootstrap_default_organization(db: Database, settings: Settings) -> None:
         f"{rule}\n"
     )
     sys.stdout.flush()
+
+
+@main.command()
+@database_url_option
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Worker processes to run.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 10_000),
+    default=None,
+    help="Queue entries claimed at once [default 500].",
+)
+@click.option(
+    "--lease-seconds",
+    type=float,
+    default=None,
+    help="How long a claim lasts before another worker may take it [default 60].",
+)
+@log_level_option
+def worker(
+    database_url: str | None,
+    concurrency: int,
+    batch_size: int | None,
+    lease_seconds: float | None,
+    log_level: str | None,
+) -> None:
+    """Run standalone recompute workers until SIGTERM (each finishes or releases its batch)."""
+    from signalscore.recompute.runner import run_workers
+
+    settings = _settings(
+        database_url=database_url,
+        worker_batch_size=batch_size,
+        worker_lease_seconds=lease_seconds,
+        log_level=log_level,
+    )
+    _configure_logging(settings.log_level)
+    _open_database(settings).dispose()
+    run_workers(settings, concurrency)
+
+
+@main.command()
+@database_url_option
+@click.option("--companies", type=click.IntRange(1, 1_000_000), default=1000, show_default=True)
+@click.option(
+    "--org",
+    "org_id",
+    default=None,
+    help="Organisation to load into [default: the only/first one; created if none].",
+)
+def demo(database_url: str | None, companies: int, org_id: str | None) -> None:
+    """Load a realistic sample: templates, a company profile with fit and urgency rules, and
+    COMPANIES companies with values, assigned and queued for scoring."""
+    from signalscore.demo import load_demo
+
+    db = _open_database(_settings(database_url=database_url))
+    with db.write() as conn:
+        result = load_demo(conn, org_id=org_id, companies=companies)
+    db.dispose()
+    click.echo(result.summary())
 
 
 @main.group()

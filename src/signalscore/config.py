@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = Field(
         default=0.1, gt=0, description="Idle workers look for new work this often."
     )
+    worker_audit_log: str | None = Field(
+        default=None,
+        description="Append one line per computed object (object, start, end, worker) to this "
+        "file; used by the concurrency tests.",
+    )
 
 
 @lru_cache(maxsize=1)

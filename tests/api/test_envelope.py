@@ -114,7 +114,9 @@ def test_unexpected_exception_is_500_without_internals(
 
 
 def test_debug_mode_adds_the_cause(database_url: str, database: Database, tenant: Tenant) -> None:
-    app = create_app(Settings(database_url=database_url, debug=True), database)
+    app = create_app(
+        Settings(database_url=database_url, debug=True, embedded_worker=False), database
+    )
     _add_probe_routes(app)
     with TestClient(app, raise_server_exceptions=False) as debug_client:
         response = debug_client.get("/v1/_probe/boom", headers=tenant.headers)
@@ -151,7 +153,9 @@ def test_database_unreachable_is_503_with_retry_after(sqlite_template_path: Path
     # Nothing listens on port 1: the connection is refused at once.
     url = "postgresql://postgres@127.0.0.1:1/test"
     database = Database(create_db_engine(url, connect_timeout=2))
-    app = create_app(Settings(database_url=url, db_connect_timeout=2), database)
+    app = create_app(
+        Settings(database_url=url, db_connect_timeout=2, embedded_worker=False), database
+    )
     with TestClient(app, raise_server_exceptions=False) as offline:
         response = offline.get(
             "/v1/organization", headers={"Authorization": "Bearer sk_live_" + "a" * 40}
@@ -167,7 +171,7 @@ def test_database_unreachable_is_503_with_retry_after(sqlite_template_path: Path
 
 def test_readyz_is_503_when_schema_is_not_migrated(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'empty.db'}"
-    app = create_app(Settings(database_url=url))
+    app = create_app(Settings(database_url=url, embedded_worker=False))
     with TestClient(app, raise_server_exceptions=False) as fresh:
         error = assert_error(fresh.get("/readyz"), 503, "SERVICE_UNAVAILABLE")
     assert error["errorCode"] == "SCHEMA_OUTDATED"

@@ -7,7 +7,7 @@ One code path for SQLite and PostgreSQL: SQLAlchemy Core on a synchronous driver
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -87,6 +87,8 @@ class Database:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # Called after every committed write unit; the embedded worker uses it to wake up.
+        self.after_write: Callable[[], None] | None = None
 
     @property
     def dialect(self) -> str:
@@ -98,6 +100,8 @@ class Database:
             conn = conn.execution_options(sqlite_write=True)
             with conn.begin():
                 yield conn
+        if self.after_write is not None:
+            self.after_write()
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

@@ -18,8 +18,9 @@ class Contribution(ResponseModel):
         description="The value that earned the points, e.g. `874 (100–1000)`; null when the "
         "object has no value for the rule's template."
     )
-    pointsEarned: float
-    maxPoints: float
+    # int | float keeps integral points as JSON integers (`10`, not `10.0`).
+    pointsEarned: int | float
+    maxPoints: int | float
 
 
 class ScoreRow(ResponseModel):

@@ -1,0 +1,118 @@
+"""Running workers: embedded in the server (a thread) or standalone (`signalscore worker`)."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+from signalscore.config import Settings
+from signalscore.db.engine import Database, create_db_engine
+from signalscore.recompute.worker import Worker, WorkerConfig
+
+log = logging.getLogger("signalscore.worker")
+
+
+def worker_config(settings: Settings) -> WorkerConfig:
+    return WorkerConfig(
+        batch_size=settings.worker_batch_size,
+        lease_seconds=settings.worker_lease_seconds,
+        poll_seconds=settings.worker_poll_seconds,
+    )
+
+
+def audit_writer(path: str | None, worker_id: str) -> Any:
+    """One line per computed object: `org type id start end worker` (monotonic clock, which
+    all processes of a machine share), appended with O_APPEND so lines never interleave."""
+    if not path:
+        return None
+
+    def write(org_id: str, object_type: str, object_id: str, start: float, end: float) -> None:
+        with open(path, "a", encoding="utf-8") as audit:
+            audit.write(f"{org_id} {object_type} {object_id} {start:.6f} {end:.6f} {worker_id}\n")
+
+    return write
+
+
+class EmbeddedWorker:
+    """A worker thread inside the API process; woken up by every committed write."""
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.worker = Worker(db, worker_config(settings))
+        self.worker.audit = audit_writer(settings.worker_audit_log, self.worker.worker_id)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(
+            target=self.worker.run, args=(self.stop,), name="signalscore-worker", daemon=True
+        )
+        db.after_write = self.worker.wakeup.set
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        self.stop.set()
+        self.worker.wakeup.set()
+        self.thread.join(timeout)
+
+
+def _run_worker_process(settings_json: str) -> None:
+    """Entry point of one standalone worker process."""
+    settings = Settings.model_validate_json(settings_json)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
+    )
+    db = Database(
+        create_db_engine(settings.database_url, connect_timeout=settings.db_connect_timeout)
+    )
+    worker = Worker(db, worker_config(settings))
+    worker.audit = audit_writer(settings.worker_audit_log, worker.worker_id)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        # Finish the batch in hand, release any lease, exit.
+        stop.set()
+        worker.wakeup.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info("worker %s started", worker.worker_id)
+    worker.run(stop)
+    log.info("worker %s stopped after %d computations", worker.worker_id, worker.computed)
+    db.dispose()
+
+
+def run_workers(settings: Settings, concurrency: int) -> None:
+    """Run `concurrency` worker processes until SIGTERM/SIGINT; forward the signal to each."""
+    if concurrency == 1:
+        _run_worker_process(settings.model_dump_json())
+        return
+    context = multiprocessing.get_context("spawn")
+    processes = [
+        context.Process(
+            target=_run_worker_process,
+            args=(settings.model_dump_json(),),
+            name=f"signalscore-worker-{i}",
+        )
+        for i in range(concurrency)
+    ]
+    for process in processes:
+        process.start()
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stopping.set()
+        for process in processes:
+            if process.is_alive() and process.pid is not None:
+                process.terminate()  # SIGTERM: each finishes its batch and releases leases
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stopping.is_set() and any(p.is_alive() for p in processes):
+        time.sleep(0.2)
+    for process in processes:
+        process.join()
