@@ -124,3 +124,55 @@ def test_writes_cannot_reach_the_other_organizations_templates(
     assert created.json()["organizationId"] == other_tenant.org_id
     assert org_snapshot(database, world.tenant.org_id) == before
     assert world.call("GET", "/v1/signals/templates/employees").json()["answerType"] == "number"
+
+
+def test_assignments_scores_and_compute_are_isolated(
+    world: World, other_tenant: Tenant, client: TestClient, database: Database
+) -> None:
+    assignment = world.call(
+        "POST",
+        "/v1/scoring/assignments",
+        json={"profileId": world.profile_id, "objectType": "company", "objectId": "acme.com"},
+    ).json()
+    world.call(
+        "POST", "/v1/scoring/compute", json={"objectType": "company", "objectIds": ["pending.com"]}
+    )
+    before = org_snapshot(database, world.tenant.org_id)
+    h = other_tenant.headers
+    for path, body in [
+        (
+            "/v1/scoring/assignments",
+            {"profileId": world.profile_id, "objectType": "company", "objectId": "acme.com"},
+        ),
+        (
+            "/v1/scoring/assignments/bulk",
+            {"profileId": world.profile_id, "objectType": "company", "objectIds": ["x.com"]},
+        ),
+    ]:
+        assert_error(
+            client.post(path, headers=h, json=body),
+            404,
+            "NOT_FOUND",
+            error_code="PROFILE_NOT_FOUND",
+        )
+    assert_error(
+        client.delete(f"/v1/scoring/assignments/{assignment['id']}", headers=h),
+        404,
+        "NOT_FOUND",
+        error_code="ASSIGNMENT_NOT_FOUND",
+    )
+    params = {"objectType": "company", "objectId": "acme.com"}
+    assert client.get("/v1/scoring/assignments", headers=h, params=params).json() == []
+    assert client.get("/v1/scoring/scores", headers=h, params=params).json() == []
+    assert client.get("/v1/scoring/compute/status", headers=h).json() == {
+        "pending": 0,
+        "running": 0,
+        "oldestPendingSeconds": 0.0,
+    }
+    # B may queue its own objects with the same ids; A's queue is untouched.
+    accepted = client.post(
+        "/v1/scoring/compute", headers=h, json={"objectType": "company", "objectIds": ["acme.com"]}
+    )
+    assert accepted.json() == {"queued": 1, "failed": 0}
+    assert org_snapshot(database, world.tenant.org_id) == before
+    assert world.call("GET", "/v1/scoring/scores", params=params).json() != []

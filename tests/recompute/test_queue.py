@@ -1,0 +1,121 @@
+"""Queue semantics (SPEC §7): one entry per object, rerun after a trigger that lands while an
+object is computed, leases that expire and are reclaimed, disjoint claims."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from signalscore.db.engine import Database
+from signalscore.db.tables import recompute_queue
+from signalscore.db.types import utcnow
+from signalscore.recompute.queue import enqueue_objects, queue_status
+from signalscore.recompute.worker import (
+    Worker,
+    WorkerConfig,
+    claim_batch,
+    compute_claimed,
+    release_claims,
+)
+from tests.helpers import Tenant
+
+q = recompute_queue
+
+
+def queue_rows(database: Database) -> list[sa.Row]:  # type: ignore[type-arg]
+    with database.read() as conn:
+        return list(conn.execute(sa.select(q).order_by(q.c.object_id)))
+
+
+def test_enqueue_merges_pending_entries(database: Database, tenant: Tenant) -> None:
+    with database.write() as conn:
+        assert enqueue_objects(conn, tenant.org_id, "company", ["a.com", "b.com", "a.com"]) == 2
+    first = {r.object_id: r.enqueued_at for r in queue_rows(database)}
+    with database.write() as conn:
+        enqueue_objects(conn, tenant.org_id, "company", ["a.com"])
+    rows = queue_rows(database)
+    assert [r.object_id for r in rows] == ["a.com", "b.com"]
+    assert rows[0].enqueued_at == first["a.com"]  # the oldest trigger's age is kept
+    assert not any(r.rerun for r in rows)
+
+
+def test_trigger_while_running_causes_one_more_computation(
+    database: Database, tenant: Tenant
+) -> None:
+    with database.write() as conn:
+        enqueue_objects(conn, tenant.org_id, "company", ["a.com"])
+    with database.write() as conn:
+        assert claim_batch(conn, "w1", 10, 60) == [(tenant.org_id, "company", "a.com")]
+    # Two triggers land while w1 computes: they merge into one rerun.
+    for _ in range(2):
+        with database.write() as conn:
+            enqueue_objects(conn, tenant.org_id, "company", ["a.com"])
+    [row] = queue_rows(database)
+    assert row.rerun is True
+    assert row.claimed_by == "w1"
+    with database.write() as conn:
+        compute_claimed(conn, "w1", tenant.org_id, "company", ["a.com"])
+    [row] = queue_rows(database)
+    assert (row.rerun, row.claimed_by, row.lease_until) == (False, None, None)
+    with database.write() as conn:
+        assert claim_batch(conn, "w2", 10, 60) == [(tenant.org_id, "company", "a.com")]
+        compute_claimed(conn, "w2", tenant.org_id, "company", ["a.com"])
+    assert queue_rows(database) == []
+
+
+def test_claims_are_disjoint_and_leases_expire(database: Database, tenant: Tenant) -> None:
+    ids = [f"c{i}.com" for i in range(10)]
+    with database.write() as conn:
+        enqueue_objects(conn, tenant.org_id, "company", ids)
+    with database.write() as conn:
+        first = claim_batch(conn, "w1", 6, 60)
+    with database.write() as conn:
+        second = claim_batch(conn, "w2", 6, 60)
+    assert len(first) == 6
+    assert len(second) == 4
+    assert not set(first) & set(second)
+    with database.write() as conn:
+        assert claim_batch(conn, "w3", 6, 60) == []
+        pending, running, _ = queue_status(conn, tenant.org_id)
+    assert (pending, running) == (0, 10)
+    # w1 dies: its leases expire, and w3 takes its entries over.
+    with database.write() as conn:
+        conn.execute(
+            sa.update(q)
+            .where(q.c.claimed_by == "w1")
+            .values(lease_until=utcnow() - timedelta(seconds=1))
+        )
+        assert queue_status(conn, tenant.org_id)[:2] == (6, 4)
+    with database.write() as conn:
+        taken = claim_batch(conn, "w3", 10, 60)
+    assert sorted(taken) == sorted(first)
+    # The late w1 can no longer complete what it lost.
+    with database.write() as conn:
+        stats = compute_claimed(conn, "w1", tenant.org_id, "company", [k[2] for k in first])
+    assert stats.objects == 0
+    assert len(queue_rows(database)) == 10
+
+
+def test_release_gives_entries_back(database: Database, tenant: Tenant) -> None:
+    with database.write() as conn:
+        enqueue_objects(conn, tenant.org_id, "company", ["a.com", "b.com"])
+    with database.write() as conn:
+        claim_batch(conn, "w1", 10, 60)
+    assert release_claims(database, "w1") == 2
+    with database.read() as conn:
+        assert queue_status(conn, tenant.org_id)[:2] == (2, 0)
+
+
+def test_worker_drains_and_status_reports_age(database: Database, tenant: Tenant) -> None:
+    with database.write() as conn:
+        enqueue_objects(conn, tenant.org_id, "company", [f"c{i}.com" for i in range(25)])
+        conn.execute(sa.update(q).values(enqueued_at=utcnow() - timedelta(seconds=30)))
+    with database.read() as conn:
+        pending, running, oldest = queue_status(conn, tenant.org_id)
+    assert (pending, running) == (25, 0)
+    assert 29 <= oldest < 120
+    worker = Worker(database, WorkerConfig(batch_size=10))
+    assert [worker.run_once() for _ in range(4)] == [10, 10, 5, 0]
+    with database.read() as conn:
+        assert queue_status(conn, tenant.org_id) == (0, 0, 0.0)
