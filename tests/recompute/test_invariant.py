@@ -3,6 +3,7 @@ operation through the HTTP API, with partial drains interleaved."""
 
 from __future__ import annotations
 
+import itertools
 import random
 from typing import Any
 
@@ -45,7 +46,7 @@ def random_point_values(rng: random.Random, answer_type: str) -> dict[str, Any]:
         }
     cuts = sorted(rng.sample(range(0, 100, 5), rng.randint(1, 4)))
     ranges = [{"max": cuts[0], "points": random_points(rng)}] if rng.random() < 0.5 else []
-    for low, high in zip(cuts, cuts[1:], strict=False):
+    for low, high in itertools.pairwise(cuts):
         ranges.append({"min": low, "max": high, "points": random_points(rng)})
     ranges.append({"min": cuts[-1], "points": random_points(rng)})
     return {"ranges": ranges}

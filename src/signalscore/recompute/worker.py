@@ -41,6 +41,7 @@ log = logging.getLogger("signalscore.worker")
 
 q = recompute_queue
 QueueKey = tuple[str, str, str]  # (organization_id, object_type, object_id)
+Audit = Callable[[str, str, str, float, float], None]
 
 
 def new_worker_id() -> str:
@@ -101,13 +102,18 @@ def compute_claimed(
     object_ids: list[str],
     *,
     profiles: ProfileCache | None = None,
+    audit: Audit | None = None,
 ) -> RecomputeStats:
-    """Transaction 2 for one (organisation, object type) group of a claimed batch."""
+    """Transaction 2 for one (organisation, object type) group of a claimed batch.
+
+    `audit` is told, per object, the interval in which this worker held the object's queue
+    row locked and computed it: the concurrency tests check no two such intervals overlap."""
     lock_organization(conn, org_id, exclusive=False)
     owned = _owned(conn, worker_id, org_id, object_type, object_ids)
     mine = [row.object_id for row in owned]
     if not mine:  # every lease expired and was taken over: the new owner computes them
         return RecomputeStats()
+    started = time.monotonic()
     stats = recompute_objects(conn, org_id, object_type, mine, profiles=profiles)
     finished = [row.object_id for row in owned if not row.rerun]
     again = [row.object_id for row in owned if row.rerun]
@@ -121,6 +127,10 @@ def compute_claimed(
             .where(*where, q.c.object_id.in_(again))
             .values(lease_until=None, claimed_by=None, rerun=False)
         )
+    if audit is not None:
+        ended = time.monotonic()  # still inside the transaction: the locks are held
+        for object_id in mine:
+            audit(org_id, object_type, object_id, started, ended)
     return stats
 
 
@@ -150,7 +160,7 @@ class Worker:
         config: WorkerConfig | None = None,
         *,
         worker_id: str | None = None,
-        audit: Callable[[str, str, str, float, float], None] | None = None,
+        audit: Audit | None = None,
     ) -> None:
         self.db = db
         self.config = config or WorkerConfig()
@@ -172,16 +182,17 @@ class Worker:
         for org_id, object_type, object_id in claimed:
             groups[(org_id, object_type)].append(object_id)
         for (org_id, object_type), object_ids in groups.items():
-            started = time.monotonic()
             with self.db.write() as conn:
                 stats = compute_claimed(
-                    conn, self.worker_id, org_id, object_type, object_ids, profiles=self.profiles
+                    conn,
+                    self.worker_id,
+                    org_id,
+                    object_type,
+                    object_ids,
+                    profiles=self.profiles,
+                    audit=self.audit,
                 )
-            finished = time.monotonic()
             self.computed += stats.objects
-            if self.audit is not None:
-                for object_id in object_ids:
-                    self.audit(org_id, object_type, object_id, started, finished)
         return len(claimed)
 
     def run(self, stop: threading.Event) -> None:
