@@ -371,11 +371,19 @@ def _queue_length(conn: sa.Connection) -> int:
 
 
 def wait_until_empty(
-    probe: sa.Engine, alive: Callable[[], bool], label: str, timeout: float = 7200.0
+    probe: sa.Engine,
+    alive: Callable[[], bool],
+    label: str,
+    analyze_every: float = 0.0,
+    timeout: float = 7200.0,
 ) -> float:
-    """Poll every 20 ms until the queue is empty; returns the seconds since the call."""
+    """Poll every 20 ms until the queue is empty; returns the seconds since the call.
+
+    With `analyze_every` (PostgreSQL), ANALYZE the two tables the drain changes that often:
+    the stand-in for autovacuum's auto-analyze on a server that runs with autovacuum off.
+    """
     started = time.perf_counter()
-    last_report = started
+    last_report = last_analyze = started
     while True:
         with probe.connect() as conn:
             if _queue_is_empty(conn):
@@ -384,6 +392,10 @@ def wait_until_empty(
             if now - last_report > 15:
                 last_report = now
                 print(f"    {label}: {_queue_length(conn)} queued after {now - started:.0f} s")
+        if analyze_every and now - last_analyze > analyze_every:
+            last_analyze = now
+            with probe.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.exec_driver_sql("ANALYZE recompute_queue, score_results")
         if not alive():
             raise RuntimeError("a worker process died while the queue was not empty")
         if time.perf_counter() - started > timeout:
@@ -398,6 +410,7 @@ def drain_with_processes(
     trigger: Callable[[], None],
     label: str,
     profile_dir: str | None = None,
+    analyze_every: float = 0.0,
 ) -> DrainResult:
     """Start `workers` idle worker processes, run `trigger` (one committed transaction), and
     time from its commit until the queue is empty."""
@@ -421,7 +434,8 @@ def drain_with_processes(
             assert kind == "ready"
         time.sleep(0.3)  # every worker has made its first (empty) claim and is idle
         trigger()
-        seconds = wait_until_empty(probe, lambda: all(p.is_alive() for p in processes), label)
+        alive = lambda: all(p.is_alive() for p in processes)  # noqa: E731
+        seconds = wait_until_empty(probe, alive, label, analyze_every)
     finally:
         stop.set()
         reports = []
@@ -448,7 +462,12 @@ def _children(pid: int) -> list[int]:
 
 
 def drain_with_cli(
-    scratch: ScratchDatabase, workers: int, batch_size: int, trigger: Callable[[], None], label: str
+    scratch: ScratchDatabase,
+    workers: int,
+    batch_size: int,
+    trigger: Callable[[], None],
+    label: str,
+    analyze_every: float = 0.0,
 ) -> DrainResult:
     """The same, with `signalscore worker --concurrency K` as the workers."""
     command = [
@@ -490,7 +509,7 @@ def drain_with_cli(
         time.sleep(0.3)
         pids = _children(process.pid) if workers > 1 else [process.pid]
         trigger()
-        seconds = wait_until_empty(probe, lambda: process.poll() is None, label)
+        seconds = wait_until_empty(probe, lambda: process.poll() is None, label, analyze_every)
         peaks = {pid: peak_rss_mb(pid) for pid in pids}
     finally:
         process.send_signal(signal.SIGTERM)
@@ -621,7 +640,13 @@ def postgres_settings(db: Database) -> str:
     with db.read() as conn:
         parts = [
             f"{name}={conn.exec_driver_sql(f'SHOW {name}').scalar_one()}"
-            for name in ("server_version", "shared_buffers", "fsync", "synchronous_commit")
+            for name in (
+                "server_version",
+                "shared_buffers",
+                "fsync",
+                "synchronous_commit",
+                "autovacuum",
+            )
         ]
     return ", ".join(parts)
 
@@ -636,8 +661,11 @@ def run_size(backend: str, count: int, args: argparse.Namespace) -> SizeResult:
         engine = create_db_engine(scratch.url)
         db = Database(engine)
         upgrade_to_head(engine)
+        analyze_every = args.analyze_every if backend == "postgresql" else 0.0
         if backend == "postgresql":
             print(f"  {postgres_settings(db)}")
+            if analyze_every:
+                print(f"  ANALYZE recompute_queue, score_results every {analyze_every:g} s")
         started = time.perf_counter()
         fixture = build_fixture(db, count, args.seed)
         setup_s = time.perf_counter() - started
@@ -645,10 +673,12 @@ def run_size(backend: str, count: int, args: argparse.Namespace) -> SizeResult:
 
         def drain(trigger: Callable[[], None], label: str, profile: bool) -> DrainResult:
             if args.runner == "cli":
-                return drain_with_cli(scratch, workers, args.batch_size, trigger, label)
+                return drain_with_cli(
+                    scratch, workers, args.batch_size, trigger, label, analyze_every
+                )
             profile_dir = args.cprofile if profile else None
             return drain_with_processes(
-                scratch, workers, args.batch_size, trigger, label, profile_dir
+                scratch, workers, args.batch_size, trigger, label, profile_dir, analyze_every
             )
 
         initial = drain(lambda: queue_profile(db, fixture), "initial", profile=False)
@@ -772,7 +802,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--cprofile", metavar="DIR", help="cProfile the measured run's workers")
     parser.add_argument("--keep", action="store_true", help="keep the scratch databases")
+    parser.add_argument(
+        "--analyze-every",
+        type=float,
+        default=10.0,
+        help="PostgreSQL: ANALYZE the queue and score tables this often while draining, "
+        "standing in for autovacuum when the server runs without it; 0 = never [10]",
+    )
     args = parser.parse_args(argv)
+    # Clean up (workers stopped, scratch databases dropped) on Ctrl-C and on SIGTERM.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else [args.objects]
     backends = ["postgresql", "sqlite"] if args.backend == "both" else [args.backend]
     if args.cprofile:
