@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import sqlalchemy.exc
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
@@ -17,6 +18,7 @@ from signalscore.assignments.router import router as assignments_router
 from signalscore.auth.router import router as organization_router
 from signalscore.config import Settings, get_settings
 from signalscore.db.engine import Database, create_db_engine
+from signalscore.deps import reject_unknown_query_params
 from signalscore.errors import (
     AppError,
     BadRequest,
@@ -87,7 +89,11 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         signals_router,
     )
     for router in routers:
-        app.include_router(router, responses=error_responses(*V1_ERROR_STATUSES))
+        app.include_router(
+            router,
+            responses=error_responses(*V1_ERROR_STATUSES),
+            dependencies=[Depends(reject_unknown_query_params)],
+        )
 
     app.add_middleware(BodyLimitMiddleware)
     # Added last, so outermost: it sees every response, including the 413 above.
@@ -97,6 +103,29 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
 
 def _request_id(request: Request) -> str:
     return str(request.scope.get("state", {}).get("request_id", ""))
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method served on this path. Starlette's 405 names only the first matching
+    route's methods; the OpenAPI document (the public route table) knows them all. A literal
+    path (`/assignments/bulk`) wins over a template that would also match it."""
+    table: dict[str, tuple[re.Pattern[str], set[str]]] | None = getattr(
+        request.app.state, "allow_table", None
+    )
+    if table is None:
+        table = {}
+        for template, operations in request.app.openapi()["paths"].items():
+            regex = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+            table[template] = (re.compile(f"^{regex}$"), {m.upper() for m in operations})
+        request.app.state.allow_table = table
+    path = request.url.path
+    if path in table:
+        return sorted(table[path][1])
+    allowed: set[str] = set()
+    for compiled, methods in table.values():
+        if compiled.match(path):
+            allowed |= methods
+    return sorted(allowed)
 
 
 def _install_error_handlers(app: FastAPI, settings: Settings) -> None:
@@ -121,6 +150,7 @@ def _install_error_handlers(app: FastAPI, settings: Settings) -> None:
         if exc.status_code == 404:
             error = NotFound(f"no route for {request.method} {request.url.path}")
         elif exc.status_code == 405:
+            headers["Allow"] = ", ".join(_allowed_methods(request))
             error = MethodNotAllowed(
                 f"method {request.method} is not allowed on {request.url.path}", headers=headers
             )

@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from signalscore.auth import service as auth_service
 from signalscore.db.engine import Database
-from signalscore.errors import Unauthorized
+from signalscore.errors import FieldError, Invalid, Unauthorized
 
 _bearer = HTTPBearer(
     auto_error=False,
@@ -50,3 +52,36 @@ def current_organization_id(
 
 
 CurrentOrgId = Annotated[str, Depends(current_organization_id)]
+
+
+_known_query_params: dict[int, frozenset[str]] = {}
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def reject_unknown_query_params(request: Request, _org_id: CurrentOrgId) -> None:
+    """Unknown query parameters are a 422 like unknown body fields, so a typo such as
+    `?objectTyp=company` never silently widens a listing. Runs after authentication."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    known = _known_query_params.get(id(route))
+    if known is None:
+        known = _known_query_params[id(route)] = frozenset(_query_names(route.dependant))
+    unknown = [name for name in dict.fromkeys(request.query_params) if name not in known]
+    if unknown:
+        raise Invalid(
+            f"unknown query parameter '{unknown[0]}'"
+            if len(unknown) == 1
+            else f"{len(unknown)} unknown query parameters",
+            error_code="UNKNOWN_FIELD",
+            fields=[
+                FieldError(field=name, message=f"unknown query parameter '{name}'")
+                for name in unknown
+            ],
+        )

@@ -21,7 +21,9 @@ MAX_DOMAIN_LENGTH = 253
 _LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
 _DOMAIN_RE = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
 _LINKEDIN_RE = re.compile(
-    r"^(?:https?://)?(?:(?:www|[a-z]{2})\.)?linkedin\.com/in/([^/?#\s]+)/?(?:[?#].*)?$",
+    r"^(?:https?://)?(?:(?:www|[a-z]{2})\.)?linkedin\.com/in/"
+    r"([^/?#\s\x00-\x1f\x7f]+)"  # the slug: no separators, whitespace or control characters
+    r"/?(?:[?#][^\x00]*)?$",
     re.IGNORECASE,
 )
 

@@ -65,6 +65,12 @@ def validation_error(errors: Iterable[Mapping[str, Any]]) -> BadRequest | Invali
     seen: set[tuple[str, str]] = set()
     for error in errors:
         path = json_path(error.get("loc", ()))
+        inner = (error.get("ctx") or {}).get("path")
+        if error.get("type") == "INVALID_CHARACTER" and inner:
+            # The check runs on the whole body and knows the exact place: report that.
+            path = (
+                inner if path == "body" else f"{path}{'' if inner.startswith('[') else '.'}{inner}"
+            )
         message = _message(error, path)
         if (path, message) not in seen:
             seen.add((path, message))

@@ -221,3 +221,14 @@ def test_openapi_documents_the_envelope_for_every_error_status(client: TestClien
                 )
         if path.startswith("/v1/"):
             assert {"401", "404", "422", "500", "503"} <= set(op["responses"]), (path, method)
+
+
+def test_allow_header_lists_every_method_of_the_path(client: TestClient, tenant: Tenant) -> None:
+    response = client.patch("/v1/scoring/profiles", headers=tenant.headers)
+    assert_error(response, 405, "METHOD_NOT_ALLOWED")
+    assert response.headers["allow"] == "GET, POST"
+
+
+def test_unknown_query_parameters_are_checked_after_authentication(client: TestClient) -> None:
+    response = client.get("/v1/signals/templates", params={"objectTyp": "company"})
+    assert_error(response, 401, "UNAUTHORIZED")

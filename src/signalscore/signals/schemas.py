@@ -16,11 +16,11 @@ from signalscore.schemas import Description, Name, ObjectType, RequestModel, Res
 AnswerType = Literal["boolean", "number", "percentage", "currency", "list"]
 MAX_VALUES_PER_WRITE = 1000
 
-_TEMPLATE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
+TEMPLATE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
 
 
 def _template_id(value: str) -> str:
-    if not _TEMPLATE_ID_RE.match(value):
+    if not TEMPLATE_ID_RE.match(value):
         raise PydanticCustomError(
             "INVALID_TEMPLATE_ID",
             "'id' must be 1-100 characters of letters, digits, '_', '.', ':' or '-', "
@@ -29,7 +29,7 @@ def _template_id(value: str) -> str:
     return value
 
 
-TemplateId = Annotated[str, AfterValidator(_template_id)]
+TemplateId = Annotated[str, AfterValidator(_template_id), Field(pattern=TEMPLATE_ID_RE.pattern)]
 
 
 def _refuse_change(field: str, what: str) -> PydanticCustomError:
@@ -53,7 +53,8 @@ class TemplateCreate(RequestModel):
 class TemplatePatch(RequestModel):
     """Only `name` and `description` can change; `null` clears the description."""
 
-    name: Name | None = None
+    # `name` may be omitted but not null; the schema says so, the validator enforces it.
+    name: Name | SkipJsonSchema[None] = None
     description: Description = None
     id: SkipJsonSchema[Any] = Field(default=None, exclude=True)
     objectType: SkipJsonSchema[Any] = Field(default=None, exclude=True)

@@ -19,6 +19,7 @@ from signalscore.errors import Conflict, FieldError, Invalid, NotFound
 from signalscore.recompute.locks import lock_organization
 from signalscore.recompute.queue import enqueue_objects_for_signal_changes
 from signalscore.signals.schemas import (
+    TEMPLATE_ID_RE,
     SignalValue,
     SignalValueIn,
     SignalValuesWriteResult,
@@ -56,6 +57,8 @@ def list_templates(conn: Connection, org_id: str, object_type: str | None) -> li
 
 
 def get_template(conn: Connection, org_id: str, template_id: str) -> Template:
+    if not TEMPLATE_ID_RE.match(template_id):  # cannot exist; never reaches the database
+        raise _template_not_found(template_id)
     row = (
         conn.execute(
             sa.select(*_TEMPLATE_COLUMNS).where(
