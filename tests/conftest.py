@@ -145,10 +145,14 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if hasattr(session.config, "workerinput"):  # an xdist worker: the controller decides
+        return
     collected_postgres = any("postgresql" in item.nodeid for item in session.items)
     if IN_CI and collected_postgres and _postgres_passed == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if hasattr(terminalreporter.config, "workerinput"):
+        return
     terminalreporter.write_line(f"PostgreSQL tests passed: {_postgres_passed}")
