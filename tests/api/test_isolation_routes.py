@@ -1,0 +1,158 @@
+"""Tenant isolation generated from the application's route table (its OpenAPI document):
+every /v1 route and method, called with organisation B's key on organisation A's resources,
+answers 404 or an empty result and changes nothing of A's. A route added later without an
+entry in CALLS fails `test_every_route_is_covered`, so none can skip this."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from signalscore.db.engine import Database
+from tests.api.conftest import World
+from tests.api.test_isolation_config import org_snapshot
+from tests.helpers import Tenant, drain
+
+# What B may legitimately get: "404" (A's resource does not exist for B), "empty" (a read by
+# object or a listing: []), "own" (the call acts on B's own organisation only).
+Expect = str
+Body = Callable[[World], Any]
+
+A_OBJECT = {"objectType": "company", "objectId": "acme.com"}
+
+
+def _rule(world: World) -> dict[str, Any]:
+    return {
+        "signalTemplateId": "employees",
+        "dimension": "fit",
+        "answerType": "number",
+        "pointValues": {"ranges": [{"min": 0, "points": 1}]},
+    }
+
+
+CALLS: dict[tuple[str, str], tuple[Expect, Body | None, dict[str, Any] | None]] = {
+    ("GET", "/v1/organization"): ("own", None, None),
+    ("GET", "/v1/scoring/profiles"): ("empty", None, None),
+    ("POST", "/v1/scoring/profiles"): (
+        "own",
+        lambda w: {"profileType": "company", "name": "B's"},
+        None,
+    ),
+    ("GET", "/v1/scoring/profiles/{profile_id}"): ("404", None, None),
+    ("PUT", "/v1/scoring/profiles/{profile_id}"): ("404", lambda w: {"name": "taken"}, None),
+    ("DELETE", "/v1/scoring/profiles/{profile_id}"): ("404", None, None),
+    ("GET", "/v1/scoring/profiles/{profile_id}/rules"): ("404", None, None),
+    ("PUT", "/v1/scoring/profiles/{profile_id}/rules"): ("404", _rule, None),
+    ("DELETE", "/v1/scoring/profiles/{profile_id}/rules/{rule_id}"): ("404", None, None),
+    ("GET", "/v1/scoring/assignments"): ("empty", None, A_OBJECT),
+    ("POST", "/v1/scoring/assignments"): (
+        "404",
+        lambda w: {"profileId": w.profile_id, **A_OBJECT},
+        None,
+    ),
+    ("POST", "/v1/scoring/assignments/bulk"): (
+        "404",
+        lambda w: {"profileId": w.profile_id, "objectType": "company", "objectIds": ["acme.com"]},
+        None,
+    ),
+    ("DELETE", "/v1/scoring/assignments/{assignment_id}"): ("404", None, None),
+    ("GET", "/v1/scoring/scores"): ("empty", None, A_OBJECT),
+    ("POST", "/v1/scoring/compute"): (
+        "own",
+        lambda w: {"objectType": "company", "objectIds": ["acme.com"]},
+        None,
+    ),
+    ("GET", "/v1/scoring/compute/status"): ("own", None, None),
+    ("GET", "/v1/signals/templates"): ("empty", None, None),
+    ("POST", "/v1/signals/templates"): (
+        "own",
+        lambda w: {
+            "id": "employees",
+            "name": "B's",
+            "objectType": "company",
+            "answerType": "number",
+        },
+        None,
+    ),
+    ("GET", "/v1/signals/templates/{template_id}"): ("404", None, None),
+    ("PATCH", "/v1/signals/templates/{template_id}"): ("404", lambda w: {"name": "x"}, None),
+    ("DELETE", "/v1/signals/templates/{template_id}"): ("404", None, None),
+    ("PUT", "/v1/signals/values"): (
+        # B created its own "employees" template above: the write lands there, not in A.
+        "own",
+        lambda w: {"values": [{**A_OBJECT, "signalTemplateId": "employees", "value": 1}]},
+        None,
+    ),
+    ("GET", "/v1/signals/values"): ("empty", None, A_OBJECT),
+}
+
+
+def v1_operations(client: TestClient) -> list[tuple[str, str]]:
+    paths = client.get("/openapi.json").json()["paths"]
+    return sorted(
+        (method.upper(), path)
+        for path, operations in paths.items()
+        if path.startswith("/v1/")
+        for method in operations
+    )
+
+
+def test_every_route_is_covered(client: TestClient) -> None:
+    assert set(v1_operations(client)) == set(CALLS)
+
+
+@pytest.fixture
+def a_world(world: World, database: Database) -> World:
+    """A with a template, profiles, a rule, values, an assignment and computed scores."""
+    assignment = world.call(
+        "POST", "/v1/scoring/assignments", json={"profileId": world.profile_id, **A_OBJECT}
+    )
+    assert assignment.status_code == 201
+    world.assignment_id = assignment.json()["id"]  # type: ignore[attr-defined]
+    world.call(
+        "POST",
+        "/v1/scoring/compute",
+        json={"objectType": "company", "objectIds": ["acme.com", "b.com"]},
+    )
+    drain(database)
+    world.call(
+        "POST", "/v1/scoring/compute", json={"objectType": "company", "objectIds": ["pending.com"]}
+    )
+    return world
+
+
+def test_other_organization_cannot_reach_any_route(
+    a_world: World, other_tenant: Tenant, client: TestClient, database: Database
+) -> None:
+    ids = {
+        "profile_id": a_world.profile_id,
+        "rule_id": a_world.rule_id,
+        "assignment_id": a_world.assignment_id,  # type: ignore[attr-defined]
+        "template_id": "crm",
+    }
+    checked = 0
+    for method, template in v1_operations(client):
+        expect, body, params = CALLS[(method, template)]
+        before = org_snapshot(database, a_world.tenant.org_id)
+        response = client.request(
+            method,
+            template.format(**ids),
+            headers=other_tenant.headers,
+            json=body(a_world) if body else None,
+            params=params,
+        )
+        where = f"{method} {template}: {response.status_code} {response.text[:200]}"
+        if expect == "404":
+            assert response.status_code == 404, where
+        elif expect == "empty":
+            assert response.status_code == 200, where
+            assert response.json() == [], where
+        else:
+            assert response.status_code < 300, where
+            assert a_world.tenant.org_id not in response.text, where
+        assert org_snapshot(database, a_world.tenant.org_id) == before, where
+        checked += 1
+    assert checked == len(CALLS)
