@@ -8,7 +8,8 @@ profile, `--companies` companies assigned with about 16 values each) and waits u
 `GET /v1/scoring/compute/status` shows nothing pending or running. Then, `--writes` times, on
 an otherwise idle server: read a company's current `fit` version, write one value with
 `PUT /v1/signals/values` that changes that company's fit score (headcount alternating between
-two ranges), and poll `GET /v1/scoring/scores` every 10 ms until the row's version increases.
+two ranges, always a new value), and poll `GET /v1/scoring/scores` every 10 ms until the row's
+version increases.
 The latency runs from just before the PUT to the end of the first read showing the new
 version. Baseline, in the same run: the round trip of the PUT itself and of one GET.
 Target: p95 under 1 second.
@@ -45,8 +46,8 @@ from _common import (
 )
 
 SIGNALSCORE = str(VENV_BIN / "signalscore")
-# Headcounts in two different ranges of the `employees` fit rule (10-50 → 5, 200-1000 → 25).
-HEADCOUNTS = (30, 300)
+# Headcounts in two different ranges of the `employees` fit rule (10-50 → 5, 5000+ → 10).
+HEADCOUNTS = (15, 10_000_000)
 
 
 def create_organization(database_url: str) -> str:
@@ -60,41 +61,50 @@ def create_organization(database_url: str) -> str:
     return str(json.loads(out.strip().splitlines()[-1])["apiKey"])
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (and its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU seconds of some processes (with their threads)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 class Server:
     """`signalscore serve` as a subprocess on a free port."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, *, standalone_worker: bool = False) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        command = [SIGNALSCORE, "serve", "--port", str(self.port), "--database-url", database_url]
+        if standalone_worker:
+            command.append("--no-embedded-worker")
         self.process = subprocess.Popen(
-            [
-                SIGNALSCORE,
-                "serve",
-                "--port",
-                str(self.port),
-                "--database-url",
-                database_url,
-                "--log-level",
-                "warning",
-            ],
+            [*command, "--log-level", "warning"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
         )
         self.errors: list[str] = []
-        threading.Thread(target=self._drain_stderr, daemon=True).start()
+        threading.Thread(target=self._drain_stderr, args=(self.process,), daemon=True).start()
+        self.worker: subprocess.Popen[str] | None = None
+        if standalone_worker:
+            self.worker = subprocess.Popen(
+                [SIGNALSCORE, "worker", "--database-url", database_url, "--log-level", "warning"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            threading.Thread(target=self._drain_stderr, args=(self.worker,), daemon=True).start()
 
-    def _drain_stderr(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
+    def _drain_stderr(self, process: subprocess.Popen[str]) -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
             if re.search(r"ERROR|Traceback|Exception", line):
                 self.errors.append(line.rstrip())
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in (self.process, self.worker) if p is not None]
 
     def wait_ready(self, client: httpx.Client, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -110,11 +120,14 @@ class Server:
         raise RuntimeError("server did not become ready")
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        for process in (self.process, self.worker):
+            if process is None:
+                continue
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 def _check(response: httpx.Response, *expected: int) -> Any:
@@ -222,7 +235,10 @@ def measure(
     for i in range(writes):
         object_id = ids[i % len(ids)]
         before = fit_version(client, base, object_id)
-        value = HEADCOUNTS[1] if headcount.get(object_id) == HEADCOUNTS[0] else HEADCOUNTS[0]
+        # Alternate between the 5000+ range (never a generated headcount) and 10-50, so
+        # every write differs from the stored value and moves the fit score.
+        small = headcount.get(object_id, 0) >= HEADCOUNTS[1]
+        value = HEADCOUNTS[0] + i % 30 if small else HEADCOUNTS[1] + i
         headcount[object_id] = value
         body = {
             "values": [
@@ -268,6 +284,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    parser.add_argument(
+        "--standalone-worker",
+        action="store_true",
+        help="serve --no-embedded-worker plus one `signalscore worker` process (comparison)",
+    )
     args = parser.parse_args(argv)
     print(
         f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load_average()}, "
@@ -275,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     with scratch_database(args.backend, "fresh", keep=args.keep) as scratch:
         key = create_organization(scratch.url)
-        server = Server(scratch.url)
+        server = Server(scratch.url, standalone_worker=args.standalone_worker)
         headers = {"Authorization": f"Bearer {key}"}
         try:
             with httpx.Client(headers=headers, timeout=30.0) as client:
@@ -289,17 +310,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "the last assignment)"
                 )
                 time.sleep(1.0)
-                cpu_before, idle_started = cpu_seconds(server.process.pid), time.perf_counter()
+                cpu_before, idle_started = cpu_seconds(server.pids()), time.perf_counter()
                 time.sleep(5.0)
-                idle_cpu = (cpu_seconds(server.process.pid) - cpu_before) / (
+                idle_cpu = (cpu_seconds(server.pids()) - cpu_before) / (
                     time.perf_counter() - idle_started
                 )
-                print(f"idle server CPU over 5 s (no requests): {idle_cpu:.0%} of one core")
-                cpu_before, run_started = cpu_seconds(server.process.pid), time.perf_counter()
+                mode = "standalone worker" if args.standalone_worker else "embedded worker"
+                print(f"idle server CPU over 5 s (no requests, {mode}): {idle_cpu:.0%} of one core")
+                cpu_before, run_started = cpu_seconds(server.pids()), time.perf_counter()
                 latencies, puts, gets, polls = measure(
                     client, server.base, ids, args.writes, args.seed
                 )
-                run_cpu = (cpu_seconds(server.process.pid) - cpu_before) / (
+                run_cpu = (cpu_seconds(server.pids()) - cpu_before) / (
                     time.perf_counter() - run_started
                 )
         finally:
