@@ -454,11 +454,20 @@ def drain_with_processes(
 
 
 def _children(pid: int) -> list[int]:
+    """The worker processes `signalscore worker` spawned (not multiprocessing's tracker)."""
     try:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
     except OSError:
         return []
-    return [int(child) for child in text.split()]
+    workers = []
+    for child in text.split():
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in cmdline:
+            workers.append(int(child))
+    return workers
 
 
 def drain_with_cli(
