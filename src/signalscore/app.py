@@ -32,6 +32,7 @@ from signalscore.errors import (
 from signalscore.health import router as health_router
 from signalscore.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from signalscore.profiles.router import router as profiles_router
+from signalscore.ratelimit import create_rate_limiter
 from signalscore.recompute.runner import EmbeddedWorker
 from signalscore.rules.router import router as rules_router
 from signalscore.scores.router import router as scores_router
@@ -77,6 +78,12 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     )
     app.state.settings = settings
     app.state.database = database
+    app.state.rate_limiter = create_rate_limiter(
+        database.engine,
+        settings.rate_limit_backend,
+        settings.rate_limit_reads_per_minute,
+        settings.rate_limit_writes_per_minute,
+    )
 
     _install_error_handlers(app, settings)
     app.include_router(health_router)

@@ -35,6 +35,17 @@ class Settings(BaseSettings):
     retry_after_seconds: int = Field(
         default=5, ge=1, description="Retry-After sent with 503 responses."
     )
+    rate_limit_reads_per_minute: int = Field(
+        default=100_000, ge=0, description="Per API key; 0 disables read limiting."
+    )
+    rate_limit_writes_per_minute: int = Field(
+        default=2_000, ge=0, description="Per API key; 0 disables write limiting."
+    )
+    rate_limit_backend: Literal["auto", "memory", "postgresql"] = Field(
+        default="auto",
+        description="auto: shared counters in PostgreSQL when the database is PostgreSQL, "
+        "else in the process (the embedded mode runs one process).",
+    )
     embedded_worker: bool = Field(
         default=True, description="Run a recompute worker inside `serve` (the embedded mode)."
     )

@@ -11,7 +11,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from signalscore.auth import service as auth_service
 from signalscore.db.engine import Database
-from signalscore.errors import FieldError, Invalid, Unauthorized
+from signalscore.errors import FieldError, Invalid, RateLimited, Unauthorized
+from signalscore.ratelimit import RateLimiter
 
 _bearer = HTTPBearer(
     auto_error=False,
@@ -40,14 +41,28 @@ def current_organization_id(
             headers={"WWW-Authenticate": "Bearer"},
         )
     with db.read() as conn:
-        org_id = auth_service.authenticate(conn, credentials.credentials)
-    if org_id is None:
+        found = auth_service.authenticate(conn, credentials.credentials)
+    if found is None:
         raise Unauthorized(
             "invalid API key: it is malformed, unknown or revoked",
             error_code="INVALID_API_KEY",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    org_id, key_id = found
     request.state.organization_id = org_id
+    limiter: RateLimiter | None = request.app.state.rate_limiter
+    if limiter is not None:
+        kind = "read" if request.method in ("GET", "HEAD") else "write"
+        decision = limiter.check(key_id, kind)
+        if decision is not None:
+            # The middleware copies these onto whatever response this request ends with.
+            request.state.rate_limit_headers = decision.headers()
+            if not decision.allowed:
+                raise RateLimited(
+                    f"rate limit of {decision.limit} {kind}s per minute exceeded for this key",
+                    details={"limit": decision.limit, "kind": kind},
+                    headers={"Retry-After": str(decision.reset_seconds)},
+                )
     return org_id
 
 

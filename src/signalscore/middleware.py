@@ -53,7 +53,10 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
-                MutableHeaders(scope=message)["X-Request-Id"] = request_id
+                headers = MutableHeaders(scope=message)
+                headers["X-Request-Id"] = request_id
+                for name, value in state.get("rate_limit_headers", {}).items():
+                    headers[name] = value
             await send(message)
 
         start = time.perf_counter()

@@ -116,15 +116,17 @@ def revoke_api_key(conn: Connection, id_or_prefix: str) -> list[ApiKeyInfo]:
     return [replace(_key_info(row), revoked_at=now)]
 
 
-def authenticate(conn: Connection, key: str) -> str | None:
-    """The organisation id of an active key, or None for a malformed, unknown or revoked key."""
+def authenticate(conn: Connection, key: str) -> tuple[str, uuid.UUID] | None:
+    """(organisation id, key id) of an active key; None for a malformed, unknown or revoked
+    key."""
     if not is_well_formed(key):
         return None
-    return conn.execute(
-        sa.select(api_keys.c.organization_id).where(
+    row = conn.execute(
+        sa.select(api_keys.c.organization_id, api_keys.c.id).where(
             api_keys.c.key_hash == hash_key(key), api_keys.c.revoked_at.is_(None)
         )
-    ).scalar_one_or_none()
+    ).one_or_none()
+    return None if row is None else (row.organization_id, row.id)
 
 
 def _key_info(row: sa.Row[tuple[object, ...]]) -> ApiKeyInfo:

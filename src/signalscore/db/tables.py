@@ -231,3 +231,14 @@ score_results = sa.Table(
         name="uq_score_results_object_profile_dimension",
     ),
 )
+
+# Per-key request counters for rate limiting when several processes share PostgreSQL
+# (fixed one-minute windows; old windows are pruned as new ones start).
+rate_limit_counters = sa.Table(
+    "rate_limit_counters",
+    metadata,
+    sa.Column("api_key_id", sa.Uuid(), primary_key=True),
+    sa.Column("kind", sa.String(8), primary_key=True),
+    sa.Column("window_start", sa.BigInteger(), primary_key=True),
+    sa.Column("count", sa.Integer(), nullable=False),
+)
