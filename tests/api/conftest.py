@@ -111,6 +111,8 @@ def snapshot(database: Database) -> dict[str, list[tuple[Any, ...]]]:
     result: dict[str, list[tuple[Any, ...]]] = {}
     with database.read() as conn:
         for table in metadata.sorted_tables:
+            if table.name == "rate_limit_counters":  # counts every request by design
+                continue
             rows = conn.execute(sa.select(table)).all()
             result[table.name] = sorted(tuple(map(repr, row)) for row in rows)
     return result

@@ -3,14 +3,17 @@ object is computed, leases that expire and are reclaimed, disjoint claims."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import sqlalchemy as sa
 
+from signalscore.config import Settings
 from signalscore.db.engine import Database
 from signalscore.db.tables import recompute_queue
 from signalscore.db.types import utcnow
 from signalscore.recompute.queue import enqueue_objects, queue_status
+from signalscore.recompute.runner import EmbeddedWorker
 from signalscore.recompute.worker import (
     Worker,
     WorkerConfig,
@@ -119,3 +122,33 @@ def test_worker_drains_and_status_reports_age(database: Database, tenant: Tenant
     assert [worker.run_once() for _ in range(4)] == [10, 10, 5, 0]
     with database.read() as conn:
         assert queue_status(conn, tenant.org_id) == (0, 0, 0.0)
+
+
+def test_embedded_worker_idles_quietly_and_wakes_on_writes(
+    database: Database, tenant: Tenant, settings: Settings
+) -> None:
+    """Its own empty claims must not wake it (that spun a core and starved SQLite writers);
+    an application write must."""
+    embedded = EmbeddedWorker(database, settings.model_copy(update={"worker_poll_seconds": 0.2}))
+    rounds = 0
+    original = embedded.worker.run_once
+
+    def counted() -> int:
+        nonlocal rounds
+        rounds += 1
+        return original()
+
+    embedded.worker.run_once = counted  # type: ignore[method-assign]
+    embedded.start()
+    try:
+        time.sleep(1.0)
+        idle_rounds = rounds
+        assert idle_rounds <= 10, f"{idle_rounds} claims in 1 s on an empty queue"
+        with database.write() as conn:
+            enqueue_objects(conn, tenant.org_id, "company", ["a.com"])
+        deadline = time.monotonic() + 5
+        while queue_rows(database) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert queue_rows(database) == []
+    finally:
+        embedded.shutdown()

@@ -95,12 +95,14 @@ class Database:
         return self.engine.dialect.name
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
+    def write(self, *, notify: bool = True) -> Iterator[Connection]:
+        """A write transaction. `notify=False` keeps `after_write` quiet: the worker's own
+        claims must not wake the worker, or it would spin on an empty queue."""
         with self.engine.connect() as conn:
             conn = conn.execution_options(sqlite_write=True)
             with conn.begin():
                 yield conn
-        if self.after_write is not None:
+        if notify and self.after_write is not None:
             self.after_write()
 
     @contextmanager

@@ -136,7 +136,7 @@ def compute_claimed(
 
 def release_claims(db: Database, worker_id: str) -> int:
     """Give back every entry leased to this worker (graceful shutdown)."""
-    with db.write() as conn:
+    with db.write(notify=False) as conn:
         return conn.execute(
             sa.update(q)
             .where(q.c.claimed_by == worker_id)
@@ -172,7 +172,7 @@ class Worker:
 
     def run_once(self) -> int:
         """Claim and process one batch; returns how many queue entries it claimed."""
-        with self.db.write() as conn:
+        with self.db.write(notify=False) as conn:
             claimed = claim_batch(
                 conn, self.worker_id, self.config.batch_size, self.config.lease_seconds
             )
@@ -182,7 +182,7 @@ class Worker:
         for org_id, object_type, object_id in claimed:
             groups[(org_id, object_type)].append(object_id)
         for (org_id, object_type), object_ids in groups.items():
-            with self.db.write() as conn:
+            with self.db.write(notify=False) as conn:
                 stats = compute_claimed(
                     conn,
                     self.worker_id,
