@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from typing import Any
 
@@ -80,6 +81,14 @@ def migrate(database_url: str | None) -> None:
     default=None,
     help="Run a recompute worker inside the server [default: on].",
 )
+@click.option(
+    "--workers",
+    "processes",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Server processes (PostgreSQL; each with its embedded worker unless disabled).",
+)
 def serve(
     host: str | None,
     port: int | None,
@@ -87,6 +96,7 @@ def serve(
     debug: bool | None,
     log_level: str | None,
     embedded_worker: bool | None,
+    processes: int,
 ) -> None:
     """Run the HTTP API (migrates the database first)."""
     import uvicorn
@@ -104,6 +114,25 @@ def serve(
     _configure_logging(settings.log_level)
     db = _open_database(settings)
     _bootstrap_default_organization(db, settings)
+    if processes > 1:
+        if db.dialect != "postgresql":
+            raise click.UsageError("--workers > 1 needs PostgreSQL (SQLite has one writer)")
+        db.dispose()
+        # Each process builds its own app from the same settings, passed down in the
+        # environment (uvicorn's workers import the factory by name).
+        for name, value in settings.model_dump(exclude_none=True).items():
+            os.environ[f"SIGNALSCORE_{name.upper()}"] = str(value)
+        uvicorn.run(
+            "signalscore.app:create_app",
+            factory=True,
+            workers=processes,
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            access_log=False,
+            log_level=settings.log_level,
+        )
+        return
     app = create_app(settings, db)
     uvicorn.run(
         app,
