@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 import sqlalchemy.exc
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -31,6 +32,7 @@ from signalscore.errors import (
 )
 from signalscore.health import router as health_router
 from signalscore.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from signalscore.observability import Metrics
 from signalscore.profiles.router import router as profiles_router
 from signalscore.ratelimit import create_rate_limiter
 from signalscore.recompute.runner import EmbeddedWorker
@@ -60,6 +62,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         embedded = EmbeddedWorker(owned_database, settings) if settings.embedded_worker else None
         if embedded is not None:
+            metrics.computed_sources.append(lambda: embedded.worker.computed)
             embedded.start()
         yield
         if embedded is not None:
@@ -85,6 +88,15 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         settings.rate_limit_writes_per_minute,
     )
 
+    metrics = Metrics()
+    metrics.watch_queue(database)
+    app.state.metrics = metrics
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus_metrics() -> Response:
+        """Prometheus text format: requests, latencies, queue depth, worker lag."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
     _install_error_handlers(app, settings)
     app.include_router(health_router)
     routers = (
@@ -104,7 +116,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
 
     app.add_middleware(BodyLimitMiddleware)
     # Added last, so outermost: it sees every response, including the 413 above.
-    app.add_middleware(RequestContextMiddleware, debug=settings.debug)
+    app.add_middleware(RequestContextMiddleware, debug=settings.debug, metrics=metrics)
     return app
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 from typing import Any
@@ -14,6 +13,7 @@ from signalscore.auth import service as auth_service
 from signalscore.config import Settings
 from signalscore.db.engine import Database, create_db_engine
 from signalscore.db.migrate import upgrade_to_head
+from signalscore.observability import configure_logging
 
 DEFAULT_ORG_NAME = "Default organization"
 
@@ -45,9 +45,7 @@ def _open_database(settings: Settings) -> Database:
 
 
 def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(level)
 
 
 def _echo_json(payload: Any) -> None:

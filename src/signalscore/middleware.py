@@ -8,7 +8,6 @@ import traceback
 import uuid
 from typing import Any
 
-import orjson
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -34,9 +33,10 @@ class RequestContextMiddleware:
     """Outermost layer: gives every request an id, logs one JSON line per request and turns
     any exception that escaped the application into a 500 envelope without internals."""
 
-    def __init__(self, app: ASGIApp, *, debug: bool = False) -> None:
+    def __init__(self, app: ASGIApp, *, debug: bool = False, metrics: Any = None) -> None:
         self.app = app
         self.debug = debug
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -76,18 +76,26 @@ class RequestContextMiddleware:
             )
             await response(scope, receive, send_with_id)
         finally:
-            route = scope.get("route")
+            elapsed = time.perf_counter() - start
+            route = getattr(scope.get("route"), "path", None)
             line: dict[str, Any] = {
                 "event": "request",
                 "requestId": request_id,
                 "organizationId": state.get("organization_id"),
                 "method": scope.get("method"),
                 "path": scope.get("path"),
-                "route": getattr(route, "path", None),
+                "route": route,
                 "status": status,
-                "durationMs": round((time.perf_counter() - start) * 1000, 2),
+                "durationMs": round(elapsed * 1000, 2),
             }
-            access_log.info(orjson.dumps(line).decode())
+            access_log.info(
+                "%s %s %s", scope.get("method"), scope.get("path"), status, extra={"fields": line}
+            )
+            if self.metrics is not None:
+                # Unmatched paths share one label, so junk URLs cannot explode cardinality.
+                self.metrics.observe_request(
+                    route or "unmatched", str(scope.get("method")), status, elapsed
+                )
 
 
 class BodyLimitMiddleware:

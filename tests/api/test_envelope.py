@@ -191,7 +191,9 @@ def test_request_id_is_reused_when_valid_and_logged(
     with caplog.at_level(logging.INFO, logger="signalscore.access"):
         response = client.get("/healthz", headers={"X-Request-Id": incoming})
     assert response.headers["x-request-id"] == incoming
-    assert any(incoming in record.getMessage() for record in caplog.records)
+    assert any(
+        getattr(record, "fields", {}).get("requestId") == incoming for record in caplog.records
+    )
 
 
 def test_invalid_incoming_request_id_is_replaced(client: TestClient) -> None:

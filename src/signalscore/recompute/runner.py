@@ -12,6 +12,7 @@ from typing import Any
 
 from signalscore.config import Settings
 from signalscore.db.engine import Database, create_db_engine
+from signalscore.observability import configure_logging
 from signalscore.recompute.worker import Worker, WorkerConfig
 
 log = logging.getLogger("signalscore.worker")
@@ -62,10 +63,7 @@ class EmbeddedWorker:
 def _run_worker_process(settings_json: str) -> None:
     """Entry point of one standalone worker process."""
     settings = Settings.model_validate_json(settings_json)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
-    )
+    configure_logging(settings.log_level)
     db = Database(
         create_db_engine(settings.database_url, connect_timeout=settings.db_connect_timeout)
     )

@@ -34,7 +34,12 @@ from sqlalchemy.engine import Connection
 from signalscore.db.engine import Database
 from signalscore.db.tables import recompute_queue
 from signalscore.db.types import UTCDateTime, utcnow
-from signalscore.recompute.compute import ProfileCache, RecomputeStats, recompute_objects
+from signalscore.recompute.compute import (
+    ProfileCache,
+    RecomputeStats,
+    id_filters,
+    recompute_objects,
+)
 from signalscore.recompute.locks import lock_organization
 
 log = logging.getLogger("signalscore.worker")
@@ -81,17 +86,20 @@ def claim_batch(
 def _owned(
     conn: Connection, worker_id: str, org_id: str, object_type: str, ids: list[str]
 ) -> list[Any]:
-    query = (
-        sa.select(q.c.object_id, q.c.rerun)
-        .where(
-            q.c.organization_id == org_id,
-            q.c.object_type == object_type,
-            q.c.object_id.in_(ids),
-            q.c.claimed_by == worker_id,
+    owned: list[Any] = []
+    for among in id_filters(conn, q.c.object_id, ids):
+        query = (
+            sa.select(q.c.object_id, q.c.rerun)
+            .where(
+                q.c.organization_id == org_id,
+                q.c.object_type == object_type,
+                among,
+                q.c.claimed_by == worker_id,
+            )
+            .with_for_update()
         )
-        .with_for_update()
-    )
-    return list(conn.execute(query))
+        owned.extend(conn.execute(query))
+    return owned
 
 
 def compute_claimed(
@@ -118,14 +126,12 @@ def compute_claimed(
     finished = [row.object_id for row in owned if not row.rerun]
     again = [row.object_id for row in owned if row.rerun]
     where = (q.c.organization_id == org_id, q.c.object_type == object_type)
-    if finished:
-        conn.execute(sa.delete(q).where(*where, q.c.object_id.in_(finished)))
-    if again:
+    for among in id_filters(conn, q.c.object_id, finished):
+        conn.execute(sa.delete(q).where(*where, among))
+    for among in id_filters(conn, q.c.object_id, again):
         # A trigger arrived while this object was being computed: once more, from the top.
         conn.execute(
-            sa.update(q)
-            .where(*where, q.c.object_id.in_(again))
-            .values(lease_until=None, claimed_by=None, rerun=False)
+            sa.update(q).where(*where, among).values(lease_until=None, claimed_by=None, rerun=False)
         )
     if audit is not None:
         ended = time.monotonic()  # still inside the transaction: the locks are held

@@ -1,0 +1,132 @@
+"""Structured logs (one JSON object per line) and Prometheus metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from signalscore.db.engine import Database
+from signalscore.db.tables import recompute_queue
+from signalscore.db.types import utcnow
+
+
+class JsonFormatter(logging.Formatter):
+    """`{"ts", "level", "logger", "message", ...fields}`; a record's `fields` dict (the access
+    log passes one) is merged at the top level so every field is queryable."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat().replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            line.update(fields)
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+class Metrics:
+    """One registry per application (per process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "signalscore_http_requests_total",
+            "HTTP requests by route template, method and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "signalscore_http_request_duration_seconds",
+            "HTTP request latency by route template and method.",
+            ["route", "method"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.computed_sources: list[Callable[[], int]] = []
+        self.registry.register(_ComputationsCollector(self.computed_sources))
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, method, str(status)).inc()
+        self.latency.labels(route, method).observe(seconds)
+
+    def watch_queue(self, database: Database) -> None:
+        self.registry.register(_QueueCollector(database))
+
+
+class _ComputationsCollector(Collector):
+    def __init__(self, sources: list[Callable[[], int]]) -> None:
+        self.sources = sources
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "signalscore_computations",
+            "Objects recomputed by the workers of this process.",
+            value=sum(source() for source in self.sources),
+        )
+
+
+class _QueueCollector(Collector):
+    """Queue depth and worker lag, read from the database at scrape time (all organisations
+    together: counts only, never tenant data)."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        q = recompute_queue
+        now = utcnow()
+        running = sa.and_(q.c.lease_until.is_not(None), q.c.lease_until >= now)
+        started = time.perf_counter()
+        try:
+            with self.database.read() as conn:
+                pending, leased, oldest = conn.execute(
+                    sa.select(
+                        sa.func.count().filter(sa.not_(running)),
+                        sa.func.count().filter(running),
+                        sa.func.min(q.c.enqueued_at).filter(sa.not_(running)),
+                    )
+                ).one()
+        except sa.exc.SQLAlchemyError:
+            return  # the database is down: /readyz says so; no queue figures
+        if isinstance(oldest, str):  # SQLite aggregates come back as text
+            oldest = datetime.fromisoformat(oldest).replace(tzinfo=UTC)
+        depth = GaugeMetricFamily(
+            "signalscore_queue_depth", "Recompute queue entries by state.", labels=["state"]
+        )
+        depth.add_metric(["pending"], pending)
+        depth.add_metric(["running"], leased)
+        yield depth
+        lag = 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
+        yield GaugeMetricFamily(
+            "signalscore_worker_lag_seconds",
+            "Age of the oldest pending recompute trigger (0 when none waits).",
+            value=lag,
+        )
+        yield GaugeMetricFamily(
+            "signalscore_queue_scrape_seconds",
+            "Time taken to read the queue figures for this scrape.",
+            value=time.perf_counter() - started,
+        )
