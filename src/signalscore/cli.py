@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
+import time
 from typing import Any
 
 import click
+import sqlalchemy as sa
 
 from signalscore.auth import service as auth_service
 from signalscore.config import Settings
@@ -200,8 +203,25 @@ def worker(
         log_level=log_level,
     )
     _configure_logging(settings.log_level)
-    _open_database(settings).dispose()
+    _wait_for_database(settings).dispose()
     run_workers(settings, concurrency)
+
+
+def _wait_for_database(settings: Settings) -> Database:
+    """Workers are started by supervisors that do not wait for the database: retry (with
+    backoff, logged) until it answers, instead of exiting."""
+    delay = 0.5
+    while True:
+        try:
+            return _open_database(settings)
+        except sa.exc.OperationalError as exc:
+            logging.getLogger("signalscore.worker").warning(
+                "database unavailable at start (%s); retrying in %.1f s",
+                type(exc).__name__,
+                delay,
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 @main.command()
