@@ -126,6 +126,16 @@ class Invalid(AppError):
     default_error_code = "INVALID_FIELD"
     error_action = "FIX_REQUEST"
 
+    @classmethod
+    def listing(cls, fields: Sequence[FieldError], error_code: str, *, what: str) -> Invalid:
+        """One error for every bad field, summarised: the field itself when there is one,
+        else how many `what` (e.g. "object ids") were bad."""
+        if len(fields) == 1:
+            message = f"validation failed for '{fields[0].field}': {fields[0].message}"
+        else:
+            message = f"validation failed for {len(fields)} {what}; nothing was changed"
+        return cls(message, error_code=error_code, fields=fields)
+
 
 class InvalidPointValues(Invalid):
     code = "INVALID_POINT_VALUES"

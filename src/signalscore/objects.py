@@ -81,11 +81,5 @@ def normalize_object_ids(object_type: str, raw_ids: Sequence[str], *, field: str
             codes.append(exc.error_code)
             fields.append(FieldError(field=f"{field}[{index}]", message=exc.message))
     if fields:
-        raise Invalid(
-            f"validation failed for '{fields[0].field}': {fields[0].message}"
-            if len(fields) == 1
-            else f"validation failed for {len(fields)} object ids",
-            error_code=codes[0],
-            fields=fields,
-        )
+        raise Invalid.listing(fields, codes[0], what="object ids")
     return normalized

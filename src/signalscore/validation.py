@@ -78,8 +78,4 @@ def validation_error(errors: Iterable[Mapping[str, Any]]) -> BadRequest | Invali
     if not fields:
         return Invalid("validation failed")
     first_kind = str(errors[0].get("type", ""))
-    if len(fields) == 1:
-        summary = f"validation failed for '{fields[0].field}': {fields[0].message}"
-    else:
-        summary = f"validation failed for {len(fields)} fields"
-    return Invalid(summary, error_code=error_code_for(first_kind), fields=fields)
+    return Invalid.listing(fields, error_code_for(first_kind), what="fields")

@@ -88,12 +88,7 @@ def _checked_point_values(
     problems += [FieldError(field=p.field, message=p.message) for p in pv_problems]
     codes += [p.error_code for p in pv_problems]
     if problems:
-        summary = (
-            f"invalid pointValues for '{problems[0].field}': {problems[0].message}"
-            if len(problems) == 1
-            else f"{len(problems)} problems with answerType/pointValues"
-        )
-        raise InvalidPointValues(summary, error_code=codes[0], fields=problems)
+        raise InvalidPointValues.listing(problems, codes[0], what="answerType/pointValues fields")
     return normalized
 
 

@@ -217,14 +217,7 @@ def _validate_items(
             )
         )
     if errors:
-        first_code = errors[0][0]
-        fields = [e for _, e in errors]
-        summary = (
-            f"validation failed for '{fields[0].field}': {fields[0].message}"
-            if len(fields) == 1
-            else f"validation failed for {len(fields)} values; nothing was written"
-        )
-        raise Invalid(summary, error_code=first_code, fields=fields)
+        raise Invalid.listing([e for _, e in errors], errors[0][0], what="values")
     return valid
 
 
