@@ -905,6 +905,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         body_file.write_bytes(body)
         print(f"captured a 20-company score response: {len(rows)} rows, {len(body):,} bytes")
 
+        busy0 = machine_busy_seconds()
+        time.sleep(3.0)
+        background = (machine_busy_seconds() - busy0) / 3.0
+        print(
+            f"machine CPU over 3 s with this run idle (other tenants): {background:.0%} of a core"
+        )
+
         lag: list[LagSample] = []
         groups = {
             "servers": server.pids,
