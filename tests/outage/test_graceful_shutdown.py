@@ -46,8 +46,11 @@ def test_sigterm_drains_the_request_in_flight_and_releases_leases(tmp_path: Path
         )
 
         # A request whose body is still arriving when SIGTERM lands.
+        in_flight = threading.Event()
+
         def slow_body() -> Iterator[bytes]:
             yield b'{"profileType": "company", '
+            in_flight.set()  # connected, headers and the first bytes sent
             time.sleep(0.6)
             yield b'"name": "sent during shutdown"}'
 
@@ -60,7 +63,8 @@ def test_sigterm_drains_the_request_in_flight_and_releases_leases(tmp_path: Path
 
         sender = threading.Thread(target=send)
         sender.start()
-        time.sleep(0.2)
+        assert in_flight.wait(timeout=30), "the request never started"
+        time.sleep(0.1)
         server.send_signal(signal.SIGTERM)
         sender.join(timeout=30)
         server.wait(timeout=60)
