@@ -43,6 +43,9 @@ from signalscore.validation import validation_error
 
 log = logging.getLogger("signalscore")
 
+# Deadlock detected, serialization failure: retryable, not an outage.
+TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
+
 V1_ERROR_STATUSES = (400, 401, 404, 405, 413, 422, 429, 500, 503)
 
 
@@ -183,5 +186,15 @@ def _install_error_handlers(app: FastAPI, settings: Settings) -> None:
     @app.exception_handler(sqlalchemy.exc.InterfaceError)
     @app.exception_handler(sqlalchemy.exc.TimeoutError)
     async def on_database_unavailable(request: Request, exc: Exception) -> Response:
+        sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
+        if sqlstate in TRANSIENT_SQLSTATES:
+            # The database is fine; this transaction lost a race and was rolled back whole.
+            log.warning("transient conflict %s on %s", sqlstate, request.url.path)
+            error = Unavailable(
+                "the request collided with concurrent writes and changed nothing; retry it",
+                error_code="TRANSIENT_CONFLICT",
+                headers={"Retry-After": "1"},
+            )
+            return render(request, error, cause=exc)
         log.warning("database unavailable: %s", type(exc).__name__)
         return render(request, Unavailable("the database is unavailable; retry shortly"), cause=exc)

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy.exc
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, ConfigDict, Field
@@ -17,6 +18,10 @@ from signalscore.config import Settings
 from signalscore.db.engine import Database, create_db_engine
 from signalscore.deps import CurrentOrgId
 from tests.helpers import Tenant, assert_error
+
+
+class _Deadlock(Exception):
+    sqlstate = "40P01"
 
 
 class _Item(BaseModel):
@@ -37,6 +42,10 @@ def _add_probe_routes(app: FastAPI) -> None:
     @app.post("/v1/_probe/batch")
     def probe_batch(batch: _Batch, org_id: CurrentOrgId) -> dict[str, int]:
         return {"items": len(batch.items)}
+
+    @app.get("/v1/_probe/deadlock")
+    def probe_deadlock(org_id: CurrentOrgId) -> None:
+        raise sqlalchemy.exc.OperationalError("UPDATE ...", {}, _Deadlock())
 
     @app.get("/v1/_probe/boom")
     def probe_boom(org_id: CurrentOrgId) -> None:
@@ -234,3 +243,13 @@ def test_allow_header_lists_every_method_of_the_path(client: TestClient, tenant:
 def test_unknown_query_parameters_are_checked_after_authentication(client: TestClient) -> None:
     response = client.get("/v1/signals/templates", params={"objectTyp": "company"})
     assert_error(response, 401, "UNAUTHORIZED")
+
+
+def test_a_lost_race_is_a_retryable_503_not_an_outage(
+    probe_client: TestClient, tenant: Tenant
+) -> None:
+    response = probe_client.get("/v1/_probe/deadlock", headers=tenant.headers)
+    error = assert_error(response, 503, "SERVICE_UNAVAILABLE", error_code="TRANSIENT_CONFLICT")
+    assert error["errorAction"] == "RETRY"
+    assert response.headers["retry-after"] == "1"
+    assert "UPDATE" not in response.text

@@ -3,9 +3,11 @@ object is computed, leases that expire and are reclaimed, disjoint claims."""
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import timedelta
 
+import pytest
 import sqlalchemy as sa
 
 from signalscore.config import Settings
@@ -152,3 +154,29 @@ def test_embedded_worker_idles_quietly_and_wakes_on_writes(
         assert queue_rows(database) == []
     finally:
         embedded.shutdown()
+
+
+def test_overlapping_enqueues_in_opposite_orders_do_not_deadlock(
+    backend: str, database: Database, tenant: Tenant
+) -> None:
+    """Found by the load test: unsorted enqueues from two writers deadlocked on PostgreSQL."""
+    if backend != "postgresql":
+        pytest.skip("SQLite serialises writers; there is no lock order to get wrong")
+    ids = [f"c{i:05d}.com" for i in range(3000)]
+    failures: list[BaseException] = []
+
+    def writer(order: list[str]) -> None:
+        try:
+            for _ in range(5):
+                with database.write() as conn:
+                    enqueue_objects(conn, tenant.org_id, "company", order)
+                    conn.execute(sa.update(q).values(lease_until=utcnow() + timedelta(minutes=1)))
+        except BaseException as exc:  # collected and re-raised in the test thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(order,)) for order in (ids, ids[::-1])]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert failures == []

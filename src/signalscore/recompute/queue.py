@@ -23,13 +23,14 @@ _QUEUE_KEY = ["organization_id", "object_type", "object_id"]
 
 
 def _merge_on_conflict(insert: Any) -> Any:
-    # A running entry (lease held) gets `rerun`; a pending one is left as it is, keeping its
-    # original `enqueued_at` so the oldest-pending age stays honest.
-    excluded_rerun = sa.case(
-        (recompute_queue.c.lease_until.is_not(None), sa.true()),
-        else_=recompute_queue.c.rerun,
+    # A running entry (lease held) gets `rerun`. A pending one is not rewritten at all: it keeps
+    # its original `enqueued_at` (so the oldest-pending age stays honest) and a rule change
+    # over many pending objects writes nothing for them.
+    return insert.on_conflict_do_update(
+        index_elements=_QUEUE_KEY,
+        set_={"rerun": sa.true()},
+        where=recompute_queue.c.lease_until.is_not(None),
     )
-    return insert.on_conflict_do_update(index_elements=_QUEUE_KEY, set_={"rerun": excluded_rerun})
 
 
 def _dialect_insert(conn: Connection) -> Any:
@@ -50,7 +51,9 @@ def enqueue_objects(
             "object_id": object_id,
             "enqueued_at": now,
         }
-        for object_id in dict.fromkeys(object_ids)
+        # Sorted: every writer takes queue-row locks in the same order, so two writers
+        # queueing overlapping objects can never deadlock.
+        for object_id in sorted(set(object_ids))
     ]
     if rows:
         conn.execute(_merge_on_conflict(_dialect_insert(conn)), rows)
@@ -75,7 +78,8 @@ def enqueue_profile_objects(conn: Connection, org_id: str, profile_id: Any) -> N
         conn,
         sa.select(a.c.organization_id, a.c.object_type, a.c.object_id, _now_literal())
         .where(a.c.organization_id == org_id, a.c.profile_id == profile_id)
-        .distinct(),
+        .distinct()
+        .order_by(a.c.object_id),  # same lock order as every other enqueue
     )
 
 
@@ -106,7 +110,8 @@ def enqueue_objects_for_signal_changes(
                 a.c.object_id.in_(list(by_object)),
                 r.c.signal_template_id.in_(sorted(template_ids)),
             )
-            .distinct(),
+            .distinct()
+            .order_by(a.c.object_id),
         )
 
 
