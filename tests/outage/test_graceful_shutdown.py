@@ -23,7 +23,7 @@ from tests.outage.test_database_outage import SIGNALSCORE, _free_port, _wait_unt
 def test_sigterm_drains_the_request_in_flight_and_releases_leases(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'signalscore.db'}"
     port = _free_port()
-    env = {**os.environ, "SIGNALSCORE_DATABASE_URL": url, "SIGNALSCORE_WORKER_BATCH_SIZE": "50"}
+    env = {**os.environ, "SIGNALSCORE_DATABASE_URL": url, "SIGNALSCORE_WORKER_BATCH_SIZE": "5"}
     log = tmp_path / "server.log"
     server = subprocess.Popen(
         [SIGNALSCORE, "serve", "--port", str(port)],
@@ -36,7 +36,8 @@ def test_sigterm_drains_the_request_in_flight_and_releases_leases(tmp_path: Path
         _wait_until(lambda: httpx.get(f"{base}/readyz").status_code == 200, 30, "the server")
         key = next(w for w in log.read_text().split() if w.startswith("sk_live_"))
         headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-        # A realistic sample whose 4,000 companies the embedded worker is busy scoring.
+        # A realistic sample whose 4,000 companies the embedded worker is busy scoring, in
+        # batches of 5 so that it is certainly still at it when SIGTERM lands.
         subprocess.run(
             [SIGNALSCORE, "demo", "--companies", "4000"],
             env=env,
