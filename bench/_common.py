@@ -14,7 +14,7 @@ import socket
 import tempfile
 import time
 import timeit
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -373,3 +373,36 @@ def peak_rss_mb(pid: int | str = "self") -> float:
     except OSError:
         pass
     return 0.0
+
+
+def count_mismatches(
+    sample: Sequence[str],
+    profile: Any,
+    values: Mapping[str, Mapping[str, Any]],
+    stored: Mapping[str, Mapping[str, Any]],
+) -> int:
+    """How many sampled objects' stored rows differ from `profile.score` over their values
+    (printing the first five)."""
+    mismatches = 0
+    for object_id in sample:
+        expected = profile.score(values.get(object_id, {}))
+        got = stored.get(object_id, {})
+        problem = None
+        if sorted(expected) != sorted(got):
+            problem = f"dimensions {sorted(got)} != {sorted(expected)}"
+        else:
+            for dimension, result in expected.items():
+                row = got[dimension]
+                if (
+                    row.score != result.score
+                    or row.contributions != result.contributions
+                    or row.signal_coverage != result.signal_coverage
+                    or row.total_rules != result.total_rules
+                ):
+                    problem = f"{dimension}: stored {row.score}, expected {result.score}"
+                    break
+        if problem:
+            mismatches += 1
+            if mismatches <= 5:
+                print(f"    MISMATCH {object_id}: {problem}")
+    return mismatches

@@ -57,6 +57,7 @@ import sqlalchemy as sa
 from _common import (
     VENV_BIN,
     ScratchDatabase,
+    count_mismatches,
     create_scratch,
     drop_scratch,
     free_port,
@@ -628,7 +629,6 @@ def verify_sample(url: str, fixture: Fixture, sample: Sequence[str]) -> tuple[in
 
     r, v, s = scoring_rules, signal_values, score_results
     engine = create_db_engine(url)
-    mismatches = 0
     values: dict[str, dict[str, Any]] = defaultdict(dict)
     stored: dict[str, dict[str, Any]] = defaultdict(dict)
     with engine.connect() as conn:
@@ -660,27 +660,7 @@ def verify_sample(url: str, fixture: Fixture, sample: Sequence[str]) -> tuple[in
         ):
             stored[row.object_id][row.dimension] = row
     engine.dispose()
-    for object_id in sample:
-        expected = profile.score(values.get(object_id, {}))
-        got = stored.get(object_id, {})
-        problem = None
-        if sorted(expected) != sorted(got):
-            problem = f"dimensions {sorted(got)} != {sorted(expected)}"
-        else:
-            for dimension, result in expected.items():
-                row = got[dimension]
-                if (
-                    row.score != result.score
-                    or row.contributions != result.contributions
-                    or row.signal_coverage != result.signal_coverage
-                    or row.total_rules != result.total_rules
-                ):
-                    problem = f"{dimension}: stored {row.score}, expected {result.score}"
-                    break
-        if problem:
-            mismatches += 1
-            if mismatches <= 5:
-                print(f"    MISMATCH {object_id}: {problem}")
+    mismatches = count_mismatches(sample, profile, values, stored)
     return len(sample), mismatches
 
 

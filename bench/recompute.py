@@ -62,6 +62,7 @@ from _common import (
     ScratchDatabase,
     company_ids,
     company_values,
+    count_mismatches,
     load_average,
     peak_rss_mb,
     scratch_database,
@@ -540,7 +541,6 @@ def verify_sample(db: Database, fixture: Fixture, sample_size: int, seed: int) -
     """Stored rows of a random sample vs a from-scratch computation. (checked, mismatches)"""
     sample = random.Random(seed).sample(fixture.objects, min(sample_size, len(fixture.objects)))
     r, v, s = scoring_rules, signal_values, score_results
-    mismatches = 0
     with db.read() as conn:
         rules = [
             Rule(
@@ -571,27 +571,7 @@ def verify_sample(db: Database, fixture: Fixture, sample_size: int, seed: int) -
                 sa.select(s).where(s.c.organization_id == fixture.org_id, s.c.object_id.in_(part))
             ):
                 stored[row.object_id][row.dimension] = row
-    for object_id in sample:
-        expected = profile.score(values.get(object_id, {}))
-        got = stored.get(object_id, {})
-        problem = None
-        if sorted(expected) != sorted(got):
-            problem = f"dimensions {sorted(got)} != {sorted(expected)}"
-        else:
-            for dimension, result in expected.items():
-                row = got[dimension]
-                if (
-                    row.score != result.score
-                    or row.contributions != result.contributions
-                    or row.signal_coverage != result.signal_coverage
-                    or row.total_rules != result.total_rules
-                ):
-                    problem = f"{dimension}: stored {row.score}, expected {result.score}"
-                    break
-        if problem:
-            mismatches += 1
-            if mismatches <= 5:
-                print(f"    MISMATCH {object_id}: {problem}")
+    mismatches = count_mismatches(sample, profile, values, stored)
     return len(sample), mismatches
 
 
