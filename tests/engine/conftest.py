@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from signalscore.engine import Rule
+from signalscore.engine import BACKENDS, Backend, Rule
 
 ReferenceResult = dict[str, dict[str, Any]]
 
@@ -152,3 +152,19 @@ def reference_score(rules: Sequence[Rule], values: Mapping[str, Any]) -> Referen
 def reference() -> Callable[[Sequence[Rule], Mapping[str, Any]], ReferenceResult]:
     """The reference implementation of SPEC §6 (see module docstring)."""
     return reference_score
+
+
+@pytest.fixture(scope="session", params=["native", "python"])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """Every engine test runs on both scoring loops: the C one and the generated Python one.
+
+    The native loop must be built (the test command installs the package, which compiles it);
+    a missing build fails here rather than silently testing only the fallback.
+    """
+    name: Backend = request.param
+    if name not in BACKENDS:
+        pytest.fail(
+            "the C scoring engine is not built (signalscore.engine._native); "
+            "run scripts/bootstrap or `pip install -e .`"
+        )
+    return name

@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 import pytest
 
 from signalscore.engine import (
+    Backend,
     InvalidRuleError,
     Rule,
     compile_profile,
@@ -200,10 +201,10 @@ CASES: dict[str, Case] = {
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_case(name: str, reference: Reference) -> None:
+def test_case(name: str, reference: Reference, backend: Backend) -> None:
     case = CASES[name]
     values = {} if case.value is ABSENT else {case.rule.signal_template_id: case.value}
-    result = score_object([case.rule], values)
+    result = score_object([case.rule], values, backend)
     assert list(result) == [case.rule.dimension]
     dimension = result[case.rule.dimension]
     assert dimension.contributions == [
@@ -226,55 +227,55 @@ def test_case(name: str, reference: Reference) -> None:
     assert ref["score"] == case.score
 
 
-def test_integer_points_stay_integers() -> None:
-    result = score_object([HEADCOUNT], {"t": 874})["fit"]
+def test_integer_points_stay_integers(backend: Backend) -> None:
+    result = score_object([HEADCOUNT], {"t": 874}, backend)["fit"]
     assert type(result.contributions[0]["pointsEarned"]) is int
     assert type(result.contributions[0]["maxPoints"]) is int
     assert type(result.earned) is float
     assert type(result.max_possible) is float
 
 
-def test_clamped_above_100() -> None:
+def test_clamped_above_100(backend: Backend) -> None:
     # earned can never exceed maxPossible, but 100 * earned / maxPossible can still round to
     # just above 100 in floating point: here it is 100.00000000000001 before the clamp.
     points = 763.7769812304242
     assert 100.0 * points / points > 100.0
-    result = score_object([boolean({"true": points})], {"t": True})["fit"]
+    result = score_object([boolean({"true": points})], {"t": True}, backend)["fit"]
     assert (result.earned, result.max_possible, result.score) == (points, points, 100.0)
     rules = [choices(CRM, rid="a", tid="x"), boolean({"true": 2}, rid="b", tid="y")]
-    result = score_object(rules, {"x": ["salesforce", "HubSpot"], "y": True})["fit"]
+    result = score_object(rules, {"x": ["salesforce", "HubSpot"], "y": True}, backend)["fit"]
     assert (result.earned, result.max_possible, result.score) == (20.0, 20.0, 100.0)
 
 
-def test_clamped_below_0() -> None:
+def test_clamped_below_0(backend: Backend) -> None:
     rules = [
         boolean({"true": 10, "false": -50}, rid="a", tid="x"),
         boolean({"true": 5}, rid="b", tid="y"),
     ]
-    result = score_object(rules, {"x": False, "y": True})["fit"]
+    result = score_object(rules, {"x": False, "y": True}, backend)["fit"]
     assert (result.earned, result.max_possible, result.score) == (-45.0, 15.0, 0.0)
 
 
-def test_max_possible_zero_scores_zero() -> None:
+def test_max_possible_zero_scores_zero(backend: Backend) -> None:
     rules = [boolean({"true": -5, "false": -1}), ranges((0, None, -3), rid="b", tid="u")]
-    result = score_object(rules, {"t": True, "u": 4})["fit"]
+    result = score_object(rules, {"t": True, "u": 4}, backend)["fit"]
     assert (result.earned, result.max_possible, result.score) == (-8.0, 0.0, 0.0)
     assert (result.signal_coverage, result.total_rules) == (2, 2)
 
 
-def test_max_possible_zero_with_positive_earned_scores_zero() -> None:
+def test_max_possible_zero_with_positive_earned_scores_zero(backend: Backend) -> None:
     rule = choices({"A": 5, "B": -7}, "contains-none")  # max(-2, 0) = 0, earns -2 or 0
-    result = score_object([rule], {"t": ["C"]})["fit"]
+    result = score_object([rule], {"t": ["C"]}, backend)["fit"]
     assert (result.earned, result.max_possible, result.score) == (-2.0, 0.0, 0.0)
 
 
-def test_all_values_missing() -> None:
+def test_all_values_missing(backend: Backend) -> None:
     rules = [
         boolean({"true": 20}, rid="a", tid="x"),
         HEADCOUNT._replace(id="b", signal_template_id="y"),
         choices(CRM, rid="c", tid="z", dim="urgency"),
     ]
-    result = score_object(rules, {})
+    result = score_object(rules, {}, backend)
     assert list(result) == ["fit", "urgency"]
     assert (result["fit"].score, result["fit"].earned) == (0.0, 0.0)
     assert result["fit"].max_possible == 45.0
@@ -283,71 +284,74 @@ def test_all_values_missing() -> None:
     assert (result["urgency"].max_possible, result["urgency"].signal_coverage) == (18.0, 0)
 
 
-def test_coverage_counts_only_values_of_the_right_type() -> None:
+def test_coverage_counts_only_values_of_the_right_type(backend: Backend) -> None:
     rules = [
         boolean({"true": 20}, rid="a", tid="x"),
         HEADCOUNT._replace(id="b", signal_template_id="y"),
         choices(CRM, rid="c", tid="z"),
     ]
-    result = score_object(rules, {"x": True, "y": False, "z": []})["fit"]
+    result = score_object(rules, {"x": True, "y": False, "z": []}, backend)["fit"]
     assert result.signal_coverage == 2
     assert [c["matchedValue"] for c in result.contributions] == ["true", None, ""]
 
 
-def test_score_rounds_to_two_decimals() -> None:
+def test_score_rounds_to_two_decimals(backend: Backend) -> None:
     rules = [boolean({"true": 1}, rid="a", tid="x"), boolean({"true": 2}, rid="b", tid="y")]
-    assert score_object(rules, {"x": True})["fit"].score == 33.33
-    assert score_object(rules, {"y": True})["fit"].score == 66.67
+    assert score_object(rules, {"x": True}, backend)["fit"].score == 33.33
+    assert score_object(rules, {"y": True}, backend)["fit"].score == 66.67
 
 
-def test_dimensions_and_rule_order() -> None:
+def test_dimensions_and_rule_order(backend: Backend) -> None:
     rules = [
         boolean({"true": 1}, rid="u1", tid="a", dim="urgency"),
         boolean({"true": 1}, rid="f1", tid="b", dim="fit"),
         boolean({"true": 1}, rid="u0", tid="c", dim="urgency"),
     ]
-    result = score_object(rules, {"a": True})
+    result = score_object(rules, {"a": True}, backend)
     assert list(result) == ["fit", "urgency"]
     assert [c["ruleId"] for c in result["urgency"].contributions] == ["u1", "u0"]
-    assert score_object([], {"a": True}) == {}
-    assert compile_profile([]).score_many([{}, {}]) == [{}, {}]
-    assert compile_profile(rules).score_many([]) == []
+    assert score_object([], {"a": True}, backend) == {}
+    assert compile_profile([], backend).score_many([{}, {}]) == [{}, {}]
+    assert compile_profile(rules, backend).score_many([]) == []
 
 
-def test_same_template_in_both_dimensions() -> None:
+def test_same_template_in_both_dimensions(backend: Backend) -> None:
     rules = [
         choices(CRM, rid="a", dim="fit"),
         choices(CRM, "contains-none", rid="b", dim="urgency"),
     ]
-    result = score_object(rules, {"t": ["Zoho"]})
+    result = score_object(rules, {"t": ["Zoho"]}, backend)
     assert (result["fit"].earned, result["urgency"].earned) == (0.0, 14.0)
 
 
-def test_overlapping_ranges_first_in_stored_order_wins() -> None:
+def test_overlapping_ranges_first_in_stored_order_wins(backend: Backend) -> None:
     rule = ranges((0, 100, 5), (50, 150, 9))
-    assert score_object([rule], {"t": 75})["fit"].contributions[0]["matchedValue"] == "75 (0–100)"
+    assert (
+        score_object([rule], {"t": 75}, backend)["fit"].contributions[0]["matchedValue"]
+        == "75 (0–100)"
+    )
     rule = ranges((50, 150, 9), (0, 100, 5))
-    assert score_object([rule], {"t": 75})["fit"].contributions[0]["pointsEarned"] == 9
+    assert score_object([rule], {"t": 75}, backend)["fit"].contributions[0]["pointsEarned"] == 9
 
 
-def test_nan_holds_no_range() -> None:
-    result = score_object([HEADCOUNT], {"t": float("nan")})["fit"]
+def test_nan_holds_no_range(backend: Backend) -> None:
+    result = score_object([HEADCOUNT], {"t": float("nan")}, backend)["fit"]
     assert result.contributions[0]["matchedValue"] == "nan (no range)"
     assert result.earned == 0.0
 
 
-def test_contributions_are_independent_dicts() -> None:
-    profile = compile_profile([boolean({"true": 1})])
+def test_contributions_are_independent_dicts(backend: Backend) -> None:
+    profile = compile_profile([boolean({"true": 1})], backend)
     first, second = profile.score_many([{"t": True}, {"t": True}])
     first["fit"].contributions[0]["pointsEarned"] = 99
     assert second["fit"].contributions[0]["pointsEarned"] == 1
     assert profile.score({"t": True})["fit"].contributions[0]["pointsEarned"] == 1
 
 
-def test_user_text_never_becomes_code() -> None:
+def test_user_text_never_becomes_code(backend: Backend) -> None:
     nasty = "x'); import os; os._exit(1); ('"
     rule = Rule(nasty, nasty, nasty, "list", {"choices": {nasty: 3}, "mode": "additive"})
-    result = score_object([rule], {nasty: [nasty]})
+    result = score_object([rule], {nasty: [nasty]}, backend)
     assert result[nasty].contributions[0]["pointsEarned"] == 3
 
 
@@ -381,6 +385,6 @@ def test_format_number(number: int | float, text: str) -> None:
         Rule("r", "t", "fit", "text", {}),
     ],
 )
-def test_invalid_rules_are_rejected(rule: Rule) -> None:
+def test_invalid_rules_are_rejected(rule: Rule, backend: Backend) -> None:
     with pytest.raises(InvalidRuleError):
-        compile_profile([rule])
+        compile_profile([rule], backend)

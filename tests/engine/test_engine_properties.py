@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from signalscore.engine import DimensionResult, Rule, compile_profile, score_object
+from signalscore.engine import Backend, DimensionResult, Rule, compile_profile, score_object
 
 Reference = Callable[[Sequence[Rule], Mapping[str, Any]], dict[str, dict[str, Any]]]
 
@@ -214,10 +214,10 @@ def _all_int_points(rule: Rule) -> bool:
 @SETTINGS
 @given(profile_and_objects())
 def test_score_agrees_with_reference(
-    reference: Reference, case: tuple[list[Rule], list[dict[str, Any]]]
+    backend: Backend, reference: Reference, case: tuple[list[Rule], list[dict[str, Any]]]
 ) -> None:
     rules, objects = case
-    profile = compile_profile(rules)
+    profile = compile_profile(rules, backend)
     for values in objects:
         _assert_agrees(rules, profile.score(values), reference(rules, values))
 
@@ -225,10 +225,10 @@ def test_score_agrees_with_reference(
 @SETTINGS
 @given(profile_and_objects())
 def test_score_many_agrees_with_reference(
-    reference: Reference, case: tuple[list[Rule], list[dict[str, Any]]]
+    backend: Backend, reference: Reference, case: tuple[list[Rule], list[dict[str, Any]]]
 ) -> None:
     rules, objects = case
-    results = compile_profile(rules).score_many(objects)
+    results = compile_profile(rules, backend).score_many(objects)
     assert len(results) == len(objects)
     for values, result in zip(objects, results, strict=True):
         _assert_agrees(rules, result, reference(rules, values))
@@ -237,27 +237,27 @@ def test_score_many_agrees_with_reference(
 @settings(max_examples=200, deadline=None)
 @given(profile_and_objects())
 def test_score_object_and_repeated_batches_agree(
-    reference: Reference, case: tuple[list[Rule], list[dict[str, Any]]]
+    backend: Backend, reference: Reference, case: tuple[list[Rule], list[dict[str, Any]]]
 ) -> None:
     rules, objects = case
-    profile = compile_profile(rules)
+    profile = compile_profile(rules, backend)
     first = profile.score_many(objects)
     again = profile.score_many(objects[::-1])[::-1]  # memos warmed in another order
     assert first == again
-    assert [score_object(rules, v) for v in objects] == first
+    assert [score_object(rules, v, backend) for v in objects] == first
 
 
 @settings(max_examples=200, deadline=None)
 @given(profile_and_objects(), st.randoms(use_true_random=False))
 def test_sums_do_not_depend_on_rule_order(
-    case: tuple[list[Rule], list[dict[str, Any]]], rnd: random.Random
+    backend: Backend, case: tuple[list[Rule], list[dict[str, Any]]], rnd: random.Random
 ) -> None:
     rules, objects = case
     shuffled = list(rules)
     rnd.shuffle(shuffled)
     for a, b in zip(
-        compile_profile(rules).score_many(objects),
-        compile_profile(shuffled).score_many(objects),
+        compile_profile(rules, backend).score_many(objects),
+        compile_profile(shuffled, backend).score_many(objects),
         strict=True,
     ):
         assert a.keys() == b.keys()

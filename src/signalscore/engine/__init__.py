@@ -61,10 +61,18 @@ from signalscore.engine._model import (
     SignalValues,
 )
 from signalscore.engine._numbers import format_number
-from signalscore.engine._profile import CompiledProfile, compile_profile, score_object
+from signalscore.engine._profile import (
+    BACKENDS,
+    Backend,
+    CompiledProfile,
+    compile_profile,
+    score_object,
+)
 from signalscore.engine._rules import InvalidRuleError, normalize_choice
 
 __all__ = [
+    "BACKENDS",
+    "Backend",
     "CompiledProfile",
     "Contribution",
     "DimensionResult",

@@ -22,13 +22,15 @@ from itertools import repeat
 from typing import Any
 
 from signalscore.engine._model import DimensionResult, SignalValues
-from signalscore.engine._numbers import EXACT_INT_LIMIT, exact_sum
+from signalscore.engine._numbers import exact_sum
 from signalscore.engine._rules import (
     BooleanRule,
     CompiledRule,
     ListRule,
     NormalizedStrings,
     RangeRule,
+    max_possible,
+    sums_exactly_as_floats,
 )
 
 BatchScorer = Callable[[Sequence[SignalValues], NormalizedStrings], list[dict[str, Any]]]
@@ -192,19 +194,14 @@ def build_batch_scorer(dimensions: Sequence[tuple[str, Sequence[CompiledRule]]])
     for d_index, (name, rules) in enumerate(dimensions):
         earned_terms = [f"e{d_index}_{r}" for r in range(len(rules))]
         contributions = ", ".join(f"c{d_index}_{r}" for r in range(len(rules)))
-        int_bounds = [rule.int_bound for rule in rules]
-        max_possible = math.fsum(rule.max_points for rule in rules)
-        mp = out.const("MAXP", max_possible)
+        maximum = max_possible(rules)
+        mp = out.const("MAXP", maximum)
         total = out.const("TOTAL_RULES", len(rules))
-        # With int points whose magnitudes add up to at most 2**53, every partial sum is an
-        # exactly representable integer, so float(sum) equals math.fsum: both are exact.
-        if all(b is not None for b in int_bounds) and sum(b or 0 for b in int_bounds) <= (
-            EXACT_INT_LIMIT
-        ):
+        if sums_exactly_as_floats(rules):
             out.emit(2, f"earned{d_index} = float({' + '.join(earned_terms)})")
         else:
             out.emit(2, f"earned{d_index} = fsum(({', '.join(earned_terms)},))")
-        if max_possible == 0:
+        if maximum == 0:
             out.emit(2, f"score{d_index} = 0.0")
         else:
             # The score is a pure function of earned (max_possible is fixed), and round() is

@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
+from signalscore.engine import _native_plan
 from signalscore.engine._codegen import BatchScorer, build_batch_scorer
 from signalscore.engine._model import DimensionResult, Rule, SignalValues
 from signalscore.engine._rules import CompiledRule, NormalizedStrings, compile_rule
+
+#: ``"native"``: the C loop (``_native.c``); ``"python"``: the generated Python loop
+#: (``_codegen``); ``"auto"``: native when it is built, else python. Both give equal results.
+Backend = Literal["auto", "native", "python"]
+
+#: The backends this installation can run.
+BACKENDS: tuple[str, ...] = ("native", "python") if _native_plan.AVAILABLE else ("python",)
 
 
 class CompiledProfile:
     """A profile's rules, precompiled. Immutable after construction; safe to share."""
 
-    __slots__ = ("_scorer", "dimensions", "rules")
+    __slots__ = ("_scorer", "backend", "dimensions", "rules")
 
-    def __init__(self, rules: Sequence[Rule]) -> None:
+    def __init__(self, rules: Sequence[Rule], backend: Backend = "auto") -> None:
         compiled = [compile_rule(rule) for rule in rules]
         #: The compiled rules, in the caller's order.
         self.rules: tuple[CompiledRule, ...] = tuple(compiled)
@@ -24,7 +33,16 @@ class CompiledProfile:
             (name, [rule for rule in compiled if rule.dimension == name])
             for name in self.dimensions
         ]
-        self._scorer: BatchScorer = build_batch_scorer(by_dimension)
+        if backend == "auto":
+            backend = "native" if _native_plan.AVAILABLE else "python"
+        #: The backend scoring this profile: "native" or "python".
+        self.backend: str = backend
+        if backend == "native":
+            self._scorer: BatchScorer = _native_plan.build_native_scorer(by_dimension)
+        elif backend == "python":
+            self._scorer = build_batch_scorer(by_dimension)
+        else:
+            raise ValueError(f"unknown engine backend {backend!r}")
 
     def score(self, values: SignalValues) -> dict[str, DimensionResult]:
         """Score one object: a result per dimension that has at least one rule."""
@@ -39,11 +57,13 @@ class CompiledProfile:
         return self._scorer(values_list, NormalizedStrings())
 
 
-def compile_profile(rules: Sequence[Rule]) -> CompiledProfile:
+def compile_profile(rules: Sequence[Rule], backend: Backend = "auto") -> CompiledProfile:
     """Compile a profile's rules (ordered by createdAt, then id) for scoring."""
-    return CompiledProfile(rules)
+    return CompiledProfile(rules, backend)
 
 
-def score_object(rules: Sequence[Rule], values: SignalValues) -> dict[str, DimensionResult]:
+def score_object(
+    rules: Sequence[Rule], values: SignalValues, backend: Backend = "auto"
+) -> dict[str, DimensionResult]:
     """Score one object from scratch: ``compile_profile(rules).score(values)``."""
-    return compile_profile(rules).score(values)
+    return compile_profile(rules, backend).score(values)

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from signalscore.engine._model import LIST_MODES, NUMERIC_ANSWER_TYPES, Contribution, Rule
-from signalscore.engine._numbers import exact_sum, format_number
+from signalscore.engine._numbers import EXACT_INT_LIMIT, exact_sum, format_number
 
 Number = int | float
 
@@ -230,3 +230,18 @@ def compile_rule(rule: Rule) -> CompiledRule:
     if rule.answer_type == "list":
         return ListRule(rule, point_values)
     raise InvalidRuleError(f"unknown answer type {rule.answer_type!r}")
+
+
+def max_possible(rules: Sequence[CompiledRule]) -> float:
+    """A dimension's maxPossible: the exact (order-independent) sum of its rules' maxPoints."""
+    return math.fsum(rule.max_points for rule in rules)
+
+
+def sums_exactly_as_floats(rules: Sequence[CompiledRule]) -> bool:
+    """Can the dimension's ``earned`` be summed as plain floats and still equal ``math.fsum``?
+
+    True when every pointsEarned is an ``int`` and their magnitudes add up to at most 2**53:
+    every partial sum is then an exactly representable integer, so both sums are exact.
+    """
+    bounds = [rule.int_bound for rule in rules]
+    return all(b is not None for b in bounds) and sum(b or 0 for b in bounds) <= EXACT_INT_LIMIT

@@ -1,0 +1,1120 @@
+/*
+ * signalscore.engine._native: the batch scoring loop of SPEC §6 in C.
+ *
+ * This is the same loop as the generated Python scorer in _codegen.py, step for step, and it
+ * builds exactly the same Python objects (DimensionResult tuples holding contribution dicts).
+ * Everything that decides a result (rule parsing, maxPoints, range tables, contribution
+ * templates, range labels) is computed once in Python by _rules.py and handed over as a
+ * "plan" (see _native_plan.py); this file only runs the per-object work. The property tests
+ * run both scorers against the reference implementation.
+ *
+ * Plan layout (tuples only; the Scorer keeps a reference to it, so the borrowed pointers
+ * below stay valid for the Scorer's lifetime):
+ *
+ *   (helpers, slots, dims)
+ *   helpers = (DimensionResult, fsum, round, as_number, as_list, additive_float_points,
+ *              score_memo_size)
+ *   slots   = ((template_id, kind), ...)        kind: 0 raw (boolean), 1 number, 2 list
+ *   dims    = ((name, max_possible, int_exact, score_memo, total_rules, rules), ...)
+ *   rules   = (0, slot, absent, on_true, on_false, if_true, if_false)          boolean
+ *           | (1, slot, absent, boundaries, entries)                            range
+ *               entries = ((points, " (label)", template), ...), last one = no range
+ *           | (2, slot, absent, mode, template, points_by_key, keys, total)    list
+ *               mode: 0 additive (int points), 1 additive (float points), 2 best-match,
+ *                     3 contains-all, 4 contains-none, 5 exact-match
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+enum { SLOT_RAW = 0, SLOT_NUMBER = 1, SLOT_LIST = 2 };
+enum { RULE_BOOLEAN = 0, RULE_RANGE = 1, RULE_LIST = 2 };
+enum {
+    MODE_ADDITIVE_INT = 0,
+    MODE_ADDITIVE_FLOAT = 1,
+    MODE_BEST_MATCH = 2,
+    MODE_CONTAINS_ALL = 3,
+    MODE_CONTAINS_NONE = 4,
+    MODE_EXACT_MATCH = 5,
+};
+
+/* Integers up to this magnitude convert to double exactly. */
+#define EXACT_INT_LIMIT 9007199254740992LL
+/* Integral floats below this magnitude print as integers ("874", not "874.0"). */
+#define INTEGRAL_FLOAT_LIMIT 1e16
+
+typedef struct {
+    PyObject *key; /* borrowed from the plan */
+    int kind;
+} Slot;
+
+typedef struct {
+    int kind;
+    Py_ssize_t slot;
+    PyObject *absent; /* dict: the contribution of an object without a value */
+    /* boolean */
+    PyObject *on_true, *on_false, *if_true, *if_false;
+    /* range */
+    Py_ssize_t nbounds;
+    PyObject **bounds;  /* the boundaries as Python numbers (exact comparisons) */
+    double *bounds_d;   /* the same as doubles, when every one converts exactly */
+    int exact_bounds;
+    Py_ssize_t nentries;
+    PyObject **entry_points, **entry_suffix, **entry_template;
+    /* list */
+    int mode;
+    PyObject *template, *points_by_key, *keys, *total;
+} Rule;
+
+typedef struct {
+    PyObject *name;
+    PyObject *max_possible; /* float */
+    double mp;
+    int int_exact;
+    PyObject *memo; /* dict: earned -> score */
+    PyObject *total_rules; /* int */
+    long total;
+    Py_ssize_t nrules;
+    Rule *rules;
+} Dim;
+
+/* One template's value for the object being scored, prepared once for every rule using it. */
+typedef struct {
+    PyObject *value;  /* new reference, or NULL when absent */
+    PyObject *text;   /* number: its matchedValue text; list: the joined values */
+    PyObject *answer; /* list: set of normalised values */
+    PyObject **unique; /* list: the set's members in insertion order (borrowed from answer) */
+    Py_ssize_t nunique, cap;
+    double number;
+    int exact, nan;
+} Prepared;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *plan;
+    PyTypeObject *result_type;
+    PyObject *fsum, *round, *as_number, *as_list, *additive_float;
+    Py_ssize_t memo_size;
+    Py_ssize_t nslots;
+    Slot *slots;
+    Py_ssize_t ndims;
+    Dim *dims;
+} Scorer;
+
+static PyObject *s_matched_value; /* "matchedValue" */
+static PyObject *s_points_earned; /* "pointsEarned" */
+static PyObject *s_separator;     /* ", " */
+static PyObject *s_get;           /* "get" */
+static PyObject *s_strip;         /* "strip" */
+static PyObject *s_casefold;      /* "casefold" */
+static PyObject *int_zero;
+static PyObject *int_two;
+
+/* ---------------------------------------------------------------------------------------- */
+/* plan parsing                                                                             */
+
+static int
+expect_tuple(PyObject *obj, Py_ssize_t size, const char *what)
+{
+    if (!PyTuple_Check(obj) || (size >= 0 && PyTuple_GET_SIZE(obj) != size)) {
+        PyErr_Format(PyExc_TypeError, "scorer plan: malformed %s", what);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+expect_dict(PyObject *obj, const char *what)
+{
+    if (!PyDict_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "scorer plan: %s must be a dict", what);
+        return -1;
+    }
+    return 0;
+}
+
+/* Is ``obj`` an int or float that converts to a double exactly? */
+static int
+exact_double(PyObject *obj, double *out)
+{
+    if (PyFloat_CheckExact(obj)) {
+        *out = PyFloat_AS_DOUBLE(obj);
+        return 1;
+    }
+    if (PyLong_CheckExact(obj)) {
+        int overflow = 0;
+        long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
+        if (v == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return 0;
+        }
+        if (overflow || v > EXACT_INT_LIMIT || v < -EXACT_INT_LIMIT) {
+            return 0;
+        }
+        *out = (double)v;
+        return 1;
+    }
+    return 0;
+}
+
+static int
+parse_rule(Scorer *self, PyObject *spec, Rule *rule)
+{
+    if (expect_tuple(spec, -1, "rule") < 0 || PyTuple_GET_SIZE(spec) < 3) {
+        PyErr_SetString(PyExc_TypeError, "scorer plan: malformed rule");
+        return -1;
+    }
+    rule->kind = (int)PyLong_AsLong(PyTuple_GET_ITEM(spec, 0));
+    rule->slot = PyLong_AsSsize_t(PyTuple_GET_ITEM(spec, 1));
+    if (PyErr_Occurred()) {
+        return -1;
+    }
+    if (rule->slot < 0 || rule->slot >= self->nslots) {
+        PyErr_SetString(PyExc_ValueError, "scorer plan: rule slot out of range");
+        return -1;
+    }
+    rule->absent = PyTuple_GET_ITEM(spec, 2);
+    if (expect_dict(rule->absent, "absent") < 0) {
+        return -1;
+    }
+    int want_slot = rule->kind == RULE_BOOLEAN ? SLOT_RAW
+                    : rule->kind == RULE_RANGE ? SLOT_NUMBER
+                                               : SLOT_LIST;
+    if (self->slots[rule->slot].kind != want_slot) {
+        PyErr_SetString(PyExc_ValueError, "scorer plan: rule uses a slot of another kind");
+        return -1;
+    }
+    switch (rule->kind) {
+    case RULE_BOOLEAN:
+        if (expect_tuple(spec, 7, "boolean rule") < 0) {
+            return -1;
+        }
+        rule->on_true = PyTuple_GET_ITEM(spec, 3);
+        rule->on_false = PyTuple_GET_ITEM(spec, 4);
+        rule->if_true = PyTuple_GET_ITEM(spec, 5);
+        rule->if_false = PyTuple_GET_ITEM(spec, 6);
+        if (expect_dict(rule->if_true, "if_true") < 0 ||
+            expect_dict(rule->if_false, "if_false") < 0) {
+            return -1;
+        }
+        return 0;
+    case RULE_RANGE: {
+        if (expect_tuple(spec, 5, "range rule") < 0) {
+            return -1;
+        }
+        PyObject *bounds = PyTuple_GET_ITEM(spec, 3);
+        PyObject *entries = PyTuple_GET_ITEM(spec, 4);
+        if (expect_tuple(bounds, -1, "boundaries") < 0 ||
+            expect_tuple(entries, PyTuple_GET_SIZE(bounds) + 2, "range entries") < 0) {
+            return -1;
+        }
+        Py_ssize_t nb = PyTuple_GET_SIZE(bounds), ne = PyTuple_GET_SIZE(entries);
+        rule->nbounds = nb;
+        rule->nentries = ne;
+        rule->bounds = &PyTuple_GET_ITEM(bounds, 0);
+        rule->bounds_d = PyMem_Calloc(nb + 1, sizeof(double));
+        rule->entry_points = PyMem_Calloc(ne, sizeof(PyObject *));
+        rule->entry_suffix = PyMem_Calloc(ne, sizeof(PyObject *));
+        rule->entry_template = PyMem_Calloc(ne, sizeof(PyObject *));
+        if (!rule->bounds_d || !rule->entry_points || !rule->entry_suffix ||
+            !rule->entry_template) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        rule->exact_bounds = 1;
+        for (Py_ssize_t i = 0; i < nb; i++) {
+            if (!exact_double(rule->bounds[i], &rule->bounds_d[i])) {
+                rule->exact_bounds = 0;
+            }
+        }
+        for (Py_ssize_t i = 0; i < ne; i++) {
+            PyObject *entry = PyTuple_GET_ITEM(entries, i);
+            if (expect_tuple(entry, 3, "range entry") < 0) {
+                return -1;
+            }
+            rule->entry_points[i] = PyTuple_GET_ITEM(entry, 0);
+            rule->entry_suffix[i] = PyTuple_GET_ITEM(entry, 1);
+            rule->entry_template[i] = PyTuple_GET_ITEM(entry, 2);
+            if (!PyUnicode_Check(rule->entry_suffix[i]) ||
+                expect_dict(rule->entry_template[i], "range template") < 0) {
+                PyErr_SetString(PyExc_TypeError, "scorer plan: malformed range entry");
+                return -1;
+            }
+        }
+        return 0;
+    }
+    case RULE_LIST:
+        if (expect_tuple(spec, 8, "list rule") < 0) {
+            return -1;
+        }
+        rule->mode = (int)PyLong_AsLong(PyTuple_GET_ITEM(spec, 3));
+        if (PyErr_Occurred()) {
+            return -1;
+        }
+        if (rule->mode < MODE_ADDITIVE_INT || rule->mode > MODE_EXACT_MATCH) {
+            PyErr_SetString(PyExc_ValueError, "scorer plan: unknown list mode");
+            return -1;
+        }
+        rule->template = PyTuple_GET_ITEM(spec, 4);
+        rule->points_by_key = PyTuple_GET_ITEM(spec, 5);
+        rule->keys = PyTuple_GET_ITEM(spec, 6);
+        rule->total = PyTuple_GET_ITEM(spec, 7);
+        if (expect_dict(rule->template, "list template") < 0 ||
+            expect_dict(rule->points_by_key, "points_by_key") < 0) {
+            return -1;
+        }
+        if (!PyFrozenSet_CheckExact(rule->keys)) {
+            PyErr_SetString(PyExc_TypeError, "scorer plan: keys must be a frozenset");
+            return -1;
+        }
+        return 0;
+    default:
+        PyErr_SetString(PyExc_ValueError, "scorer plan: unknown rule kind");
+        return -1;
+    }
+}
+
+static void
+free_tables(Scorer *self)
+{
+    if (self->dims) {
+        for (Py_ssize_t d = 0; d < self->ndims; d++) {
+            Dim *dim = &self->dims[d];
+            if (!dim->rules) {
+                continue;
+            }
+            for (Py_ssize_t r = 0; r < dim->nrules; r++) {
+                PyMem_Free(dim->rules[r].bounds_d);
+                PyMem_Free(dim->rules[r].entry_points);
+                PyMem_Free(dim->rules[r].entry_suffix);
+                PyMem_Free(dim->rules[r].entry_template);
+            }
+            PyMem_Free(dim->rules);
+        }
+        PyMem_Free(self->dims);
+        self->dims = NULL;
+    }
+    PyMem_Free(self->slots);
+    self->slots = NULL;
+}
+
+static int
+Scorer_init(Scorer *self, PyObject *args, PyObject *kwds)
+{
+    PyObject *plan;
+    static char *kwlist[] = {"plan", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!:Scorer", kwlist, &PyTuple_Type, &plan)) {
+        return -1;
+    }
+    if (self->plan) {
+        PyErr_SetString(PyExc_RuntimeError, "Scorer is already initialised");
+        return -1;
+    }
+    if (expect_tuple(plan, 3, "plan") < 0) {
+        return -1;
+    }
+    PyObject *helpers = PyTuple_GET_ITEM(plan, 0);
+    PyObject *slots = PyTuple_GET_ITEM(plan, 1);
+    PyObject *dims = PyTuple_GET_ITEM(plan, 2);
+    if (expect_tuple(helpers, 7, "helpers") < 0 || expect_tuple(slots, -1, "slots") < 0 ||
+        expect_tuple(dims, -1, "dimensions") < 0) {
+        return -1;
+    }
+    PyObject *result_type = PyTuple_GET_ITEM(helpers, 0);
+    if (!PyType_Check(result_type) ||
+        !PyType_IsSubtype((PyTypeObject *)result_type, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "scorer plan: the result type must be a tuple type");
+        return -1;
+    }
+    self->result_type = (PyTypeObject *)result_type;
+    self->fsum = PyTuple_GET_ITEM(helpers, 1);
+    self->round = PyTuple_GET_ITEM(helpers, 2);
+    self->as_number = PyTuple_GET_ITEM(helpers, 3);
+    self->as_list = PyTuple_GET_ITEM(helpers, 4);
+    self->additive_float = PyTuple_GET_ITEM(helpers, 5);
+    self->memo_size = PyLong_AsSsize_t(PyTuple_GET_ITEM(helpers, 6));
+    if (PyErr_Occurred()) {
+        return -1;
+    }
+
+    self->nslots = PyTuple_GET_SIZE(slots);
+    self->slots = PyMem_Calloc(self->nslots + 1, sizeof(Slot));
+    if (!self->slots) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < self->nslots; i++) {
+        PyObject *slot = PyTuple_GET_ITEM(slots, i);
+        if (expect_tuple(slot, 2, "slot") < 0) {
+            return -1;
+        }
+        self->slots[i].key = PyTuple_GET_ITEM(slot, 0);
+        self->slots[i].kind = (int)PyLong_AsLong(PyTuple_GET_ITEM(slot, 1));
+        if (PyErr_Occurred()) {
+            return -1;
+        }
+    }
+
+    self->ndims = PyTuple_GET_SIZE(dims);
+    self->dims = PyMem_Calloc(self->ndims + 1, sizeof(Dim));
+    if (!self->dims) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t d = 0; d < self->ndims; d++) {
+        PyObject *spec = PyTuple_GET_ITEM(dims, d);
+        Dim *dim = &self->dims[d];
+        if (expect_tuple(spec, 6, "dimension") < 0) {
+            return -1;
+        }
+        dim->name = PyTuple_GET_ITEM(spec, 0);
+        dim->max_possible = PyTuple_GET_ITEM(spec, 1);
+        if (!PyFloat_CheckExact(dim->max_possible)) {
+            PyErr_SetString(PyExc_TypeError, "scorer plan: max_possible must be a float");
+            return -1;
+        }
+        dim->mp = PyFloat_AS_DOUBLE(dim->max_possible);
+        dim->int_exact = PyObject_IsTrue(PyTuple_GET_ITEM(spec, 2));
+        dim->memo = PyTuple_GET_ITEM(spec, 3);
+        dim->total_rules = PyTuple_GET_ITEM(spec, 4);
+        dim->total = PyLong_AsLong(dim->total_rules);
+        if (dim->int_exact < 0 || PyErr_Occurred() || expect_dict(dim->memo, "memo") < 0) {
+            return -1;
+        }
+        PyObject *rules = PyTuple_GET_ITEM(spec, 5);
+        if (expect_tuple(rules, dim->total, "dimension rules") < 0) {
+            return -1;
+        }
+        dim->nrules = PyTuple_GET_SIZE(rules);
+        dim->rules = PyMem_Calloc(dim->nrules + 1, sizeof(Rule));
+        if (!dim->rules) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (Py_ssize_t r = 0; r < dim->nrules; r++) {
+            if (parse_rule(self, PyTuple_GET_ITEM(rules, r), &dim->rules[r]) < 0) {
+                return -1;
+            }
+        }
+    }
+    Py_INCREF(plan);
+    self->plan = plan;
+    return 0;
+}
+
+static int
+Scorer_traverse(Scorer *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->plan);
+    return 0;
+}
+
+static int
+Scorer_clear(Scorer *self)
+{
+    Py_CLEAR(self->plan);
+    return 0;
+}
+
+static void
+Scorer_dealloc(Scorer *self)
+{
+    PyObject_GC_UnTrack(self);
+    Scorer_clear(self);
+    free_tables(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* per-object work                                                                          */
+
+static void
+prepared_clear(Prepared *p)
+{
+    Py_CLEAR(p->value);
+    Py_CLEAR(p->text);
+    Py_CLEAR(p->answer);
+    p->nunique = 0;
+}
+
+/* matchedValue text of a number: ints as str(), integral floats below 1e16 without ".0",
+ * other floats as repr(). */
+static PyObject *
+number_text(PyObject *value)
+{
+    if (PyLong_CheckExact(value)) {
+        return PyObject_Str(value);
+    }
+    double v = PyFloat_AS_DOUBLE(value);
+    if (v == floor(v) && v > -INTEGRAL_FLOAT_LIMIT && v < INTEGRAL_FLOAT_LIMIT) {
+        char buffer[32];
+        int n = snprintf(buffer, sizeof(buffer), "%lld", (long long)v);
+        return PyUnicode_FromStringAndSize(buffer, n);
+    }
+    return PyObject_Repr(value);
+}
+
+static int
+prepare_number(Scorer *self, Prepared *p)
+{
+    PyObject *value = p->value;
+    if (!PyLong_CheckExact(value) && !PyFloat_CheckExact(value)) {
+        /* Slow path (bools, int/float subclasses, wrong types): as_number decides. */
+        PyObject *number = PyObject_CallOneArg(self->as_number, value);
+        if (!number) {
+            return -1;
+        }
+        Py_SETREF(p->value, number);
+        if (number == Py_None) {
+            Py_CLEAR(p->value);
+            return 0;
+        }
+        if (!PyLong_CheckExact(number) && !PyFloat_CheckExact(number)) {
+            PyErr_SetString(PyExc_TypeError, "as_number must return an int, a float or None");
+            return -1;
+        }
+        value = number;
+    }
+    p->nan = PyFloat_CheckExact(value) && isnan(PyFloat_AS_DOUBLE(value));
+    p->exact = exact_double(value, &p->number);
+    p->text = number_text(value);
+    return p->text ? 0 : -1;
+}
+
+static int
+remember_unique(Prepared *p, PyObject *item)
+{
+    if (p->nunique == p->cap) {
+        Py_ssize_t cap = p->cap ? p->cap * 2 : 8;
+        PyObject **grown = PyMem_Realloc(p->unique, cap * sizeof(PyObject *));
+        if (!grown) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        p->unique = grown;
+        p->cap = cap;
+    }
+    p->unique[p->nunique++] = item;
+    return 0;
+}
+
+/* A memo miss: normalise a str here as ``normalize_choice`` does (strip, then casefold) and
+ * remember it; anything else goes through the memo's own ``__missing__``. */
+static PyObject *
+normalize(PyObject *normalized, PyObject *item)
+{
+    if (!PyUnicode_CheckExact(item)) {
+        return PyObject_GetItem(normalized, item);
+    }
+    PyObject *stripped = PyObject_CallMethodNoArgs(item, s_strip);
+    if (!stripped) {
+        return NULL;
+    }
+    PyObject *norm = PyObject_CallMethodNoArgs(stripped, s_casefold);
+    Py_DECREF(stripped);
+    if (norm && PyDict_SetItem(normalized, item, norm) < 0) {
+        Py_CLEAR(norm);
+    }
+    return norm;
+}
+
+static int
+prepare_list(Scorer *self, Prepared *p, PyObject *normalized)
+{
+    if (!PyList_CheckExact(p->value)) {
+        PyObject *list = PyObject_CallOneArg(self->as_list, p->value);
+        if (!list) {
+            return -1;
+        }
+        Py_SETREF(p->value, list);
+        if (list == Py_None) {
+            Py_CLEAR(p->value);
+            return 0;
+        }
+        if (!PyList_CheckExact(list)) {
+            PyErr_SetString(PyExc_TypeError, "as_list must return a list or None");
+            return -1;
+        }
+    }
+    PyObject *list = p->value;
+    p->answer = PySet_New(NULL);
+    if (!p->answer) {
+        return -1;
+    }
+    p->nunique = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
+        PyObject *item = PyList_GET_ITEM(list, i);
+        /* The batch memo: a hit is one lookup; a miss calls its __missing__ (normalise). */
+        PyObject *norm = PyDict_GetItemWithError(normalized, item);
+        if (norm) {
+            Py_INCREF(norm);
+        }
+        else if (PyErr_Occurred() || !(norm = normalize(normalized, item))) {
+            return -1;
+        }
+        Py_ssize_t before = PySet_GET_SIZE(p->answer);
+        int failed = PySet_Add(p->answer, norm);
+        Py_DECREF(norm); /* the set holds it now */
+        if (failed < 0) {
+            return -1;
+        }
+        if (PySet_GET_SIZE(p->answer) != before && remember_unique(p, norm) < 0) {
+            return -1;
+        }
+    }
+    p->text = PyUnicode_Join(s_separator, list);
+    return p->text ? 0 : -1;
+}
+
+/* Fetch and prepare every template value the profile uses. */
+static int
+prepare_object(Scorer *self, PyObject *values, PyObject *normalized, Prepared *prepared)
+{
+    int is_dict = PyDict_CheckExact(values);
+    for (Py_ssize_t i = 0; i < self->nslots; i++) {
+        Prepared *p = &prepared[i];
+        PyObject *value;
+        if (is_dict) {
+            value = PyDict_GetItemWithError(values, self->slots[i].key);
+            if (!value && PyErr_Occurred()) {
+                return -1;
+            }
+            Py_XINCREF(value);
+        }
+        else {
+            value = PyObject_CallMethodOneArg(values, s_get, self->slots[i].key);
+            if (!value) {
+                return -1;
+            }
+        }
+        if (value == Py_None) {
+            Py_CLEAR(value);
+        }
+        p->value = value;
+        if (!value) {
+            continue;
+        }
+        if (self->slots[i].kind == SLOT_NUMBER) {
+            if (prepare_number(self, p) < 0) {
+                return -1;
+            }
+        }
+        else if (self->slots[i].kind == SLOT_LIST) {
+            if (prepare_list(self, p, normalized) < 0) {
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+static Py_ssize_t
+bisect_right_double(const double *bounds, Py_ssize_t n, double x)
+{
+    Py_ssize_t lo = 0, hi = n;
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) / 2;
+        if (x < bounds[mid]) {
+            hi = mid;
+        }
+        else {
+            lo = mid + 1;
+        }
+    }
+    return lo;
+}
+
+static Py_ssize_t
+bisect_right_object(PyObject *const *bounds, Py_ssize_t n, PyObject *x)
+{
+    Py_ssize_t lo = 0, hi = n;
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) / 2;
+        int less = PyObject_RichCompareBool(x, bounds[mid], Py_LT);
+        if (less < 0) {
+            return -1;
+        }
+        if (less) {
+            hi = mid;
+        }
+        else {
+            lo = mid + 1;
+        }
+    }
+    return lo;
+}
+
+/* A copy of ``template`` with matchedValue (and, if given, pointsEarned) set. */
+static PyObject *
+contribution(PyObject *template, PyObject *matched, PyObject *points)
+{
+    PyObject *c = PyDict_Copy(template);
+    if (!c) {
+        return NULL;
+    }
+    if (PyDict_SetItem(c, s_matched_value, matched) < 0 ||
+        (points && PyDict_SetItem(c, s_points_earned, points) < 0)) {
+        Py_DECREF(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* int points summed in C while they fit, as Python ints otherwise. */
+static PyObject *
+additive_int(Rule *rule, Prepared *p)
+{
+    long long sum = 0;
+    PyObject *big = NULL;
+    for (Py_ssize_t i = 0; i < p->nunique; i++) {
+        PyObject *points = PyDict_GetItemWithError(rule->points_by_key, p->unique[i]);
+        if (!points) {
+            if (PyErr_Occurred()) {
+                Py_XDECREF(big);
+                return NULL;
+            }
+            continue;
+        }
+        int overflow = 0;
+        long long v = PyLong_AsLongLongAndOverflow(points, &overflow);
+        if (v == -1 && PyErr_Occurred()) {
+            Py_XDECREF(big);
+            return NULL;
+        }
+        long long next;
+        if (!overflow && !__builtin_add_overflow(sum, v, &next)) {
+            sum = next;
+            continue;
+        }
+        /* Too big for C: carry on in Python ints. */
+        PyObject *acc = big ? big : PyLong_FromLongLong(sum);
+        if (!big) {
+            sum = 0;
+        }
+        if (!acc) {
+            return NULL;
+        }
+        big = PyNumber_Add(acc, points);
+        Py_DECREF(acc);
+        if (!big) {
+            return NULL;
+        }
+    }
+    if (!big) {
+        return PyLong_FromLongLong(sum);
+    }
+    PyObject *rest = PyLong_FromLongLong(sum);
+    if (!rest) {
+        Py_DECREF(big);
+        return NULL;
+    }
+    PyObject *total = PyNumber_Add(big, rest);
+    Py_DECREF(big);
+    Py_DECREF(rest);
+    return total;
+}
+
+/* pointsEarned of a list rule for a present answer (new reference). */
+static PyObject *
+list_points(Scorer *self, Rule *rule, Prepared *p)
+{
+    switch (rule->mode) {
+    case MODE_ADDITIVE_INT:
+        return additive_int(rule, p);
+    case MODE_ADDITIVE_FLOAT:
+        return PyObject_CallFunctionObjArgs(self->additive_float, rule->points_by_key,
+                                            p->answer, NULL);
+    case MODE_BEST_MATCH: {
+        PyObject *best = NULL;
+        for (Py_ssize_t i = 0; i < p->nunique; i++) {
+            PyObject *points = PyDict_GetItemWithError(rule->points_by_key, p->unique[i]);
+            if (!points) {
+                if (PyErr_Occurred()) {
+                    return NULL;
+                }
+                continue;
+            }
+            int greater = best ? PyObject_RichCompareBool(points, best, Py_GT) : 1;
+            if (greater < 0) {
+                return NULL;
+            }
+            if (greater) {
+                best = points;
+            }
+        }
+        best = best ? best : int_zero;
+        Py_INCREF(best);
+        return best;
+    }
+    case MODE_CONTAINS_ALL:
+    case MODE_EXACT_MATCH: {
+        int holds = PyObject_RichCompareBool(
+            rule->keys, p->answer, rule->mode == MODE_CONTAINS_ALL ? Py_LE : Py_EQ);
+        if (holds < 0) {
+            return NULL;
+        }
+        PyObject *points = holds ? rule->total : int_zero;
+        Py_INCREF(points);
+        return points;
+    }
+    default: { /* MODE_CONTAINS_NONE */
+        for (Py_ssize_t i = 0; i < p->nunique; i++) {
+            int found = PySet_Contains(rule->keys, p->unique[i]);
+            if (found < 0) {
+                return NULL;
+            }
+            if (found) {
+                Py_INCREF(int_zero);
+                return int_zero;
+            }
+        }
+        Py_INCREF(rule->total);
+        return rule->total;
+    }
+    }
+}
+
+/* A copy of ``template`` whose pointsEarned is ``earned``; sets *points on success only. */
+static PyObject *
+copy_with_points(PyObject *template, PyObject *earned, PyObject **points)
+{
+    PyObject *c = PyDict_Copy(template);
+    if (c) {
+        Py_INCREF(earned);
+        *points = earned;
+    }
+    return c;
+}
+
+/* One rule for one object: returns the new contribution dict and, on success only, sets
+ * *points to a new reference to its pointsEarned; counts a missing value in *missing. */
+static PyObject *
+score_rule(Scorer *self, Rule *rule, Prepared *prepared, PyObject **points, long *missing)
+{
+    Prepared *p = &prepared[rule->slot];
+    if (!p->value) {
+        *missing += 1;
+        return copy_with_points(rule->absent, int_zero, points);
+    }
+    switch (rule->kind) {
+    case RULE_BOOLEAN:
+        if (p->value == Py_True) {
+            return copy_with_points(rule->if_true, rule->on_true, points);
+        }
+        if (p->value == Py_False) {
+            return copy_with_points(rule->if_false, rule->on_false, points);
+        }
+        *missing += 1; /* not a bool: no value */
+        return copy_with_points(rule->absent, int_zero, points);
+    case RULE_RANGE: {
+        Py_ssize_t index;
+        if (p->nan) {
+            index = rule->nentries - 1;
+        }
+        else if (p->exact && rule->exact_bounds) {
+            index = bisect_right_double(rule->bounds_d, rule->nbounds, p->number);
+        }
+        else if ((index = bisect_right_object(rule->bounds, rule->nbounds, p->value)) < 0) {
+            return NULL;
+        }
+        PyObject *matched = PyUnicode_Concat(p->text, rule->entry_suffix[index]);
+        if (!matched) {
+            return NULL;
+        }
+        PyObject *c = contribution(rule->entry_template[index], matched, NULL);
+        Py_DECREF(matched);
+        if (c) {
+            *points = rule->entry_points[index];
+            Py_INCREF(*points);
+        }
+        return c;
+    }
+    default: { /* RULE_LIST */
+        PyObject *earned = list_points(self, rule, p);
+        if (!earned) {
+            return NULL;
+        }
+        PyObject *c = contribution(rule->template, p->text, earned);
+        if (!c) {
+            Py_DECREF(earned);
+            return NULL;
+        }
+        *points = earned;
+        return c;
+    }
+    }
+}
+
+/* Number → double for the exact integer sum (ints here are bounded by 2**53 in total). */
+static double
+as_double(PyObject *number)
+{
+    return PyFloat_CheckExact(number) ? PyFloat_AS_DOUBLE(number) : PyLong_AsDouble(number);
+}
+
+static PyObject *
+score_of(Scorer *self, Dim *dim, PyObject *earned)
+{
+    if (dim->mp == 0.0) {
+        return PyFloat_FromDouble(0.0);
+    }
+    PyObject *score = PyDict_GetItemWithError(dim->memo, earned);
+    if (score) {
+        Py_INCREF(score);
+        return score;
+    }
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    double raw = 100.0 * PyFloat_AS_DOUBLE(earned) / dim->mp;
+    if (raw <= 0.0) {
+        score = PyFloat_FromDouble(0.0);
+    }
+    else if (raw >= 100.0) {
+        score = PyFloat_FromDouble(100.0);
+    }
+    else {
+        PyObject *raw_obj = PyFloat_FromDouble(raw);
+        if (!raw_obj) {
+            return NULL;
+        }
+        score = PyObject_CallFunctionObjArgs(self->round, raw_obj, int_two, NULL);
+        Py_DECREF(raw_obj);
+    }
+    if (score && PyDict_GET_SIZE(dim->memo) < self->memo_size &&
+        PyDict_SetItem(dim->memo, earned, score) < 0) {
+        Py_CLEAR(score);
+    }
+    return score;
+}
+
+/* One dimension of one object: a DimensionResult (new reference). */
+static PyObject *
+score_dimension(Scorer *self, Dim *dim, Prepared *prepared, PyObject **points)
+{
+    PyObject *contributions = PyList_New(dim->nrules);
+    PyObject *earned = NULL, *score = NULL, *coverage = NULL, *result = NULL;
+    Py_ssize_t done = 0;
+    long missing = 0;
+    if (!contributions) {
+        return NULL;
+    }
+    for (; done < dim->nrules; done++) {
+        PyObject *c = score_rule(self, &dim->rules[done], prepared, &points[done], &missing);
+        if (!c) {
+            goto finally;
+        }
+        PyList_SET_ITEM(contributions, done, c);
+    }
+    if (dim->int_exact) {
+        double sum = 0.0;
+        for (Py_ssize_t r = 0; r < dim->nrules; r++) {
+            sum += as_double(points[r]);
+        }
+        if (PyErr_Occurred()) {
+            goto finally;
+        }
+        earned = PyFloat_FromDouble(sum);
+    }
+    else {
+        PyObject *terms = PyTuple_New(dim->nrules);
+        if (!terms) {
+            goto finally;
+        }
+        for (Py_ssize_t r = 0; r < dim->nrules; r++) {
+            Py_INCREF(points[r]);
+            PyTuple_SET_ITEM(terms, r, points[r]);
+        }
+        earned = PyObject_CallOneArg(self->fsum, terms);
+        Py_DECREF(terms);
+    }
+    if (!earned || !PyFloat_CheckExact(earned) || !(score = score_of(self, dim, earned)) ||
+        !(coverage = PyLong_FromLong(dim->total - missing))) {
+        if (earned && !PyFloat_CheckExact(earned)) {
+            PyErr_SetString(PyExc_TypeError, "fsum must return a float");
+        }
+        goto finally;
+    }
+    result = self->result_type->tp_alloc(self->result_type, 6);
+    if (!result) {
+        goto finally;
+    }
+    Py_INCREF(dim->max_possible);
+    Py_INCREF(dim->total_rules);
+    PyTuple_SET_ITEM(result, 0, score);
+    PyTuple_SET_ITEM(result, 1, earned);
+    PyTuple_SET_ITEM(result, 2, dim->max_possible);
+    PyTuple_SET_ITEM(result, 3, coverage);
+    PyTuple_SET_ITEM(result, 4, dim->total_rules);
+    PyTuple_SET_ITEM(result, 5, contributions);
+    score = earned = coverage = contributions = NULL; /* the result owns them */
+finally:
+    for (Py_ssize_t r = 0; r < done; r++) {
+        Py_CLEAR(points[r]);
+    }
+    Py_XDECREF(contributions);
+    Py_XDECREF(earned);
+    Py_XDECREF(score);
+    Py_XDECREF(coverage);
+    return result;
+}
+
+static PyObject *
+score_one(Scorer *self, PyObject *values, PyObject *normalized, Prepared *prepared,
+          PyObject **points)
+{
+    PyObject *out = NULL;
+    if (prepare_object(self, values, normalized, prepared) < 0) {
+        goto finally;
+    }
+    out = PyDict_New();
+    if (!out) {
+        goto finally;
+    }
+    for (Py_ssize_t d = 0; d < self->ndims; d++) {
+        PyObject *result = score_dimension(self, &self->dims[d], prepared, points);
+        if (!result || PyDict_SetItem(out, self->dims[d].name, result) < 0) {
+            Py_XDECREF(result);
+            Py_CLEAR(out);
+            goto finally;
+        }
+        Py_DECREF(result);
+    }
+finally:
+    for (Py_ssize_t i = 0; i < self->nslots; i++) {
+        prepared_clear(&prepared[i]);
+    }
+    return out;
+}
+
+PyDoc_STRVAR(score_batch_doc,
+             "score_batch(values_list, normalized) -> list[dict[str, DimensionResult]]\n\n"
+             "Score every object of ``values_list`` (mappings of template id to value).\n"
+             "``normalized`` is the batch's memo of normalised list strings (a dict whose\n"
+             "``__missing__`` normalises).");
+
+static PyObject *
+Scorer_score_batch(Scorer *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (!self->plan) {
+        PyErr_SetString(PyExc_RuntimeError, "Scorer is not initialised");
+        return NULL;
+    }
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "score_batch() takes exactly 2 arguments");
+        return NULL;
+    }
+    PyObject *normalized = args[1];
+    if (!PyDict_Check(normalized)) {
+        PyErr_SetString(PyExc_TypeError, "score_batch(): normalized must be a dict");
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(args[0], "score_batch(): values_list must be a sequence");
+    if (!seq) {
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), most = 0;
+    int gc_was_enabled = 0;
+    for (Py_ssize_t d = 0; d < self->ndims; d++) {
+        most = self->dims[d].nrules > most ? self->dims[d].nrules : most;
+    }
+    Prepared *prepared = PyMem_Calloc(self->nslots + 1, sizeof(Prepared));
+    PyObject **points = PyMem_Calloc(most + 1, sizeof(PyObject *));
+    PyObject *results = PyList_New(n);
+    if (!prepared || !points || !results) {
+        if (!results) {
+            goto error;
+        }
+        PyErr_NoMemory();
+        goto error;
+    }
+    /* The loop creates no reference cycles (results hold only tuples, lists, dicts of
+     * strings and numbers), so the cyclic GC has nothing to find in it: pause it instead of
+     * letting it walk the growing batch every few hundred allocations. */
+    gc_was_enabled = PyGC_Disable();
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *values = PySequence_Fast_GET_ITEM(seq, i);
+        PyObject *out = score_one(self, values, normalized, prepared, points);
+        if (!out) {
+            goto error;
+        }
+        PyList_SET_ITEM(results, i, out);
+    }
+    goto done;
+error:
+    Py_CLEAR(results);
+done:
+    if (gc_was_enabled) {
+        PyGC_Enable();
+    }
+    if (prepared) {
+        for (Py_ssize_t i = 0; i < self->nslots; i++) {
+            PyMem_Free(prepared[i].unique);
+        }
+    }
+    PyMem_Free(prepared);
+    PyMem_Free(points);
+    Py_DECREF(seq);
+    return results;
+}
+
+static PyMethodDef Scorer_methods[] = {
+    {"score_batch", (PyCFunction)(void (*)(void))Scorer_score_batch, METH_FASTCALL,
+     score_batch_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ScorerType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "signalscore.engine._native.Scorer",
+    .tp_doc = PyDoc_STR("Scorer(plan): a compiled profile's scoring loop (see _native_plan)."),
+    .tp_basicsize = sizeof(Scorer),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Scorer_init,
+    .tp_dealloc = (destructor)Scorer_dealloc,
+    .tp_traverse = (traverseproc)Scorer_traverse,
+    .tp_clear = (inquiry)Scorer_clear,
+    .tp_methods = Scorer_methods,
+};
+
+static struct PyModuleDef native_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "signalscore.engine._native",
+    .m_doc = "The scoring loop of signalscore.engine in C (see _native_plan.py).",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC
+PyInit__native(void)
+{
+    if (PyType_Ready(&ScorerType) < 0) {
+        return NULL;
+    }
+    if (!s_matched_value) {
+        s_matched_value = PyUnicode_InternFromString("matchedValue");
+        s_points_earned = PyUnicode_InternFromString("pointsEarned");
+        s_separator = PyUnicode_FromString(", ");
+        s_get = PyUnicode_InternFromString("get");
+        s_strip = PyUnicode_InternFromString("strip");
+        s_casefold = PyUnicode_InternFromString("casefold");
+        int_zero = PyLong_FromLong(0);
+        int_two = PyLong_FromLong(2);
+        if (!s_matched_value || !s_points_earned || !s_separator || !s_get || !s_strip ||
+            !s_casefold || !int_zero || !int_two) {
+            return NULL;
+        }
+    }
+    PyObject *module = PyModule_Create(&native_module);
+    if (!module) {
+        return NULL;
+    }
+    Py_INCREF(&ScorerType);
+    if (PyModule_AddObject(module, "Scorer", (PyObject *)&ScorerType) < 0) {
+        Py_DECREF(&ScorerType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}
