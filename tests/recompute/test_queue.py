@@ -3,6 +3,7 @@ object is computed, leases that expire and are reclaimed, disjoint claims."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from datetime import timedelta
@@ -14,6 +15,7 @@ from signalscore.config import Settings
 from signalscore.db.engine import Database
 from signalscore.db.tables import recompute_queue
 from signalscore.db.types import utcnow
+from signalscore.recompute import worker as worker_module
 from signalscore.recompute.queue import enqueue_objects, queue_status
 from signalscore.recompute.runner import EmbeddedWorker
 from signalscore.recompute.worker import (
@@ -180,3 +182,21 @@ def test_overlapping_enqueues_in_opposite_orders_do_not_deadlock(
     for thread in threads:
         thread.join(timeout=120)
     assert failures == []
+
+
+def test_worker_says_which_engine_loop_scores(
+    database: Database, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An install without a C compiler silently halves scoring speed; the worker log says so."""
+    stop = threading.Event()
+    stop.set()
+    worker = Worker(database, WorkerConfig(batch_size=10))
+    with caplog.at_level(logging.INFO, logger="signalscore.worker"):
+        worker.run(stop)
+        assert f"worker {worker.worker_id}: scoring with the C engine loop" in caplog.messages
+        caplog.clear()
+        monkeypatch.setattr(worker_module, "BACKENDS", ("python",))
+        worker.run(stop)
+    [record] = caplog.records
+    assert record.levelname == "WARNING"
+    assert "the C engine loop is not built" in record.getMessage()

@@ -34,6 +34,7 @@ from sqlalchemy.engine import Connection
 from signalscore.db.engine import Database
 from signalscore.db.tables import recompute_queue
 from signalscore.db.types import UTCDateTime, utcnow
+from signalscore.engine import BACKENDS
 from signalscore.recompute.compute import (
     ProfileCache,
     RecomputeStats,
@@ -203,6 +204,14 @@ class Worker:
 
     def run(self, stop: threading.Event) -> None:
         """Drain the queue until `stop` is set; back off while the database is unreachable."""
+        if "native" in BACKENDS:
+            log.info("worker %s: scoring with the C engine loop", self.worker_id)
+        else:
+            log.warning(
+                "worker %s: the C engine loop is not built (no C compiler at install?); "
+                "scoring with the Python loop, about half the speed",
+                self.worker_id,
+            )
         backoff = self.config.poll_seconds
         while not stop.is_set():
             try:
