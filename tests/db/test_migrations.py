@@ -78,3 +78,22 @@ def test_drift_detection_can_fail(empty_engine: Engine) -> None:
     with empty_engine.begin() as conn:
         conn.execute(sa.text("ALTER TABLE organizations ADD COLUMN stray INTEGER"))
     assert _diff(empty_engine) != []
+
+
+def test_score_results_pages_leave_room_for_hot_updates(backend: str, empty_engine: Engine) -> None:
+    """0005: score rows are rewritten on every recompute; free page space lets PostgreSQL
+    update them in place (HOT). See docs/benchmarks.md, recompute pipeline."""
+    if backend != "postgresql":
+        pytest.skip("fillfactor is a PostgreSQL storage setting; SQLite has none")
+
+    def options() -> list[str]:
+        with empty_engine.connect() as conn:
+            found = conn.execute(
+                sa.text("SELECT reloptions FROM pg_class WHERE relname = 'score_results'")
+            ).scalar_one()
+        return list(found or [])
+
+    upgrade_to_head(empty_engine)
+    assert options() == ["fillfactor=50"]
+    command.downgrade(alembic_config(empty_engine), "0004")
+    assert options() == []

@@ -198,7 +198,8 @@ recompute_queue = sa.Table(
 )
 
 # One row per (profile, object, dimension that has rules): the current score, the previous
-# one, and the per-rule contributions that explain it.
+# one, and the per-rule contributions that explain it. On PostgreSQL the table has
+# fillfactor 50 (migration 0005) so that recomputes can update rows in place (HOT).
 score_results = sa.Table(
     "score_results",
     metadata,
