@@ -158,3 +158,74 @@ def test_many_batches_do_not_leak(backend: Backend) -> None:
         tracemalloc.stop()
     # 50 batches of 200 objects build about 300k objects; a leak of one per object is ~10 MB.
     assert growth < 64 * 1024, growth
+
+
+def test_the_batch_may_be_changed_while_it_is_scored() -> None:
+    """Code of the caller's (here a Mapping's ``get``) empties the batch mid-loop: both loops
+    stop where iteration stops, and the C loop never reads a freed object."""
+
+    def run(backend: Backend) -> list[Any]:
+        batch: list[Any] = []
+
+        class Emptying(Mapping[str, Any]):
+            def __getitem__(self, key: str) -> Any:
+                raise KeyError(key)
+
+            def __iter__(self) -> Any:
+                return iter(())
+
+            def __len__(self) -> int:
+                return 0
+
+            def get(self, key: str, default: Any = None) -> Any:
+                batch.clear()
+                return default
+
+        batch.extend([Emptying(), Emptying(), {"b2b": True}])
+        return compile_profile(PROFILE, backend).score_many(batch)
+
+    native, python = run("native"), run("python")
+    assert native == python
+    assert len(native) == 1
+
+
+def test_list_items_may_vanish_while_they_are_hashed() -> None:
+    answer: list[str] = []
+
+    class Vanishing(str):
+        def __hash__(self) -> int:
+            answer.clear()  # drops the list's reference to this very item
+            return str.__hash__(self)
+
+    def run(backend: Backend) -> Any:
+        answer[:] = [Vanishing("HubSpot" * 100), Vanishing("Zoho")]
+        return compile_profile(PROFILE, backend).score({"crm": answer})
+
+    assert run("native") == run("python")
+
+
+@pytest.mark.parametrize(
+    ("choices", "answer", "earned"),
+    [
+        ({"A": 3, "B": 3.0}, ["b", "a"], 3),
+        ({"A": 3, "B": 3.0}, ["a", "b"], 3),
+        ({"B": 3.0, "A": 3}, ["a", "b"], 3.0),
+        ({"A": 3, "B": 3.0}, ["b"], 3.0),
+        ({"A": 1, "B": 3.0, "a ": 3}, ["a", "b"], 3.0),
+    ],
+)
+def test_best_match_ties_go_to_the_choice_stored_first(
+    backend: Backend,
+    reference: Any,
+    choices: dict[str, int | float],
+    answer: list[str],
+    earned: int | float,
+) -> None:
+    """Equal points of different types (3 and 3.0) print differently in JSON; the winner is
+    the first in stored order, as max() over the stored choices picks, never set order."""
+    rule = Rule("r", "t", "fit", "list", {"choices": choices, "mode": "best-match"})
+    [contribution] = compile_profile([rule], backend).score({"t": answer})["fit"].contributions
+    assert contribution["pointsEarned"] == earned
+    assert type(contribution["pointsEarned"]) is type(earned)
+    [expected] = reference([rule], {"t": answer})["fit"]["contributions"]
+    assert type(expected["pointsEarned"]) is type(earned)

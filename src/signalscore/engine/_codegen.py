@@ -177,7 +177,7 @@ def build_batch_scorer(dimensions: Sequence[tuple[str, Sequence[CompiledRule]]])
                     keys_view = out.const("KEYSVIEW", rule.points_by_key.keys())
                     item = out.const("ITEM", rule.points_by_key.__getitem__)
                     out.emit(3, f"matched = {keys_view} & {a}")
-                    expr = f"max(map({item}, matched)) if matched else 0"
+                    expr = f"max(map({item}, matched))[0] if matched else 0"
                 elif rule.mode == "contains-all":
                     expr = f"{total} if {keys} <= {a} else 0"
                 elif rule.mode == "contains-none":

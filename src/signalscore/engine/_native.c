@@ -315,6 +315,7 @@ Scorer_init(Scorer *self, PyObject *args, PyObject *kwds)
     if (expect_tuple(plan, 3, "plan") < 0) {
         return -1;
     }
+    free_tables(self); /* an earlier __init__ may have failed half-way */
     PyObject *helpers = PyTuple_GET_ITEM(plan, 0);
     PyObject *slots = PyTuple_GET_ITEM(plan, 1);
     PyObject *dims = PyTuple_GET_ITEM(plan, 2);
@@ -501,7 +502,8 @@ remember_unique(Prepared *p, PyObject *item)
 }
 
 /* A memo miss: normalise a str here as ``normalize_choice`` does (strip, then casefold) and
- * remember it; anything else goes through the memo's own ``__missing__``. */
+ * remember it; anything else goes through the memo's own ``__missing__``. (The memo is always
+ * a NormalizedStrings, whose __missing__ does the same for str.) */
 static PyObject *
 normalize(PyObject *normalized, PyObject *item)
 {
@@ -546,12 +548,17 @@ prepare_list(Scorer *self, Prepared *p, PyObject *normalized)
     p->nunique = 0;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
         PyObject *item = PyList_GET_ITEM(list, i);
+        Py_INCREF(item); /* __hash__/__eq__/__missing__ may empty the list */
         /* The batch memo: a hit is one lookup; a miss calls its __missing__ (normalise). */
         PyObject *norm = PyDict_GetItemWithError(normalized, item);
         if (norm) {
             Py_INCREF(norm);
         }
-        else if (PyErr_Occurred() || !(norm = normalize(normalized, item))) {
+        else if (!PyErr_Occurred()) {
+            norm = normalize(normalized, item);
+        }
+        Py_DECREF(item);
+        if (!norm) {
             return -1;
         }
         Py_ssize_t before = PySet_GET_SIZE(p->answer);
@@ -727,26 +734,40 @@ list_points(Scorer *self, Rule *rule, Prepared *p)
         return PyObject_CallFunctionObjArgs(self->additive_float, rule->points_by_key,
                                             p->answer, NULL);
     case MODE_BEST_MATCH: {
+        /* points_by_key: key -> (points, -position); the largest pair wins (see _rules). */
         PyObject *best = NULL;
         for (Py_ssize_t i = 0; i < p->nunique; i++) {
-            PyObject *points = PyDict_GetItemWithError(rule->points_by_key, p->unique[i]);
-            if (!points) {
+            PyObject *ranked = PyDict_GetItemWithError(rule->points_by_key, p->unique[i]);
+            if (!ranked) {
                 if (PyErr_Occurred()) {
+                    Py_XDECREF(best);
                     return NULL;
                 }
                 continue;
             }
-            int greater = best ? PyObject_RichCompareBool(points, best, Py_GT) : 1;
-            if (greater < 0) {
+            if (!PyTuple_CheckExact(ranked) || PyTuple_GET_SIZE(ranked) != 2) {
+                PyErr_SetString(PyExc_TypeError, "best-match points must be (points, -position)");
+                Py_XDECREF(best);
                 return NULL;
             }
-            if (greater) {
-                best = points;
+            Py_INCREF(ranked); /* user __eq__ in a later lookup must not free it under us */
+            int greater = best ? PyObject_RichCompareBool(ranked, best, Py_GT) : 1;
+            if (greater <= 0) {
+                Py_DECREF(ranked);
+                if (greater < 0) {
+                    Py_XDECREF(best);
+                    return NULL;
+                }
+                continue;
             }
+            Py_XSETREF(best, ranked);
         }
-        best = best ? best : int_zero;
-        Py_INCREF(best);
-        return best;
+        if (!best) {
+            return Py_NewRef(int_zero);
+        }
+        PyObject *points = Py_NewRef(PyTuple_GET_ITEM(best, 0));
+        Py_DECREF(best);
+        return points;
     }
     case MODE_CONTAINS_ALL:
     case MODE_EXACT_MATCH: {
@@ -991,7 +1012,8 @@ finally:
 
 PyDoc_STRVAR(score_batch_doc,
              "score_batch(values_list, normalized) -> list[dict[str, DimensionResult]]\n\n"
-             "Score every object of ``values_list`` (mappings of template id to value).\n"
+             "Score every object of the iterable ``values_list`` (mappings of template id to\n"
+             "value).\n"
              "``normalized`` is the batch's memo of normalised list strings (a dict whose\n"
              "``__missing__`` normalises).");
 
@@ -1011,18 +1033,18 @@ Scorer_score_batch(Scorer *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "score_batch(): normalized must be a dict");
         return NULL;
     }
-    PyObject *seq = PySequence_Fast(args[0], "score_batch(): values_list must be a sequence");
+    PyObject *seq = PyObject_GetIter(args[0]);
     if (!seq) {
         return NULL;
     }
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), most = 0;
+    Py_ssize_t most = 0;
     int gc_was_enabled = 0;
     for (Py_ssize_t d = 0; d < self->ndims; d++) {
         most = self->dims[d].nrules > most ? self->dims[d].nrules : most;
     }
     Prepared *prepared = PyMem_Calloc(self->nslots + 1, sizeof(Prepared));
     PyObject **points = PyMem_Calloc(most + 1, sizeof(PyObject *));
-    PyObject *results = PyList_New(n);
+    PyObject *results = PyList_New(0);
     if (!prepared || !points || !results) {
         if (!results) {
             goto error;
@@ -1034,13 +1056,18 @@ Scorer_score_batch(Scorer *self, PyObject *const *args, Py_ssize_t nargs)
      * strings and numbers), so the cyclic GC has nothing to find in it: pause it instead of
      * letting it walk the growing batch every few hundred allocations. */
     gc_was_enabled = PyGC_Disable();
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *values = PySequence_Fast_GET_ITEM(seq, i);
+    PyObject *values;
+    while ((values = PyIter_Next(seq)) != NULL) {
         PyObject *out = score_one(self, values, normalized, prepared, points);
-        if (!out) {
+        Py_DECREF(values);
+        if (!out || PyList_Append(results, out) < 0) {
+            Py_XDECREF(out);
             goto error;
         }
-        PyList_SET_ITEM(results, i, out);
+        Py_DECREF(out);
+    }
+    if (PyErr_Occurred()) {
+        goto error;
     }
     goto done;
 error:
@@ -1092,7 +1119,8 @@ PyInit__native(void)
     if (PyType_Ready(&ScorerType) < 0) {
         return NULL;
     }
-    if (!s_matched_value) {
+    /* int_two is set last: a failed first import (out of memory) makes the next one retry. */
+    if (!int_two) {
         s_matched_value = PyUnicode_InternFromString("matchedValue");
         s_points_earned = PyUnicode_InternFromString("pointsEarned");
         s_separator = PyUnicode_FromString(", ");
@@ -1100,9 +1128,12 @@ PyInit__native(void)
         s_strip = PyUnicode_InternFromString("strip");
         s_casefold = PyUnicode_InternFromString("casefold");
         int_zero = PyLong_FromLong(0);
-        int_two = PyLong_FromLong(2);
         if (!s_matched_value || !s_points_earned || !s_separator || !s_get || !s_strip ||
-            !s_casefold || !int_zero || !int_two) {
+            !s_casefold || !int_zero) {
+            return NULL;
+        }
+        int_two = PyLong_FromLong(2);
+        if (!int_two) {
             return NULL;
         }
     }

@@ -183,13 +183,21 @@ class ListRule(CompiledRule):
         # Normalised choice → the points of every choice with that normal form (one, unless two
         # stored keys differ only in case or outer whitespace: then each counts, per SPEC §6).
         grouped: dict[str, list[Number]] = {}
-        for key, value in choices.items():
+        # best-match: normalised choice → (points, -position) of its best stored choice. The
+        # larger pair wins, so among equal points (3 and 3.0) the choice stored first does,
+        # exactly as max() over the stored order picks; without the position the winner's
+        # type would depend on set iteration order, which changes between processes.
+        ranked: dict[str, tuple[Number, int]] = {}
+        all_points: list[Number] = []  # in stored order
+        for position, (key, value) in enumerate(choices.items()):
             if not isinstance(key, str):
                 raise InvalidRuleError(f"choice {key!r} must be a string")
-            grouped.setdefault(normalize_choice(key), []).append(
-                _points(value, f"pointValues.choices.{key}")
-            )
-        all_points = [p for ps in grouped.values() for p in ps]
+            points = _points(value, f"pointValues.choices.{key}")
+            normal = normalize_choice(key)
+            grouped.setdefault(normal, []).append(points)
+            all_points.append(points)
+            if normal not in ranked or (points, -position) > ranked[normal]:
+                ranked[normal] = (points, -position)
         self.int_points = all(type(p) is int for p in all_points)
         self.mode: str = mode
         self.keys = frozenset(grouped)
@@ -205,14 +213,14 @@ class ListRule(CompiledRule):
             bound = abs(self.total)
         super().__init__(rule, max_points, int(bound) if self.int_points else None)
         #: additive (all int): key → summed points; additive (floats): key → tuple of points;
-        #: best-match: key → largest points.
+        #: best-match: key → (largest points, -position of that choice); see ``ranked``.
         self.points_by_key: dict[str, Any]
         if mode == "additive" and self.int_points:
             self.points_by_key = {k: sum(ps) for k, ps in grouped.items()}
         elif mode == "additive":
             self.points_by_key = {k: tuple(ps) for k, ps in grouped.items()}
         elif mode == "best-match":
-            self.points_by_key = {k: max(ps) for k, ps in grouped.items()}
+            self.points_by_key = ranked
         else:
             self.points_by_key = {}
         self.template = self.contribution(None, 0)
