@@ -161,10 +161,13 @@ def assert_scores_fresh(database: Database) -> None:
     computation, and no row exists that should not."""
     import sqlalchemy as sa
 
-    from signalscore.db.tables import recompute_queue
+    from signalscore.db.tables import recompute_profiles, recompute_queue
 
     with database.read() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(recompute_queue)).scalar() == 0
+        assert (
+            conn.execute(sa.select(sa.func.count()).select_from(recompute_profiles)).scalar() == 0
+        )
     expected = expected_scores(database)
     stored = stored_scores(database)
     assert stored.keys() == expected.keys(), (

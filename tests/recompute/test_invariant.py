@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from signalscore.db.engine import Database
+from signalscore.recompute import queue
 from signalscore.recompute.worker import Worker, WorkerConfig
 from tests.helpers import Tenant, assert_scores_fresh, drain
 
@@ -196,10 +197,25 @@ class Session:
         return op
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize(
+    ("seed", "chunk"),
+    [
+        (1, queue.FAN_OUT_CHUNK),
+        (2, queue.FAN_OUT_CHUNK),
+        # Rule writes queue 3 objects themselves and leave the rest of the profile's 14 to
+        # workers, so fan-outs are in flight (and restarted) during the random operations.
+        (3, 3),
+    ],
+)
 def test_scores_equal_a_from_scratch_computation_after_random_operations(
-    client: TestClient, tenant: Tenant, database: Database, seed: int
+    client: TestClient,
+    tenant: Tenant,
+    database: Database,
+    monkeypatch: pytest.MonkeyPatch,
+    seed: int,
+    chunk: int,
 ) -> None:
+    monkeypatch.setattr(queue, "FAN_OUT_CHUNK", chunk)
     session = Session(client, tenant, database, seed)
     seen: set[str] = set()
     for index in range(1, 241):

@@ -197,6 +197,26 @@ recompute_queue = sa.Table(
     sa.Index("ix_recompute_queue_enqueued_at", "enqueued_at"),
 )
 
+# Profiles whose every assigned object must be queued (their rules changed), for profiles too
+# large to queue in the rule write's own transaction. The rule write queues the first chunk
+# of objects (in (object_type, object_id) order) itself and leaves this row with a cursor after
+# the last one; workers queue the rest a chunk at a time (recompute/queue.py).
+recompute_profiles = sa.Table(
+    "recompute_profiles",
+    metadata,
+    _org_column(),
+    sa.Column("profile_id", sa.Uuid(), primary_key=True),
+    sa.Column("cursor_type", sa.String(16), nullable=False),
+    sa.Column("cursor_id", sa.String(500), nullable=False),
+    sa.Column("enqueued_at", UTCDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(
+        ["organization_id", "profile_id"],
+        ["scoring_profiles.organization_id", "scoring_profiles.id"],
+        name="fk_recompute_profiles_profile",
+        ondelete="CASCADE",
+    ),
+)
+
 # One row per (profile, object, dimension that has rules): the current score, the previous
 # one, and the per-rule contributions that explain it. On PostgreSQL the table has
 # fillfactor 50 (migration 0005) so that recomputes can update rows in place (HOT).

@@ -9,6 +9,7 @@ computing right now sets `rerun`, so it is computed once more afterwards.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -16,7 +17,12 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from signalscore.db.tables import profile_assignments, recompute_queue, scoring_rules
+from signalscore.db.tables import (
+    profile_assignments,
+    recompute_profiles,
+    recompute_queue,
+    scoring_rules,
+)
 from signalscore.db.types import UTCDateTime, utcnow
 
 _QUEUE_KEY = ["organization_id", "object_type", "object_id"]
@@ -71,16 +77,97 @@ def _enqueue_from_select(conn: Connection, select: sa.Select[Any]) -> None:
     conn.execute(_merge_on_conflict(insert))
 
 
-def enqueue_profile_objects(conn: Connection, org_id: str, profile_id: Any) -> None:
-    """Queue every object assigned to a profile (its rules changed)."""
+#: How many of a profile's objects a rule write queues in its own transaction. A profile with
+#: more leaves a `recompute_profiles` row, and workers queue the rest, a chunk per batch. This
+#: keeps a rule write short (it holds the organisation's exclusive lock, which value writes
+#: wait for) however many objects the profile has.
+FAN_OUT_CHUNK = 2000
+
+_START = ("", "")  # before every (object_type, object_id)
+
+
+def _queue_profile_chunk(
+    conn: Connection, org_id: str, profile_id: Any, after: tuple[str, str]
+) -> tuple[int, tuple[str, str] | None]:
+    """Queue the profile's next FAN_OUT_CHUNK objects after `after`, in (type, id) order.
+
+    Returns how many were queued and the cursor to continue from (None: that was the last)."""
     a = profile_assignments
-    _enqueue_from_select(
-        conn,
-        sa.select(a.c.organization_id, a.c.object_type, a.c.object_id, _now_literal())
-        .where(a.c.organization_id == org_id, a.c.profile_id == profile_id)
-        .distinct()
-        .order_by(a.c.object_id),  # same lock order as every other enqueue
+    rows = conn.execute(
+        sa.select(a.c.object_type, a.c.object_id)
+        .where(
+            a.c.organization_id == org_id,
+            a.c.profile_id == profile_id,
+            sa.tuple_(a.c.object_type, a.c.object_id) > sa.tuple_(*map(sa.literal, after)),
+        )
+        .order_by(a.c.object_type, a.c.object_id)
+        .limit(FAN_OUT_CHUNK + 1)  # one more tells whether this chunk is the last
+    ).all()
+    more, rows = len(rows) > FAN_OUT_CHUNK, rows[:FAN_OUT_CHUNK]
+    by_type: dict[str, list[str]] = defaultdict(list)
+    for object_type, object_id in rows:
+        by_type[object_type].append(object_id)
+    for object_type in sorted(by_type):  # sorted, like every other writer's lock order
+        enqueue_objects(conn, org_id, object_type, by_type[object_type])
+    if not more:
+        return len(rows), None
+    return len(rows), (rows[-1].object_type, rows[-1].object_id)
+
+
+def _save_cursor(
+    conn: Connection, org_id: str, profile_id: Any, cursor: tuple[str, str] | None
+) -> None:
+    m = recompute_profiles
+    where = (m.c.organization_id == org_id, m.c.profile_id == profile_id)
+    if cursor is None:
+        conn.execute(sa.delete(m).where(*where))
+    else:
+        conn.execute(sa.update(m).where(*where).values(cursor_type=cursor[0], cursor_id=cursor[1]))
+
+
+def enqueue_profile_objects(conn: Connection, org_id: str, profile_id: Any) -> None:
+    """Queue every object assigned to a profile (its rules changed).
+
+    The first FAN_OUT_CHUNK objects are queued here; if there are more, the profile's
+    `recompute_profiles` row keeps a cursor and workers queue the rest
+    (`queue_next_profile_chunk`). A new change restarts the cursor: every object must then be
+    computed with the newest rules, including those an earlier fan-out already queued.
+    """
+    m = recompute_profiles
+    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(m)
+    # The profile's row first: a worker continuing a fan-out locks it before queue rows, so
+    # taking them in the same order cannot deadlock. An older row keeps its `enqueued_at`.
+    conn.execute(
+        insert.values(
+            organization_id=org_id,
+            profile_id=profile_id,
+            cursor_type=_START[0],
+            cursor_id=_START[1],
+            enqueued_at=utcnow(),
+        ).on_conflict_do_update(
+            index_elements=["organization_id", "profile_id"],
+            set_={"cursor_type": _START[0], "cursor_id": _START[1]},
+        )
     )
+    _, cursor = _queue_profile_chunk(conn, org_id, profile_id, _START)
+    _save_cursor(conn, org_id, profile_id, cursor)
+
+
+def queue_next_profile_chunk(conn: Connection) -> int | None:
+    """Continue the oldest unfinished profile fan-out by one chunk (a worker's step).
+
+    Returns how many objects it queued, or None when no fan-out is waiting. Rows another
+    worker (or a rule write) holds are skipped."""
+    m = recompute_profiles
+    row = conn.execute(
+        sa.select(m).order_by(m.c.enqueued_at).limit(1).with_for_update(skip_locked=True)
+    ).first()
+    if row is None:
+        return None
+    after = (row.cursor_type, row.cursor_id)
+    queued, cursor = _queue_profile_chunk(conn, row.organization_id, row.profile_id, after)
+    _save_cursor(conn, row.organization_id, row.profile_id, cursor)
+    return queued
 
 
 def enqueue_objects_for_signal_changes(
@@ -116,8 +203,11 @@ def enqueue_objects_for_signal_changes(
 
 
 def queue_status(conn: Connection, org_id: str) -> tuple[int, int, float]:
-    """(pending, running, age in seconds of the oldest pending entry) for one organisation."""
-    q = recompute_queue
+    """(pending, running, age in seconds of the oldest pending entry) for one organisation.
+
+    Pending counts each object once: queued and not running, or assigned to a profile whose
+    fan-out has not reached it yet."""
+    q, m, a = recompute_queue, recompute_profiles, profile_assignments
     now = utcnow()
     running_condition = sa.and_(q.c.lease_until.is_not(None), q.c.lease_until >= now)
     row = conn.execute(
@@ -130,5 +220,30 @@ def queue_status(conn: Connection, org_id: str) -> tuple[int, int, float]:
     pending, running, oldest = row
     if isinstance(oldest, str):  # SQLite returns aggregate timestamps as text
         oldest = UTCDateTime().process_result_value(oldest, conn.dialect)
+    fan_out_since = conn.execute(
+        sa.select(sa.func.min(m.c.enqueued_at)).where(m.c.organization_id == org_id)
+    ).scalar()
+    if fan_out_since is not None:
+        if isinstance(fan_out_since, str):
+            fan_out_since = UTCDateTime().process_result_value(fan_out_since, conn.dialect)
+        oldest = fan_out_since if oldest is None else min(oldest, fan_out_since)
+        waiting = sa.union(
+            sa.select(q.c.object_type, q.c.object_id).where(
+                q.c.organization_id == org_id, sa.not_(running_condition)
+            ),
+            sa.select(a.c.object_type, a.c.object_id)
+            .join(
+                m,
+                sa.and_(
+                    m.c.organization_id == a.c.organization_id, m.c.profile_id == a.c.profile_id
+                ),
+            )
+            .where(
+                a.c.organization_id == org_id,
+                sa.tuple_(a.c.object_type, a.c.object_id)
+                > sa.tuple_(m.c.cursor_type, m.c.cursor_id),
+            ),
+        ).subquery()
+        pending = conn.execute(sa.select(sa.func.count()).select_from(waiting)).scalar_one()
     age = 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
     return int(pending), int(running), round(age, 3)

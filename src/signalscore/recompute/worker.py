@@ -42,6 +42,7 @@ from signalscore.recompute.compute import (
     recompute_objects,
 )
 from signalscore.recompute.locks import lock_organization
+from signalscore.recompute.queue import queue_next_profile_chunk
 
 log = logging.getLogger("signalscore.worker")
 
@@ -178,13 +179,18 @@ class Worker:
         self.wakeup = threading.Event()
 
     def run_once(self) -> int:
-        """Claim and process one batch; returns how many queue entries it claimed."""
+        """Continue one profile fan-out by a chunk, then claim and process one batch.
+
+        Returns how many queue entries it claimed; when it claimed none but continued a
+        fan-out, how many objects that queued (at least 1). 0 means there was nothing to do."""
+        with self.db.write(notify=False) as conn:
+            fanned_out = queue_next_profile_chunk(conn)
         with self.db.write(notify=False) as conn:
             claimed = claim_batch(
                 conn, self.worker_id, self.config.batch_size, self.config.lease_seconds
             )
         if not claimed:
-            return 0
+            return 0 if fanned_out is None else max(fanned_out, 1)
         groups: dict[tuple[str, str], list[str]] = defaultdict(list)
         for org_id, object_type, object_id in claimed:
             groups[(org_id, object_type)].append(object_id)

@@ -1,0 +1,181 @@
+"""Rule writes on profiles larger than one fan-out chunk (recompute/queue.py).
+
+The rule write queues the first FAN_OUT_CHUNK objects itself and leaves a cursor; workers
+queue the rest, a chunk per batch. Here the chunk is 2 so that six companies need three.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from signalscore.db.engine import Database
+from signalscore.db.tables import recompute_profiles, recompute_queue
+from signalscore.recompute import queue
+from signalscore.recompute.worker import Worker, WorkerConfig
+from tests.helpers import Tenant, assert_scores_fresh, drain
+
+COMPANIES = [f"co{i}.com" for i in range(6)]
+
+
+def _ok(response: Any) -> Any:
+    assert response.status_code < 300, response.text
+    return response.json() if response.content else None
+
+
+class World:
+    def __init__(self, client: TestClient, tenant: Tenant, database: Database) -> None:
+        self.client, self.h, self.db = client, tenant.headers, database
+        _ok(
+            client.post(
+                "/v1/signals/templates",
+                headers=self.h,
+                json={"id": "b2b", "name": "B2B", "objectType": "company", "answerType": "boolean"},
+            )
+        )
+        self.profile = _ok(
+            client.post(
+                "/v1/scoring/profiles",
+                headers=self.h,
+                json={"profileType": "company", "name": "ICP"},
+            )
+        )["id"]
+        _ok(
+            client.put(
+                "/v1/signals/values",
+                headers=self.h,
+                json={
+                    "values": [
+                        {
+                            "objectType": "company",
+                            "objectId": c,
+                            "signalTemplateId": "b2b",
+                            "value": True,
+                        }
+                        for c in COMPANIES
+                    ]
+                },
+            )
+        )
+        _ok(
+            client.post(
+                "/v1/scoring/assignments/bulk",
+                headers=self.h,
+                json={"profileId": self.profile, "objectType": "company", "objectIds": COMPANIES},
+            )
+        )
+
+    def rule(self, points: int) -> None:
+        _ok(
+            self.client.put(
+                f"/v1/scoring/profiles/{self.profile}/rules",
+                headers=self.h,
+                json={
+                    "signalTemplateId": "b2b",
+                    "dimension": "fit",
+                    "answerType": "boolean",
+                    "pointValues": {"true": points, "false": 1},
+                },
+            )
+        )
+
+    def queued(self) -> list[str]:
+        with self.db.read() as conn:
+            return sorted(conn.execute(sa.select(recompute_queue.c.object_id)).scalars())
+
+    def cursor(self) -> str | None:
+        with self.db.read() as conn:
+            return conn.execute(sa.select(recompute_profiles.c.cursor_id)).scalar()
+
+    def status(self) -> Any:
+        return _ok(self.client.get("/v1/scoring/compute/status", headers=self.h))
+
+    def earned(self) -> dict[str, float]:
+        rows = _ok(
+            self.client.get(
+                "/v1/scoring/scores",
+                headers=self.h,
+                params=[("objectType", "company"), *[("objectId", c) for c in COMPANIES]],
+            )
+        )
+        return {r["objectId"]: r["contributions"][0]["pointsEarned"] for r in rows}
+
+
+@pytest.fixture
+def world(
+    client: TestClient, tenant: Tenant, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> World:
+    monkeypatch.setattr(queue, "FAN_OUT_CHUNK", 2)
+    built = World(client, tenant, database)
+    drain(database)
+    return built
+
+
+def test_a_rule_write_queues_one_chunk_and_workers_the_rest(
+    world: World, database: Database
+) -> None:
+    world.rule(5)
+    assert world.queued() == COMPANIES[:2]
+    assert world.cursor() == COMPANIES[1]
+    # Status counts every object still to compute, queued or not yet fanned out.
+    assert world.status()["pending"] == 6
+    drain(database)
+    assert_scores_fresh(database)
+    assert world.earned() == dict.fromkeys(COMPANIES, 5)
+    assert world.cursor() is None
+
+
+def test_a_worker_continues_the_fan_out_a_chunk_per_batch(world: World, database: Database) -> None:
+    world.rule(5)
+    worker = Worker(database, WorkerConfig(batch_size=1))
+    worker.run_once()  # queues co2, co3; computes co0
+    assert world.queued() == COMPANIES[1:4]
+    assert world.cursor() == COMPANIES[3]
+    assert world.status()["pending"] == 5
+    worker.run_once()  # queues co4, co5: the last chunk ends the fan-out
+    assert world.cursor() is None
+    assert world.queued() == COMPANIES[2:]
+
+
+def test_a_new_rule_change_restarts_the_fan_out(world: World, database: Database) -> None:
+    """Objects an earlier fan-out already queued and computed must be computed again."""
+    world.rule(5)
+    worker = Worker(database, WorkerConfig(batch_size=10))
+    worker.run_once()  # fans out co2, co3; computes co0..co3 with 5 points
+    assert world.cursor() == COMPANIES[3]
+    assert {k: v for k, v in world.earned().items() if v == 5} == dict.fromkeys(COMPANIES[:4], 5)
+    world.rule(9)
+    assert world.cursor() == COMPANIES[1]  # restarted from the first object
+    drain(database)
+    assert_scores_fresh(database)
+    assert world.earned() == dict.fromkeys(COMPANIES, 9)
+
+
+def test_status_counts_an_object_queued_and_not_yet_fanned_out_once(
+    world: World, database: Database
+) -> None:
+    world.rule(5)
+    _ok(
+        world.client.post(
+            "/v1/scoring/compute",
+            headers=world.h,
+            json={"objectType": "company", "objectIds": COMPANIES[4:]},
+        )
+    )
+    assert world.queued() == [*COMPANIES[:2], *COMPANIES[4:]]
+    assert world.status()["pending"] == 6
+
+
+def test_deleting_the_profile_ends_its_fan_out(world: World, database: Database) -> None:
+    world.rule(5)
+    assert world.cursor() is not None
+    assert (
+        world.client.delete(f"/v1/scoring/profiles/{world.profile}", headers=world.h).status_code
+        == 204
+    )
+    assert world.cursor() is None
+    drain(database)
+    assert_scores_fresh(database)
