@@ -13,8 +13,9 @@ For each backend and size, in a scratch database created (and dropped) by this r
    transaction (`enqueue_profile_objects`, as a bulk assignment does) and the workers drain the
    queue, creating 2 score rows per company.
 3. The measured run: fresh workers are started and idle; one transaction replaces the points
-   of a boolean rule through `upsert_rule` (which queues all N objects) and commits; the clock
-   runs from that commit until `recompute_queue` is empty (no pending entry, no lease).
+   of a boolean rule through `upsert_rule` (which queues the first chunk of the N objects and
+   leaves the rest to the workers' fan-out) and commits; the clock runs from that commit until
+   `recompute_queue` is empty (no pending entry, no lease) and no fan-out is left.
 4. A random sample of objects is checked against a from-scratch engine computation over the
    stored rules and values; any difference exits non-zero.
 5. Baseline: one `INSERT INTO bench_baseline SELECT ... FROM score_results` in the same
@@ -364,7 +365,11 @@ def _worker_process(
 
 
 def _queue_is_empty(conn: sa.Connection) -> bool:
-    return conn.execute(sa.text("SELECT 1 FROM recompute_queue LIMIT 1")).first() is None
+    """No queue entry and no rule change still fanning out to a profile's objects."""
+    return (
+        conn.execute(sa.text("SELECT 1 FROM recompute_queue LIMIT 1")).first() is None
+        and conn.execute(sa.text("SELECT 1 FROM recompute_profiles LIMIT 1")).first() is None
+    )
 
 
 def _queue_length(conn: sa.Connection) -> int:

@@ -15,7 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from signalscore.db.engine import Database
-from signalscore.db.tables import recompute_queue
+from signalscore.db.tables import recompute_profiles, recompute_queue
 from signalscore.db.types import utcnow
 
 
@@ -109,6 +109,9 @@ class _QueueCollector(Collector):
                         sa.func.min(q.c.enqueued_at).filter(sa.not_(running)),
                     )
                 ).one()
+                fan_outs = conn.execute(
+                    sa.select(sa.func.count()).select_from(recompute_profiles)
+                ).scalar_one()
         except sa.exc.SQLAlchemyError:
             return  # the database is down: /readyz says so; no queue figures
         if isinstance(oldest, str):  # SQLite aggregates come back as text
@@ -119,6 +122,11 @@ class _QueueCollector(Collector):
         depth.add_metric(["pending"], pending)
         depth.add_metric(["running"], leased)
         yield depth
+        yield GaugeMetricFamily(
+            "signalscore_profile_fan_outs",
+            "Profiles whose rule change workers are still queueing to their objects in chunks.",
+            value=fan_outs,
+        )
         lag = 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
         yield GaugeMetricFamily(
             "signalscore_worker_lag_seconds",

@@ -78,6 +78,7 @@ def test_metrics_count_requests_and_report_the_queue(
     )
     assert metric(text, 'signalscore_queue_depth{state="pending"}') == 2
     assert metric(text, 'signalscore_queue_depth{state="running"}') == 0
+    assert metric(text, "signalscore_profile_fan_outs") == 0
     assert 41 <= metric(text, "signalscore_worker_lag_seconds") < 120
     assert metric(text, "signalscore_computations_total") == 0
     assert "/metrics" not in client.get("/openapi.json").json()["paths"]

@@ -122,10 +122,12 @@ def test_a_rule_write_queues_one_chunk_and_workers_the_rest(
     assert world.cursor() == COMPANIES[1]
     # Status counts every object still to compute, queued or not yet fanned out.
     assert world.status()["pending"] == 6
+    assert "\nsignalscore_profile_fan_outs 1.0\n" in world.client.get("/metrics").text
     drain(database)
     assert_scores_fresh(database)
     assert world.earned() == dict.fromkeys(COMPANIES, 5)
     assert world.cursor() is None
+    assert "\nsignalscore_profile_fan_outs 0.0\n" in world.client.get("/metrics").text
 
 
 def test_a_worker_continues_the_fan_out_a_chunk_per_batch(world: World, database: Database) -> None:
