@@ -183,9 +183,8 @@ class Worker:
 
         Returns how many queue entries it claimed; when it claimed none but continued a
         fan-out, how many objects that queued (at least 1). 0 means there was nothing to do."""
-        with self.db.write(notify=False) as conn:
+        with self.db.write(notify=False) as conn:  # one transaction: fan-out step and claim
             fanned_out = queue_next_profile_chunk(conn)
-        with self.db.write(notify=False) as conn:
             claimed = claim_batch(
                 conn, self.worker_id, self.config.batch_size, self.config.lease_seconds
             )
