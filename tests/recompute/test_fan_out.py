@@ -181,3 +181,29 @@ def test_deleting_the_profile_ends_its_fan_out(world: World, database: Database)
     assert world.cursor() is None
     drain(database)
     assert_scores_fresh(database)
+
+
+def test_status_reads_queue_and_fan_outs_in_one_statement(world: World, database: Database) -> None:
+    """On PostgreSQL each statement sees its own snapshot: a fan-out step committing between
+    two reads could make its objects vanish from both, and the status say "nothing pending"
+    while scores are still stale."""
+    world.rule(5)
+    org_id = world_org(world)
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    sa.event.listen(database.engine, "before_cursor_execute", record)
+    try:
+        with database.read() as conn:
+            assert queue.queue_status(conn, org_id)[0] == 6
+    finally:
+        sa.event.remove(database.engine, "before_cursor_execute", record)
+    assert len([s for s in statements if "recompute_queue" in s]) == 1
+    assert len([s for s in statements if "recompute_profiles" in s]) == 1
+    assert len([s for s in statements if s != "BEGIN"]) == 1, statements
+
+
+def world_org(world: World) -> str:
+    return str(_ok(world.client.get("/v1/organization", headers=world.h))["id"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -45,6 +46,16 @@ def _dialect_insert(conn: Connection) -> Any:
     return sqlite.insert(recompute_queue)
 
 
+def lock_order(conn: Connection, column: Any) -> Any:
+    """`column` for an ORDER BY that locks queue rows: code-point order, on every backend.
+
+    Every writer locks queue rows in one order, so two writers queueing overlapping objects
+    cannot deadlock. Python sorts str by code point, SQLite's BINARY collation compares UTF-8
+    bytes (the same order), and PostgreSQL's "C" collation does too; the database's default
+    collation (en_US, ICU) may not (it can put "u_1" before "u1"), so it is never used here."""
+    return column.collate("C") if conn.dialect.name == "postgresql" else column
+
+
 def enqueue_objects(
     conn: Connection, org_id: str, object_type: str, object_ids: Iterable[str]
 ) -> int:
@@ -57,8 +68,7 @@ def enqueue_objects(
             "object_id": object_id,
             "enqueued_at": now,
         }
-        # Sorted: every writer takes queue-row locks in the same order, so two writers
-        # queueing overlapping objects can never deadlock.
+        # Sorted by code point: every writer takes queue-row locks in this order (lock_order).
         for object_id in sorted(set(object_ids))
     ]
     if rows:
@@ -182,9 +192,10 @@ def enqueue_objects_for_signal_changes(
         if not by_object:
             continue
         template_ids = set().union(*by_object.values())
+        object_id = lock_order(conn, a.c.object_id).label("object_id")
         _enqueue_from_select(
             conn,
-            sa.select(a.c.organization_id, a.c.object_type, a.c.object_id, _now_literal())
+            sa.select(a.c.organization_id, a.c.object_type, object_id, _now_literal())
             .join(
                 r,
                 sa.and_(
@@ -198,7 +209,7 @@ def enqueue_objects_for_signal_changes(
                 r.c.signal_template_id.in_(sorted(template_ids)),
             )
             .distinct()
-            .order_by(a.c.object_id),
+            .order_by(object_id),
         )
 
 
@@ -206,44 +217,50 @@ def queue_status(conn: Connection, org_id: str) -> tuple[int, int, float]:
     """(pending, running, age in seconds of the oldest pending entry) for one organisation.
 
     Pending counts each object once: queued and not running, or assigned to a profile whose
-    fan-out has not reached it yet."""
+    fan-out has not reached it yet (and not queued). One statement, so one snapshot: a
+    fan-out step committing meanwhile cannot make work vanish between two reads."""
     q, m, a = recompute_queue, recompute_profiles, profile_assignments
     now = utcnow()
-    running_condition = sa.and_(q.c.lease_until.is_not(None), q.c.lease_until >= now)
+    running = sa.and_(q.c.lease_until.is_not(None), q.c.lease_until >= now)
+    waiting = sa.and_(q.c.organization_id == org_id, sa.not_(running))
+    queued_elsewhere = q.alias("queued")
+    not_fanned_out = (
+        sa.select(sa.func.count())
+        .select_from(a.join(m, sa.and_(m.c.organization_id == a.c.organization_id,
+                                       m.c.profile_id == a.c.profile_id)))
+        .where(
+            a.c.organization_id == org_id,
+            sa.tuple_(a.c.object_type, a.c.object_id) > sa.tuple_(m.c.cursor_type, m.c.cursor_id),
+            ~sa.exists().where(
+                queued_elsewhere.c.organization_id == a.c.organization_id,
+                queued_elsewhere.c.object_type == a.c.object_type,
+                queued_elsewhere.c.object_id == a.c.object_id,
+                sa.not_(sa.and_(queued_elsewhere.c.lease_until.is_not(None),
+                                queued_elsewhere.c.lease_until >= now)),
+            ),
+        )
+        .scalar_subquery()
+    )  # fmt: skip
     row = conn.execute(
         sa.select(
-            sa.func.count().filter(sa.not_(running_condition)),
-            sa.func.count().filter(running_condition),
-            sa.func.min(q.c.enqueued_at).filter(sa.not_(running_condition)),
-        ).where(q.c.organization_id == org_id)
+            sa.select(sa.func.count()).where(waiting).scalar_subquery(),
+            sa.select(sa.func.count())
+            .where(q.c.organization_id == org_id, running)
+            .scalar_subquery(),
+            sa.select(sa.func.min(q.c.enqueued_at)).where(waiting).scalar_subquery(),
+            not_fanned_out,
+            sa.select(sa.func.min(m.c.enqueued_at))
+            .where(m.c.organization_id == org_id)
+            .scalar_subquery(),
+        )
     ).one()
-    pending, running, oldest = row
-    if isinstance(oldest, str):  # SQLite returns aggregate timestamps as text
-        oldest = UTCDateTime().process_result_value(oldest, conn.dialect)
-    fan_out_since = conn.execute(
-        sa.select(sa.func.min(m.c.enqueued_at)).where(m.c.organization_id == org_id)
-    ).scalar()
-    if fan_out_since is not None:
-        if isinstance(fan_out_since, str):
-            fan_out_since = UTCDateTime().process_result_value(fan_out_since, conn.dialect)
-        oldest = fan_out_since if oldest is None else min(oldest, fan_out_since)
-        waiting = sa.union(
-            sa.select(q.c.object_type, q.c.object_id).where(
-                q.c.organization_id == org_id, sa.not_(running_condition)
-            ),
-            sa.select(a.c.object_type, a.c.object_id)
-            .join(
-                m,
-                sa.and_(
-                    m.c.organization_id == a.c.organization_id, m.c.profile_id == a.c.profile_id
-                ),
-            )
-            .where(
-                a.c.organization_id == org_id,
-                sa.tuple_(a.c.object_type, a.c.object_id)
-                > sa.tuple_(m.c.cursor_type, m.c.cursor_id),
-            ),
-        ).subquery()
-        pending = conn.execute(sa.select(sa.func.count()).select_from(waiting)).scalar_one()
+    queued, running_count, oldest_queued, fanned_later, oldest_fan_out = row
+    starts: list[datetime] = []
+    for start in (oldest_queued, oldest_fan_out):
+        if isinstance(start, str):  # SQLite returns aggregates as text
+            start = UTCDateTime().process_result_value(start, conn.dialect)
+        if start is not None:
+            starts.append(start)
+    oldest = min(starts) if starts else None
     age = 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
-    return int(pending), int(running), round(age, 3)
+    return int(queued) + int(fanned_later), int(running_count), round(age, 3)

@@ -42,7 +42,7 @@ from signalscore.recompute.compute import (
     recompute_objects,
 )
 from signalscore.recompute.locks import lock_organization
-from signalscore.recompute.queue import queue_next_profile_chunk
+from signalscore.recompute.queue import lock_order, queue_next_profile_chunk
 
 log = logging.getLogger("signalscore.worker")
 
@@ -98,6 +98,7 @@ def _owned(
                 among,
                 q.c.claimed_by == worker_id,
             )
+            .order_by(lock_order(conn, q.c.object_id))  # the order every writer locks in
             .with_for_update()
         )
         owned.extend(conn.execute(query))
