@@ -22,9 +22,10 @@ import sqlalchemy as sa
 
 from signalscore.assignments.service import assign_many
 from signalscore.db.engine import Database, create_db_engine
-from signalscore.db.tables import recompute_queue
+from signalscore.db.tables import recompute_profiles, recompute_queue
 from signalscore.profiles.schemas import ProfileCreate
 from signalscore.profiles.service import create_profile
+from signalscore.recompute import queue
 from signalscore.rules.schemas import RuleUpsert
 from signalscore.rules.service import upsert_rule
 from signalscore.signals.schemas import SignalValueIn, TemplateCreate
@@ -150,7 +151,10 @@ def wait_for_empty_queue(database: Database, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with database.read() as conn:
-            if not conn.execute(sa.select(sa.func.count()).select_from(recompute_queue)).scalar():
+            if not any(
+                conn.execute(sa.select(sa.func.count()).select_from(table)).scalar()
+                for table in (recompute_queue, recompute_profiles)
+            ):
                 return
         time.sleep(0.1)
     raise AssertionError("the queue did not drain in time")
@@ -173,9 +177,27 @@ def audit_intervals(path: Path) -> dict[str, list[tuple[float, float, str]]]:
 
 
 @pytest.mark.usefixtures("postgres_only")
+@pytest.mark.parametrize(
+    "fan_out_chunk",
+    [
+        None,  # the default: every rule write queues all 400 companies itself
+        # Rule writes queue 30 and the three workers fan out the rest concurrently (their
+        # steps race on the profile's recompute_profiles row) while rule writes restart it.
+        "30",
+    ],
+)
 def test_three_workers_and_a_writer_keep_scores_fresh_without_overlap(
-    database_url: str, database: Database, tenant: Tenant, tmp_path: Path
+    database_url: str,
+    database: Database,
+    tenant: Tenant,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fan_out_chunk: str | None,
 ) -> None:
+    if fan_out_chunk is not None:
+        # Inherited by the worker and writer processes; this process's module too.
+        monkeypatch.setenv("SIGNALSCORE_FAN_OUT_CHUNK", fan_out_chunk)
+        monkeypatch.setattr(queue, "FAN_OUT_CHUNK", int(fan_out_chunk))
     companies = [f"c{i}.com" for i in range(400)]
     profile_id = seed_world(database, tenant.org_id, companies)
     audit = tmp_path / "audit.log"

@@ -9,6 +9,7 @@ computing right now sets `rerun`, so it is computed once more afterwards.
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -91,7 +92,9 @@ def _enqueue_from_select(conn: Connection, select: sa.Select[Any]) -> None:
 #: more leaves a `recompute_profiles` row, and workers queue the rest, a chunk per batch. This
 #: keeps a rule write short (it holds the organisation's exclusive lock, which value writes
 #: wait for) however many objects the profile has.
-FAN_OUT_CHUNK = 2000
+FAN_OUT_CHUNK = int(os.environ.get("SIGNALSCORE_FAN_OUT_CHUNK", "2000"))
+if FAN_OUT_CHUNK < 1:
+    raise ValueError("SIGNALSCORE_FAN_OUT_CHUNK must be at least 1")
 
 _START = ("", "")  # before every (object_type, object_id)
 
