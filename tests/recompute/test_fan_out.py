@@ -207,3 +207,10 @@ def test_status_reads_queue_and_fan_outs_in_one_statement(world: World, database
 
 def world_org(world: World) -> str:
     return str(_ok(world.client.get("/v1/organization", headers=world.h))["id"])
+
+
+@pytest.mark.parametrize("raw", ["0", "-5", "abc", "1.5", ""])
+def test_a_bad_fan_out_chunk_setting_is_refused_clearly(raw: str) -> None:
+    with pytest.raises(ValueError, match="SIGNALSCORE_FAN_OUT_CHUNK must be a whole number"):
+        queue._fan_out_chunk(raw)
+    assert queue._fan_out_chunk(" 25 ") == 25

@@ -92,9 +92,13 @@ def _enqueue_from_select(conn: Connection, select: sa.Select[Any]) -> None:
 #: more leaves a `recompute_profiles` row, and workers queue the rest, a chunk per batch. This
 #: keeps a rule write short (it holds the organisation's exclusive lock, which value writes
 #: wait for) however many objects the profile has.
-FAN_OUT_CHUNK = int(os.environ.get("SIGNALSCORE_FAN_OUT_CHUNK", "2000"))
-if FAN_OUT_CHUNK < 1:
-    raise ValueError("SIGNALSCORE_FAN_OUT_CHUNK must be at least 1")
+def _fan_out_chunk(raw: str) -> int:
+    if not raw.strip().isdigit() or int(raw) < 1:
+        raise ValueError(f"SIGNALSCORE_FAN_OUT_CHUNK must be a whole number >= 1, got {raw!r}")
+    return int(raw)
+
+
+FAN_OUT_CHUNK = _fan_out_chunk(os.environ.get("SIGNALSCORE_FAN_OUT_CHUNK", "2000"))
 
 _START = ("", "")  # before every (object_type, object_id)
 
