@@ -200,3 +200,31 @@ def test_worker_says_which_engine_loop_scores(
     [record] = caplog.records
     assert record.levelname == "WARNING"
     assert "the C engine loop is not built" in record.getMessage()
+
+
+def test_a_claim_after_a_large_enqueue_is_planned_for_the_full_queue(
+    backend: str, database: Database, tenant: Tenant
+) -> None:
+    """An idle worker claims from an empty queue over and over; psycopg then prepares the
+    claim and PostgreSQL may cache a generic plan made for an empty table. With 200,000
+    entries queued at once, that plan kept a claim running for minutes."""
+    if backend != "postgresql":
+        pytest.skip("plan caching is PostgreSQL's")
+    with database.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as admin:
+        admin.exec_driver_sql("VACUUM ANALYZE recompute_queue")  # statistics: an empty table
+    with database.engine.connect() as conn:
+        for _ in range(12):  # an idle worker's polls, on one pooled connection
+            with conn.begin():
+                assert claim_batch(conn, "idle", 500, 30) == []
+        with database.write() as other:
+            other.execute(
+                sa.text(
+                    "INSERT INTO recompute_queue (organization_id, object_type, object_id, "
+                    "enqueued_at, rerun) SELECT :org, 'company', 'c' || g || '.com', "
+                    "now() AT TIME ZONE 'UTC', false FROM generate_series(1, 40000) AS g"
+                ),
+                {"org": tenant.org_id},
+            )
+        with conn.begin():
+            conn.exec_driver_sql("SET LOCAL statement_timeout = '5s'")
+            assert len(claim_batch(conn, "busy", 500, 30)) == 500

@@ -63,6 +63,12 @@ def claim_batch(
     conn: Connection, worker_id: str, batch_size: int, lease_seconds: float
 ) -> list[QueueKey]:
     """Lease up to `batch_size` pending entries to this worker (oldest first)."""
+    if conn.dialect.name == "postgresql":
+        # psycopg prepares a statement run five times, and PostgreSQL may then cache a
+        # generic plan. An idle worker runs this claim on an empty queue often enough for
+        # that plan to be made for an empty table; after a large enqueue it ran for minutes.
+        # Plan each claim for the queue as it is now.
+        conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_custom_plan")
     now = utcnow()
     key = sa.tuple_(q.c.organization_id, q.c.object_type, q.c.object_id)
     candidates = (
