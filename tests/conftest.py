@@ -9,6 +9,7 @@ where it fails: CI must never pass with that half silently skipped.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -45,6 +46,30 @@ def postgres_unavailable_reason() -> str | None:
     except Exception as exc:
         return f"PostgreSQL at {POSTGRES_ADMIN_URL} is unreachable ({type(exc).__name__})"
     return None
+
+
+@contextlib.contextmanager
+def scratch_postgres_engine(prefix: str, create_options: str = "") -> Iterator[Engine]:
+    """A brand-new, empty PostgreSQL database for one test, dropped afterwards.
+
+    Fails under CI, and skips elsewhere, when PostgreSQL is unavailable."""
+    reason = postgres_unavailable_reason()
+    if reason:
+        if IN_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = _admin_engine()
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}" {create_options}'))
+    engine = create_db_engine(make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string())
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def _admin_engine() -> Engine:

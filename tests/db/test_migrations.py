@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,12 +10,12 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 
 from signalscore.db.engine import create_db_engine
 from signalscore.db.migrate import alembic_config, current_revision, head_revision, upgrade_to_head
 from signalscore.db.tables import metadata
-from tests.conftest import IN_CI, POSTGRES_ADMIN_URL, postgres_unavailable_reason
+from tests.conftest import scratch_postgres_engine
 
 
 @pytest.fixture
@@ -28,21 +26,8 @@ def empty_engine(backend: str, tmp_path: Path) -> Iterator[Engine]:
         yield engine
         engine.dispose()
         return
-    reason = postgres_unavailable_reason()
-    if reason:
-        if IN_CI:
-            pytest.fail(reason)
-        pytest.skip(reason)
-    name = f"signalscore_migrate_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = create_db_engine(POSTGRES_ADMIN_URL).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    engine = create_db_engine(make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string())
-    yield engine
-    engine.dispose()
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with scratch_postgres_engine("signalscore_migrate") as engine:
+        yield engine
 
 
 def _diff(engine: Engine) -> list[object]:

@@ -10,17 +10,15 @@ value write in eight.
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 from signalscore.assignments.service import assign_many
-from signalscore.db.engine import Database, create_db_engine
+from signalscore.db.engine import Database
 from signalscore.db.migrate import upgrade_to_head
 from signalscore.db.tables import recompute_profiles
 from signalscore.db.types import utcnow
@@ -31,7 +29,7 @@ from signalscore.rules.schemas import RuleUpsert
 from signalscore.rules.service import upsert_rule
 from signalscore.signals.schemas import SignalValueIn, TemplateCreate
 from signalscore.signals.service import create_template, write_values
-from tests.conftest import IN_CI, POSTGRES_ADMIN_URL, postgres_unavailable_reason
+from tests.conftest import scratch_postgres_engine
 from tests.helpers import make_tenant
 
 CONTACTS = [f"https://www.linkedin.com/in/u{i:04d}" for i in range(400)] + [
@@ -43,29 +41,10 @@ CONTACTS = [f"https://www.linkedin.com/in/u{i:04d}" for i in range(400)] + [
 def icu_database(backend: str) -> Iterator[Database]:
     if backend != "postgresql":
         pytest.skip("SQLite serialises writers; collations do not order its locks")
-    reason = postgres_unavailable_reason()
-    if reason:
-        if IN_CI:
-            pytest.fail(reason)
-        pytest.skip(reason)
-    name = f"signalscore_icu_{secrets.token_hex(4)}"
-    admin = create_db_engine(POSTGRES_ADMIN_URL).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(
-            sa.text(
-                f'CREATE DATABASE "{name}" TEMPLATE template0 '
-                "LOCALE_PROVIDER icu ICU_LOCALE 'en' LOCALE 'C.UTF-8'"
-            )
-        )
-    engine = create_db_engine(make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string())
-    try:
+    icu = "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en' LOCALE 'C.UTF-8'"
+    with scratch_postgres_engine("signalscore_icu", icu) as engine:
         upgrade_to_head(engine)
         yield Database(engine)
-    finally:
-        engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def test_fan_out_steps_and_value_writes_never_deadlock(icu_database: Database) -> None:
