@@ -14,8 +14,10 @@ import socket
 import tempfile
 import time
 import timeit
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,16 @@ def scratch_database(backend: str, tag: str, *, keep: bool = False) -> Iterator[
             print(f"  (kept scratch database {scratch.url})")
         else:
             drop_scratch(scratch)
+
+
+def copy_assignments(
+    cursor: Any, org_id: str, profile_id: uuid.UUID, objects: Sequence[str], now: datetime
+) -> None:
+    """COPY one profile's company assignments (PostgreSQL; `cursor` is a psycopg cursor)."""
+    columns = "organization_id, id, profile_id, object_type, object_id, assigned_at"
+    with cursor.copy(f"COPY profile_assignments ({columns}) FROM STDIN") as copy:
+        for object_id in objects:
+            copy.write_row((org_id, uuid.uuid4(), profile_id, "company", object_id, now))
 
 
 # --- the profile: 20 templates, 20 rules ---------------------------------------------------------

@@ -33,7 +33,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from _common import company_ids, load_average, scratch_database, speed_probe
+from _common import (
+    company_ids,
+    copy_assignments,
+    load_average,
+    scratch_database,
+    speed_probe,
+)
 from signalscore.auth.service import create_organization
 from signalscore.db.engine import Database, create_db_engine
 from signalscore.db.migrate import upgrade_to_head
@@ -57,20 +63,13 @@ def setup(db: Database, count: int) -> tuple[str, uuid.UUID, list[str]]:
         )
         profile = create_profile(conn, org.id, ProfileCreate(profileType="company", name="ICP"))
     objects = company_ids(count)
-    now = datetime.now(UTC).replace(tzinfo=None)
-    rows = [
-        {"organization_id": org.id, "id": uuid.uuid4(), "profile_id": profile.id,
-         "object_type": "company", "object_id": o, "assigned_at": now}
-        for o in objects
-    ]  # fmt: skip
     raw = db.engine.raw_connection()
     try:
         pg: Any = raw.driver_connection
         with pg.cursor() as cur:
-            columns = "organization_id, id, profile_id, object_type, object_id, assigned_at"
-            with cur.copy(f"COPY profile_assignments ({columns}) FROM STDIN") as copy:
-                for r in rows:
-                    copy.write_row(tuple(r.values()))
+            copy_assignments(
+                cur, org.id, profile.id, objects, datetime.now(UTC).replace(tzinfo=None)
+            )
         pg.commit()
     finally:
         raw.close()

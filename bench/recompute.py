@@ -63,6 +63,7 @@ from _common import (
     ScratchDatabase,
     company_ids,
     company_values,
+    copy_assignments,
     count_mismatches,
     load_average,
     peak_rss_mb,
@@ -193,10 +194,7 @@ def _bulk_load_postgresql(
     try:
         pg: Any = raw.driver_connection
         with pg.cursor() as cur:
-            columns = "organization_id, id, profile_id, object_type, object_id, assigned_at"
-            with cur.copy(f"COPY profile_assignments ({columns}) FROM STDIN") as copy:
-                for object_id in objects:
-                    copy.write_row((org_id, uuid.uuid4(), profile_id, "company", object_id, now))
+            copy_assignments(cur, org_id, profile_id, objects, now)
             columns = (
                 "organization_id, object_type, object_id, signal_template_id, value, "
                 "observed_at, updated_at"
