@@ -41,10 +41,16 @@ def _merge_on_conflict(insert: Any) -> Any:
     )
 
 
-def _dialect_insert(conn: Connection) -> Any:
+def _dialect_insert(conn: Connection, table: sa.Table = recompute_queue) -> Any:
+    """An INSERT that supports ON CONFLICT on this backend."""
     if conn.dialect.name == "postgresql":
-        return postgresql.insert(recompute_queue)
-    return sqlite.insert(recompute_queue)
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def _running(table: Any, now: datetime) -> sa.ColumnElement[bool]:
+    """A queue entry a live worker holds (an unexpired lease)."""
+    return sa.and_(table.c.lease_until.is_not(None), table.c.lease_until >= now)
 
 
 def lock_order(conn: Connection, column: Any) -> Any:
@@ -88,16 +94,16 @@ def _enqueue_from_select(conn: Connection, select: sa.Select[Any]) -> None:
     conn.execute(_merge_on_conflict(insert))
 
 
-#: How many of a profile's objects a rule write queues in its own transaction. A profile with
-#: more leaves a `recompute_profiles` row, and workers queue the rest, a chunk per batch. This
-#: keeps a rule write short (it holds the organisation's exclusive lock, which value writes
-#: wait for) however many objects the profile has.
 def _fan_out_chunk(raw: str) -> int:
     if not raw.strip().isdigit() or int(raw) < 1:
         raise ValueError(f"SIGNALSCORE_FAN_OUT_CHUNK must be a whole number >= 1, got {raw!r}")
     return int(raw)
 
 
+#: How many of a profile's objects a rule write queues in its own transaction. A profile with
+#: more leaves a `recompute_profiles` row, and workers queue the rest, a chunk per batch. This
+#: keeps a rule write short (it holds the organisation's exclusive lock, which value writes
+#: wait for) however many objects the profile has.
 FAN_OUT_CHUNK = _fan_out_chunk(os.environ.get("SIGNALSCORE_FAN_OUT_CHUNK", "2000"))
 
 _START = ("", "")  # before every (object_type, object_id)
@@ -150,8 +156,7 @@ def enqueue_profile_objects(conn: Connection, org_id: str, profile_id: Any) -> N
     (`queue_next_profile_chunk`). A new change restarts the cursor: every object must then be
     computed with the newest rules, including those an earlier fan-out already queued.
     """
-    m = recompute_profiles
-    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(m)
+    insert = _dialect_insert(conn, recompute_profiles)
     # The profile's row first: a worker continuing a fan-out locks it before queue rows, so
     # taking them in the same order cannot deadlock. An older row keeps its `enqueued_at`.
     conn.execute(
@@ -228,7 +233,7 @@ def queue_status(conn: Connection, org_id: str) -> tuple[int, int, float]:
     fan-out step committing meanwhile cannot make work vanish between two reads."""
     q, m, a = recompute_queue, recompute_profiles, profile_assignments
     now = utcnow()
-    running = sa.and_(q.c.lease_until.is_not(None), q.c.lease_until >= now)
+    running = _running(q, now)
     waiting = sa.and_(q.c.organization_id == org_id, sa.not_(running))
     queued_elsewhere = q.alias("queued")
     not_fanned_out = (
@@ -242,8 +247,7 @@ def queue_status(conn: Connection, org_id: str) -> tuple[int, int, float]:
                 queued_elsewhere.c.organization_id == a.c.organization_id,
                 queued_elsewhere.c.object_type == a.c.object_type,
                 queued_elsewhere.c.object_id == a.c.object_id,
-                sa.not_(sa.and_(queued_elsewhere.c.lease_until.is_not(None),
-                                queued_elsewhere.c.lease_until >= now)),
+                sa.not_(_running(queued_elsewhere, now)),
             ),
         )
         .scalar_subquery()
