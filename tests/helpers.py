@@ -54,9 +54,12 @@ def assert_error(
     assert str(uuid.UUID(error["requestId"])) == error["requestId"]
     assert response.headers["x-request-id"] == error["requestId"]
     for item in error["fields"]:
-        assert set(item) == {"field", "message"}
+        assert set(item) == {"field", "message", "code"}
         assert isinstance(item["field"], str)
         assert isinstance(item["message"], str)
+        assert item["code"] == item["code"].upper() and item["code"].replace("_", "").isalnum()
+    if error["fields"]:
+        assert error["errorCode"] == error["fields"][0]["code"]
     if "debug" in error:
         assert isinstance(error["debug"], dict)
         assert isinstance(error["debug"]["cause"], str)

@@ -31,7 +31,7 @@ from signalscore.errors import (
     error_responses,
 )
 from signalscore.health import router as health_router
-from signalscore.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from signalscore.middleware import BodyLimitMiddleware, HeadMiddleware, RequestContextMiddleware
 from signalscore.observability import Metrics
 from signalscore.profiles.router import router as profiles_router
 from signalscore.ratelimit import create_rate_limiter
@@ -81,6 +81,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
             "Every error response has the envelope documented as `ErrorEnvelope`."
         ),
         lifespan=lifespan,
+        # No trailing-slash redirect: Starlette's builds an absolute URL from the client's
+        # Host header (an open redirect); `/v1/scoring/profiles/` is simply a 404.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.database = database
@@ -118,6 +121,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         )
 
     app.add_middleware(BodyLimitMiddleware)
+    app.add_middleware(HeadMiddleware)
     # Added last, so outermost: it sees every response, including the 413 above.
     app.add_middleware(RequestContextMiddleware, debug=settings.debug, metrics=metrics)
     return app
@@ -138,7 +142,10 @@ def _allowed_methods(request: Request) -> list[str]:
         table = {}
         for template, operations in request.app.openapi()["paths"].items():
             regex = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
-            table[template] = (re.compile(f"^{regex}$"), {m.upper() for m in operations})
+            methods = {m.upper() for m in operations}
+            if "GET" in methods:
+                methods.add("HEAD")  # HeadMiddleware answers HEAD wherever GET is served
+            table[template] = (re.compile(f"^{regex}$"), methods)
         request.app.state.allow_table = table
     path = request.url.path
     if path in table:

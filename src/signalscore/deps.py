@@ -11,7 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from signalscore.auth import service as auth_service
 from signalscore.db.engine import Database
-from signalscore.errors import FieldError, Invalid, RateLimited, Unauthorized
+from signalscore.errors import Problems, RateLimited, Unauthorized, bounded_text
 from signalscore.ratelimit import RateLimiter
 
 _bearer = HTTPBearer(
@@ -28,20 +28,27 @@ def get_database(request: Request) -> Database:
 DatabaseDep = Annotated[Database, Depends(get_database)]
 
 
-def current_organization_id(
-    request: Request,
-    db: DatabaseDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> str:
-    """The organisation of the request's API key; the only source of tenancy."""
-    if credentials is None:
+def authenticate(request: Request) -> str:
+    """The organisation of the request's API key, checked once per request (the result is
+    kept in the request's state), then the key's rate limit. The only source of tenancy.
+
+    `V1Route` calls it before the body is read; the `CurrentOrgId` dependency then finds the
+    answer already there."""
+    state = request.state
+    known: str | None = getattr(state, "organization_id", None)
+    if known is not None:
+        return known
+    header = request.headers.get("authorization", "")
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
         raise Unauthorized(
             "missing API key: send 'Authorization: Bearer sk_live_...'",
             error_code="MISSING_API_KEY",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    db: Database = request.app.state.database
     with db.read() as conn:
-        found = auth_service.authenticate(conn, credentials.credentials)
+        found = auth_service.authenticate(conn, secret.strip())
     if found is None:
         raise Unauthorized(
             "invalid API key: it is malformed, unknown or revoked",
@@ -49,14 +56,14 @@ def current_organization_id(
             headers={"WWW-Authenticate": "Bearer"},
         )
     org_id, key_id = found
-    request.state.organization_id = org_id
+    state.organization_id = org_id
     limiter: RateLimiter | None = request.app.state.rate_limiter
     if limiter is not None:
         kind = "read" if request.method in ("GET", "HEAD") else "write"
         decision = limiter.check(key_id, kind)
         if decision is not None:
             # The middleware copies these onto whatever response this request ends with.
-            request.state.rate_limit_headers = decision.headers()
+            state.rate_limit_headers = decision.headers()
             if not decision.allowed:
                 raise RateLimited(
                     f"rate limit of {decision.limit} {kind}s per minute exceeded for this key",
@@ -66,8 +73,20 @@ def current_organization_id(
     return org_id
 
 
+def current_organization_id(
+    request: Request,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    """The organisation of the request's API key (`_credentials` only documents the scheme
+    in the OpenAPI document)."""
+    return authenticate(request)
+
+
 CurrentOrgId = Annotated[str, Depends(current_organization_id)]
 
+
+# An unknown parameter's name is echoed back cut to this many characters.
+MAX_ECHOED_NAME = 100
 
 _known_query_params: dict[int, frozenset[str]] = {}
 
@@ -89,14 +108,8 @@ def reject_unknown_query_params(request: Request, _org_id: CurrentOrgId) -> None
     if known is None:
         known = _known_query_params[id(route)] = frozenset(_query_names(route.dependant))
     unknown = [name for name in dict.fromkeys(request.query_params) if name not in known]
-    if unknown:
-        raise Invalid(
-            f"unknown query parameter '{unknown[0]}'"
-            if len(unknown) == 1
-            else f"{len(unknown)} unknown query parameters",
-            error_code="UNKNOWN_FIELD",
-            fields=[
-                FieldError(field=name, message=f"unknown query parameter '{name}'")
-                for name in unknown
-            ],
-        )
+    problems = Problems()
+    for name in unknown:
+        shown = bounded_text(name, MAX_ECHOED_NAME)
+        problems.add(shown, "UNKNOWN_FIELD", f"unknown query parameter '{shown}'")
+    problems.raise_if_any(what="query parameters")

@@ -6,6 +6,7 @@ validation) are translated here too, so every non-2xx body has the same shape.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
@@ -17,8 +18,54 @@ ErrorAction = Literal["FIX_REQUEST", "CHECK_CREDENTIALS", "RETRY", "NONE"]
 
 
 class FieldError(BaseModel):
+    """One wrong field: where (a JSON path), why (a code) and what to do (a message)."""
+
     field: str = Field(description="JSON path of the offending field, e.g. `values[7].value`.")
     message: str
+    code: str = Field(
+        default="INVALID_FIELD",
+        description="The specific reason for this field in UPPER_SNAKE_CASE, e.g. "
+        "`INVALID_DOMAIN`; the envelope's `errorCode` is the code of the first listed field.",
+    )
+
+
+class FieldProblem(ValueError):
+    """Raised by a check that knows why a value is wrong but not where it sits in the request
+    (an object id, a signal value); the caller places it with `at(path)`. `suffix` is a path
+    below the value, e.g. `[3]` for a list item."""
+
+    def __init__(self, code: str, message: str, suffix: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.suffix = suffix
+
+    def at(self, path: str) -> FieldError:
+        return FieldError(field=path + self.suffix, code=self.code, message=self.message)
+
+
+class Problems:
+    """Collects every wrong field of a request, so one 422 lists them all."""
+
+    def __init__(self) -> None:
+        self.fields: list[FieldError] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.fields)
+
+    def __len__(self) -> int:
+        return len(self.fields)
+
+    def add(self, field: str, code: str, message: str) -> None:
+        self.fields.append(FieldError(field=field, code=code, message=message))
+
+    def extend(self, fields: Sequence[FieldError]) -> None:
+        self.fields.extend(fields)
+
+    def raise_if_any(self, *, what: str = "fields", error: type[Invalid] | None = None) -> None:
+        """Raise one `Invalid` (or the given subclass) listing every collected field."""
+        if self.fields:
+            raise (error or Invalid).listing(self.fields, what=what)
 
 
 class ErrorDebug(BaseModel):
@@ -127,14 +174,25 @@ class Invalid(AppError):
     error_action = "FIX_REQUEST"
 
     @classmethod
-    def listing(cls, fields: Sequence[FieldError], error_code: str, *, what: str) -> Invalid:
+    def listing(cls, fields: Sequence[FieldError], *, what: str = "fields") -> Invalid:
         """One error for every bad field, summarised: the field itself when there is one,
-        else how many `what` (e.g. "object ids") were bad."""
+        else how many `what` (e.g. "object ids") were bad. The `errorCode` is the first
+        field's code."""
         if len(fields) == 1:
             message = f"validation failed for '{fields[0].field}': {fields[0].message}"
         else:
             message = f"validation failed for {len(fields)} {what}; nothing was changed"
-        return cls(message, error_code=error_code, fields=fields)
+        return cls(message, error_code=fields[0].code if fields else None, fields=fields)
+
+    @classmethod
+    def one(cls, field: str, code: str, message: str, **kwargs: Any) -> Invalid:
+        """A 422 about a single field, whose message is the error's message."""
+        return cls(
+            message,
+            error_code=code,
+            fields=[FieldError(field=field, code=code, message=message)],
+            **kwargs,
+        )
 
 
 class InvalidPointValues(Invalid):
@@ -170,26 +228,83 @@ class Unavailable(AppError):
     error_action = "RETRY"
 
 
-def error_response(error: AppError, request_id: str, *, debug_cause: str | None = None) -> Response:
-    """Render the SPEC §3 envelope for `error`."""
+# Bounds on every error body, whatever the request held: at most this many `fields` (the
+# total is then in `details.fieldCount`), and every text cut to this many characters.
+MAX_LISTED_FIELDS = 100
+MAX_ERROR_TEXT = 300
+_MAX_DETAIL_ITEMS = 100
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def bounded_text(value: object, limit: int = MAX_ERROR_TEXT) -> str:
+    """`value` as text that any JSON encoder accepts (lone surrogates become U+FFFD) and at
+    most `limit` characters (longer text ends with `…`)."""
+    text = _SURROGATES.sub("\ufffd", str(value))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _bounded(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return bounded_text(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if depth > 4:
+        return bounded_text(value)
+    if isinstance(value, Mapping):
+        items = list(value.items())[:_MAX_DETAIL_ITEMS]
+        return {bounded_text(k, 100): _bounded(v, depth + 1) for k, v in items}
+    if isinstance(value, list | tuple):
+        return [_bounded(v, depth + 1) for v in value[:_MAX_DETAIL_ITEMS]]
+    return bounded_text(value)
+
+
+def _envelope(error: AppError, request_id: str, debug_cause: str | None) -> bytes:
+    details = dict(error.details)
+    fields = error.fields
+    if len(fields) > MAX_LISTED_FIELDS:
+        details["fieldCount"] = len(fields)
+        fields = fields[:MAX_LISTED_FIELDS]
     body: dict[str, Any] = {
         "type": error.type,
         "code": error.code,
-        "message": error.message,
-        "errorCode": error.error_code,
+        "message": bounded_text(error.message),
+        "errorCode": bounded_text(error.error_code, 100),
         "errorAction": error.error_action,
-        "details": error.details,
+        "details": _bounded(details),
         "requestId": request_id,
-        "fields": [f.model_dump() for f in error.fields],
+        "fields": [
+            {
+                "field": bounded_text(f.field),
+                "message": bounded_text(f.message),
+                "code": bounded_text(f.code, 100),
+            }
+            for f in fields
+        ],
     }
     if debug_cause is not None:
-        body["debug"] = {"cause": debug_cause}
+        body["debug"] = {"cause": bounded_text(debug_cause, 2000)}
+    return orjson.dumps({"error": body})
+
+
+def error_response(error: AppError, request_id: str, *, debug_cause: str | None = None) -> Response:
+    """Render the SPEC §3 envelope for `error`. Never fails, whatever the error carries."""
+    try:
+        content = _envelope(error, request_id, debug_cause)
+    except Exception:  # the renderer of last resort must not become a 500 of its own
+        minimal = {
+            "type": error.type,
+            "code": error.code,
+            "message": "the error could not be described",
+            "errorCode": error.default_error_code,
+            "errorAction": error.error_action,
+            "details": {},
+            "requestId": request_id,
+            "fields": [],
+        }
+        content = orjson.dumps({"error": minimal})
     headers = {"X-Request-Id": request_id, **error.headers}
     return Response(
-        orjson.dumps({"error": body}),
-        status_code=error.status,
-        media_type="application/json",
-        headers=headers,
+        content, status_code=error.status, media_type="application/json", headers=headers
     )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-import traceback
 import uuid
 from typing import Any
 
@@ -12,6 +11,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from signalscore.errors import InternalError, PayloadTooLarge, error_response
+from signalscore.observability import describe_exception
 
 access_log = logging.getLogger("signalscore.access")
 error_log = logging.getLogger("signalscore.error")
@@ -64,7 +64,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
             error_log.error(
-                "unhandled exception request_id=%s\n%s", request_id, traceback.format_exc()
+                "unhandled exception request_id=%s\n%s", request_id, describe_exception(exc)
             )
             if started:
                 raise
@@ -161,3 +161,25 @@ class BodyLimitMiddleware:
 
 class _BodyTooLarge(Exception):
     pass
+
+
+class HeadMiddleware:
+    """`HEAD` on any path answers exactly as `GET` would, without the body (the framework's
+    routes list GET only, so HEAD would otherwise be a 405)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, send_headers_only)

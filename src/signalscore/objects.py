@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Literal
 
-from signalscore.errors import FieldError, Invalid
-
-ObjectType = Literal["company", "contact"]
+from signalscore.errors import FieldProblem, Problems
 
 MAX_RAW_LENGTH = 500
 MAX_DOMAIN_LENGTH = 253
@@ -35,51 +32,48 @@ LINKEDIN_MESSAGE = (
 )
 
 
-class InvalidObjectId(ValueError):
-    def __init__(self, error_code: str, message: str) -> None:
-        super().__init__(message)
-        self.error_code = error_code
-        self.message = message
-
-
 def normalize_domain(raw: str) -> str:
     domain = raw.strip().lower()
     if domain.endswith("."):
         domain = domain[:-1]
     if not domain or len(domain) > MAX_DOMAIN_LENGTH or not _DOMAIN_RE.match(domain):
-        raise InvalidObjectId("INVALID_DOMAIN", DOMAIN_MESSAGE)
+        raise FieldProblem("INVALID_DOMAIN", DOMAIN_MESSAGE)
     return domain
 
 
 def normalize_linkedin_url(raw: str) -> str:
     match = _LINKEDIN_RE.match(raw.strip())
     if match is None:
-        raise InvalidObjectId("INVALID_LINKEDIN_URL", LINKEDIN_MESSAGE)
+        raise FieldProblem("INVALID_LINKEDIN_URL", LINKEDIN_MESSAGE)
     return f"https://www.linkedin.com/in/{match.group(1).lower()}"
 
 
 def normalize_object_id(object_type: str, raw: str) -> str:
-    """The canonical id of an object, or `InvalidObjectId` with the SPEC's message."""
+    """The canonical id of an object, or `FieldProblem` with the SPEC's message.
+
+    Both the id as sent and its canonical form must be 1-500 characters: canonicalising a
+    contact adds `https://www.` (a 490-character `linkedin.com/in/...` becomes 502), and the
+    stored id is the canonical one."""
     if not 1 <= len(raw) <= MAX_RAW_LENGTH:
-        raise InvalidObjectId(
-            "INVALID_OBJECT_ID", f"'objectId' must be 1-{MAX_RAW_LENGTH} characters"
+        raise FieldProblem("INVALID_OBJECT_ID", f"'objectId' must be 1-{MAX_RAW_LENGTH} characters")
+    canonical = normalize_domain(raw) if object_type == "company" else normalize_linkedin_url(raw)
+    if len(canonical) > MAX_RAW_LENGTH:
+        raise FieldProblem(
+            "OBJECT_ID_TOO_LONG",
+            f"'objectId' must be at most {MAX_RAW_LENGTH} characters in its canonical form "
+            f"({canonical[:30]}... has {len(canonical)})",
         )
-    if object_type == "company":
-        return normalize_domain(raw)
-    return normalize_linkedin_url(raw)
+    return canonical
 
 
 def normalize_object_ids(object_type: str, raw_ids: Sequence[str], *, field: str) -> list[str]:
     """Normalise a list of ids; one 422 lists every bad one as `field[i]`."""
     normalized: list[str] = []
-    fields: list[FieldError] = []
-    codes: list[str] = []
+    problems = Problems()
     for index, raw in enumerate(raw_ids):
         try:
             normalized.append(normalize_object_id(object_type, raw))
-        except InvalidObjectId as exc:
-            codes.append(exc.error_code)
-            fields.append(FieldError(field=f"{field}[{index}]", message=exc.message))
-    if fields:
-        raise Invalid.listing(fields, codes[0], what="object ids")
+        except FieldProblem as problem:
+            problems.fields.append(problem.at(f"{field}[{index}]"))
+    problems.raise_if_any(what="object ids")
     return normalized

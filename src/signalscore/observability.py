@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +18,23 @@ from prometheus_client.registry import Collector
 from signalscore.db.engine import Database
 from signalscore.db.tables import recompute_profiles, recompute_queue
 from signalscore.db.types import utcnow
+
+
+def describe_exception(exc: BaseException) -> str:
+    """A traceback for the error log that carries no tenant data: a database error is shown
+    by its type, SQLSTATE and statement, never its parameters or the driver's message (which
+    quotes the offending key values)."""
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    if isinstance(exc, sa.exc.StatementError):
+        orig = exc.orig
+        sqlstate = getattr(orig, "sqlstate", None)
+        summary = (
+            f"{type(exc).__name__} ({type(orig).__name__}, sqlstate={sqlstate}) "
+            f"in statement: {exc.statement}"
+        )
+    else:
+        summary = "".join(traceback.format_exception_only(exc)).strip()
+    return f"Traceback (most recent call last):\n{frames}{summary}"
 
 
 class JsonFormatter(logging.Formatter):
@@ -33,8 +51,8 @@ class JsonFormatter(logging.Formatter):
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             line.update(fields)
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
+        if record.exc_info and record.exc_info[1] is not None:
+            line["exception"] = describe_exception(record.exc_info[1])
         return json.dumps(line, default=str)
 
 

@@ -3,55 +3,22 @@
 from __future__ import annotations
 
 import math
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
-
-from signalscore.objects import ObjectType as ObjectType
 
 MAX_POINTS = 1_000_000
 
 
 class RequestModel(BaseModel):
     """Unknown fields are rejected (422 naming the field) so a typo never passes silently.
-
-    Text containing NUL (U+0000) is rejected too: PostgreSQL can store it in neither `text`
-    nor `jsonb`, and no real signal, name or id needs it."""
+    Text that cannot be stored (NUL, lone surrogates) is refused before validation, for
+    every body, by `signalscore.body`."""
 
     model_config = ConfigDict(extra="forbid")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_nul_characters(cls, data: Any) -> Any:
-        path = _nul_path(data, "")
-        if path is not None:
-            raise PydanticCustomError(
-                "INVALID_CHARACTER",
-                "text must not contain NUL (\\u0000) characters",
-                {"path": path or "body"},
-            )
-        return data
-
-
-def _nul_path(value: Any, path: str) -> str | None:
-    """The JSON path of the first string (or key) containing NUL, if any."""
-    if isinstance(value, str):
-        return path if "\x00" in value else None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            child = f"{path}.{key}" if path else str(key)
-            if isinstance(key, str) and "\x00" in key:
-                return child
-            found = _nul_path(item, child)
-            if found is not None:
-                return found
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found = _nul_path(item, f"{path}[{index}]")
-            if found is not None:
-                return found
-    return None
 
 
 class ResponseModel(BaseModel):
@@ -86,3 +53,55 @@ def is_finite_number(value: Any) -> bool:
         return math.isfinite(float(value))
     except OverflowError:
         return False
+
+
+# Timestamps a client sends (`observedAt`): an RFC 3339 string with a UTC offset, from
+# 1970-01-01T00:00:00Z to one day after the server's clock (a later one is a client's clock
+# or time-zone bug, and would make decay and ordering meaningless).
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})$"
+)
+EARLIEST_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
+FUTURE_TIMESTAMP_ALLOWANCE = timedelta(days=1)
+
+
+def _timestamp(value: Any) -> datetime:
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        raise PydanticCustomError(
+            "INVALID_TIMESTAMP",
+            "must be an RFC 3339 timestamp with an offset, e.g. '2026-11-30T12:00:00Z'",
+        )
+    try:
+        # fromisoformat reads at most microseconds; RFC 3339 allows any fraction.
+        head, dot, tail = value.partition(".")
+        if dot:
+            digits = len(tail) - len(tail.lstrip("0123456789"))
+            value = f"{head}.{tail[: min(digits, 6)].ljust(6, '0')}{tail[digits:]}"
+        moment = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+    except ValueError:
+        raise PydanticCustomError("INVALID_TIMESTAMP", "must be a real date and time") from None
+    try:
+        moment = moment.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59:59-01:00 is in the year 10000 in UTC
+        moment = EARLIEST_TIMESTAMP - FUTURE_TIMESTAMP_ALLOWANCE  # out of range below
+    latest = datetime.now(UTC) + FUTURE_TIMESTAMP_ALLOWANCE
+    if not EARLIEST_TIMESTAMP <= moment <= latest:
+        raise PydanticCustomError(
+            "TIMESTAMP_OUT_OF_RANGE",
+            "must be from 1970-01-01T00:00:00Z to one day after the server's current time",
+        )
+    return moment
+
+
+Timestamp = Annotated[
+    datetime,
+    PlainValidator(_timestamp),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "date-time",
+            "description": "RFC 3339 with an offset, from 1970-01-01T00:00:00Z to one day "
+            "after the server's current time.",
+        }
+    ),
+]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from signalscore.errors import BadRequest, FieldError, Invalid
+from signalscore.errors import BadRequest, Invalid, Problems
 
 _LOCATIONS = {"body", "query", "path", "header", "cookie"}
 
@@ -58,24 +58,17 @@ def error_code_for(kind: str) -> str:
 
 def validation_error(errors: Iterable[Mapping[str, Any]]) -> BadRequest | Invalid:
     """One envelope-ready error for a list of pydantic/FastAPI error dicts."""
-    errors = list(errors)
-    if any(e.get("type") == "json_invalid" for e in errors):
-        return BadRequest("request body is not valid JSON")
-    fields: list[FieldError] = []
+    problems = Problems()
     seen: set[tuple[str, str]] = set()
     for error in errors:
+        kind = str(error.get("type", ""))
+        if kind == "json_invalid":
+            return BadRequest("request body is not valid JSON")
         path = json_path(error.get("loc", ()))
-        inner = (error.get("ctx") or {}).get("path")
-        if error.get("type") == "INVALID_CHARACTER" and inner:
-            # The check runs on the whole body and knows the exact place: report that.
-            path = (
-                inner if path == "body" else f"{path}{'' if inner.startswith('[') else '.'}{inner}"
-            )
         message = _message(error, path)
         if (path, message) not in seen:
             seen.add((path, message))
-            fields.append(FieldError(field=path, message=message))
-    if not fields:
+            problems.add(path, error_code_for(kind), message)
+    if not problems:
         return Invalid("validation failed")
-    first_kind = str(errors[0].get("type", ""))
-    return Invalid.listing(fields, error_code_for(first_kind), what="fields")
+    return Invalid.listing(problems.fields)

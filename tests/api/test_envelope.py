@@ -237,7 +237,7 @@ def test_openapi_documents_the_envelope_for_every_error_status(client: TestClien
 def test_allow_header_lists_every_method_of_the_path(client: TestClient, tenant: Tenant) -> None:
     response = client.patch("/v1/scoring/profiles", headers=tenant.headers)
     assert_error(response, 405, "METHOD_NOT_ALLOWED")
-    assert response.headers["allow"] == "GET, POST"
+    assert response.headers["allow"] == "GET, HEAD, POST"
 
 
 def test_unknown_query_parameters_are_checked_after_authentication(client: TestClient) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from signalscore.objects import DOMAIN_MESSAGE, InvalidObjectId, normalize_object_id
+from signalscore.errors import FieldProblem
+from signalscore.objects import DOMAIN_MESSAGE, normalize_object_id
 
 
 @pytest.mark.parametrize(
@@ -42,9 +43,9 @@ def test_domains(raw: str, expected: str) -> None:
     ],
 )
 def test_bad_domains(raw: str) -> None:
-    with pytest.raises(InvalidObjectId) as info:
+    with pytest.raises(FieldProblem) as info:
         normalize_object_id("company", raw)
-    assert info.value.error_code == "INVALID_DOMAIN"
+    assert info.value.code == "INVALID_DOMAIN"
     assert info.value.message == DOMAIN_MESSAGE
 
 
@@ -78,12 +79,12 @@ def test_linkedin_urls(raw: str) -> None:
     ],
 )
 def test_bad_linkedin_urls(raw: str) -> None:
-    with pytest.raises(InvalidObjectId) as info:
+    with pytest.raises(FieldProblem) as info:
         normalize_object_id("contact", raw)
-    assert info.value.error_code == "INVALID_LINKEDIN_URL"
+    assert info.value.code == "INVALID_LINKEDIN_URL"
 
 
 def test_length_limit_applies_before_normalisation() -> None:
-    with pytest.raises(InvalidObjectId) as info:
+    with pytest.raises(FieldProblem) as info:
         normalize_object_id("company", " " * 498 + "a.co")
-    assert info.value.error_code == "INVALID_OBJECT_ID"
+    assert info.value.code == "INVALID_OBJECT_ID"

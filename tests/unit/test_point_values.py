@@ -10,7 +10,7 @@ from signalscore.rules.point_values import validate_point_values
 
 
 def codes(answer_type: str, document: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(p.field, p.error_code) for p in validate_point_values(answer_type, document)[1]]
+    return [(p.field, p.code) for p in validate_point_values(answer_type, document)[1]]
 
 
 def test_valid_documents_are_normalised() -> None:

@@ -13,14 +13,16 @@ from signalscore.assignments.schemas import (
     BulkAssignmentCreate,
     ObjectIdBatch,
 )
+from signalscore.body import V1Route
 from signalscore.deps import CurrentOrgId, DatabaseDep
 from signalscore.errors import error_responses
 from signalscore.ids import uuid_or_404
 from signalscore.objects import normalize_object_ids
 from signalscore.recompute import queue
-from signalscore.schemas import ObjectType, ResponseModel
+from signalscore.schemas import ResponseModel
+from signalscore.vocabulary import ObjectType
 
-router = APIRouter(prefix="/v1/scoring", tags=["assignments"])
+router = APIRouter(prefix="/v1/scoring", tags=["assignments"], route_class=V1Route)
 
 
 @router.get("/assignments", response_model=list[Assignment])

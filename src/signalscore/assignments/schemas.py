@@ -7,8 +7,9 @@ from datetime import datetime
 
 from pydantic import Field, field_validator
 
-from signalscore.schemas import ObjectType, RequestModel, ResponseModel
+from signalscore.schemas import RequestModel, ResponseModel
 from signalscore.signals.schemas import normalized_object_id
+from signalscore.vocabulary import ObjectType
 
 MAX_OBJECT_IDS_PER_CALL = 500
 

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 from signalscore.assignments.schemas import Assignment
 from signalscore.db.tables import profile_assignments, score_results
 from signalscore.db.types import utcnow
-from signalscore.errors import FieldError, Invalid, NotFound
+from signalscore.errors import Invalid, NotFound
 from signalscore.profiles.schemas import Profile
 from signalscore.profiles.service import get_profile
 from signalscore.recompute.compute import chunks, recompute_objects
@@ -48,11 +48,10 @@ def list_assignments(
 def _profile_for(conn: Connection, org_id: str, profile_id: uuid.UUID, object_type: str) -> Profile:
     profile = get_profile(conn, org_id, profile_id)
     if profile.type != object_type:
-        message = f"this profile scores {profile.type} objects, not {object_type}"
-        raise Invalid(
-            message,
-            error_code="OBJECT_TYPE_MISMATCH",
-            fields=[FieldError(field="objectType", message=message)],
+        raise Invalid.one(
+            "objectType",
+            "OBJECT_TYPE_MISMATCH",
+            f"this profile scores {profile.type} objects, not {object_type}",
         )
     return profile
 

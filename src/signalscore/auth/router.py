@@ -8,10 +8,11 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from signalscore.auth import service
+from signalscore.body import V1Route
 from signalscore.deps import CurrentOrgId, DatabaseDep
 from signalscore.errors import NotFound
 
-router = APIRouter(prefix="/v1", tags=["organization"])
+router = APIRouter(prefix="/v1", tags=["organization"], route_class=V1Route)
 
 
 class OrganizationOut(BaseModel):

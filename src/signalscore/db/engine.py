@@ -6,6 +6,7 @@ One code path for SQLite and PostgreSQL: SQLAlchemy Core on a synchronous driver
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,6 +14,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
+
+from signalscore.vocabulary import MAX_EXACT_INT
 
 
 def normalize_database_url(url: str) -> URL:
@@ -26,6 +29,19 @@ def normalize_database_url(url: str) -> URL:
     raise ValueError(f"unsupported database URL scheme {parsed.drivername!r}")
 
 
+def _json_int(text: str) -> int | float:
+    number = int(text)
+    return float(number) if abs(number) > MAX_EXACT_INT else number
+
+
+def load_json(text: str | bytes) -> Any:
+    """JSON documents as read from either backend. PostgreSQL's `jsonb` keeps numbers as
+    exact decimals and prints `1e308` as a 309-digit integer; the API only ever stores
+    integers up to 2**53 (larger ones become floats on write), so a larger integer read
+    back is that float, and both backends give the same number."""
+    return json.loads(text, parse_int=_json_int)
+
+
 def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
@@ -37,6 +53,8 @@ def create_db_engine(url: str, *, connect_timeout: float = 5.0, pool_size: int =
         return _create_sqlite_engine(parsed, connect_timeout)
     return sa.create_engine(
         parsed,
+        hide_parameters=True,  # tenant data never reaches an exception message or a log
+        json_deserializer=load_json,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
@@ -51,6 +69,8 @@ def create_db_engine(url: str, *, connect_timeout: float = 5.0, pool_size: int =
 def _create_sqlite_engine(parsed: URL, connect_timeout: float) -> Engine:
     engine = sa.create_engine(
         parsed,
+        hide_parameters=True,
+        json_deserializer=load_json,
         connect_args={"check_same_thread": False, "timeout": 30},
         pool_size=10,
         max_overflow=10,

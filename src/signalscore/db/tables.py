@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
 from signalscore.db.types import UTCDateTime
+from signalscore.vocabulary import ANSWER_TYPES, DIMENSIONS, OBJECT_TYPES, sql_in
 
 # Stable constraint names on both backends, so migrations can refer to them.
 NAMING_CONVENTION = {
@@ -56,10 +57,6 @@ api_keys = sa.Table(
     sa.Column("revoked_at", UTCDateTime(), nullable=True),
 )
 
-OBJECT_TYPES = ("company", "contact")
-ANSWER_TYPES = ("boolean", "number", "percentage", "currency", "list")
-DIMENSIONS = ("fit", "urgency")
-
 
 def _org_column() -> sa.Column[str]:
     return sa.Column(
@@ -80,7 +77,7 @@ scoring_profiles = sa.Table(
     sa.Column("description", sa.String(1000), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
-    sa.CheckConstraint("type IN ('company', 'contact')", name="type"),
+    sa.CheckConstraint(sql_in("type", OBJECT_TYPES), name="type"),
 )
 
 signal_templates = sa.Table(
@@ -94,11 +91,8 @@ signal_templates = sa.Table(
     sa.Column("answer_type", sa.String(16), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
-    sa.CheckConstraint("object_type IN ('company', 'contact')", name="object_type"),
-    sa.CheckConstraint(
-        "answer_type IN ('boolean', 'number', 'percentage', 'currency', 'list')",
-        name="answer_type",
-    ),
+    sa.CheckConstraint(sql_in("object_type", OBJECT_TYPES), name="object_type"),
+    sa.CheckConstraint(sql_in("answer_type", ANSWER_TYPES), name="answer_type"),
 )
 
 scoring_rules = sa.Table(
@@ -133,7 +127,7 @@ scoring_rules = sa.Table(
         "dimension",
         name="uq_scoring_rules_profile_template_dimension",
     ),
-    sa.CheckConstraint("dimension IN ('fit', 'urgency')", name="dimension"),
+    sa.CheckConstraint(sql_in("dimension", DIMENSIONS), name="dimension"),
     sa.Index("ix_scoring_rules_template", "organization_id", "signal_template_id"),
 )
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
+from signalscore.body import V1Route
 from signalscore.deps import CurrentOrgId, DatabaseDep
 from signalscore.ids import uuid_or_404
 from signalscore.profiles import service
 from signalscore.profiles.schemas import Profile, ProfileCreate, ProfileUpdate
 
-router = APIRouter(prefix="/v1/scoring/profiles", tags=["profiles"])
+router = APIRouter(prefix="/v1/scoring/profiles", tags=["profiles"], route_class=V1Route)
 
 
 @router.get("", response_model=list[Profile])

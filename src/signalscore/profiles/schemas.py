@@ -10,7 +10,8 @@ from pydantic import Field, ValidationInfo, field_validator
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
-from signalscore.schemas import Description, Name, ObjectType, RequestModel, ResponseModel
+from signalscore.schemas import Description, Name, RequestModel, ResponseModel
+from signalscore.vocabulary import ObjectType
 
 
 class ProfileCreate(RequestModel):

@@ -10,16 +10,15 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from dataclasses import dataclass
 from typing import Any
 
+from signalscore.errors import FieldError, Problems
 from signalscore.schemas import MAX_POINTS, is_finite_number
+from signalscore.vocabulary import LIST_MODES
 
-LIST_MODES = ("additive", "best-match", "contains-all", "contains-none", "exact-match")
 MAX_RANGES = 50
 MAX_CHOICES = 200
 MAX_CHOICE_LENGTH = 200
-NUMERIC_TYPES = ("number", "percentage", "currency")
 
 _SHAPE_KEYS = {"true": "boolean", "false": "boolean", "ranges": "numeric", "choices": "list"}
 _SHAPE_EXAMPLE = {
@@ -28,13 +27,6 @@ _SHAPE_EXAMPLE = {
     "list": '{"choices": {"Salesforce": 10}, "mode": "additive"}',
 }
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-@dataclass(frozen=True, slots=True)
-class PointValueProblem:
-    field: str
-    error_code: str
-    message: str
 
 
 def shape_of(answer_type: str) -> str:
@@ -52,10 +44,10 @@ def _key_path(base: str, key: str) -> str:
 class _Checker:
     def __init__(self, answer_type: str) -> None:
         self.answer_type = answer_type
-        self.problems: list[PointValueProblem] = []
+        self.problems = Problems()
 
     def problem(self, field: str, error_code: str, message: str) -> None:
-        self.problems.append(PointValueProblem(field, error_code, message))
+        self.problems.add(field, error_code, message)
 
     def points(self, path: str, value: Any) -> Any:
         if not is_finite_number(value):
@@ -207,7 +199,7 @@ class _Checker:
 
 def validate_point_values(
     answer_type: str, document: dict[str, Any]
-) -> tuple[dict[str, Any], list[PointValueProblem]]:
+) -> tuple[dict[str, Any], list[FieldError]]:
     """Check `document` against `answer_type`; return it normalised and every problem."""
     checker = _Checker(answer_type)
     shape = shape_of(answer_type)
@@ -217,4 +209,4 @@ def validate_point_values(
         normalized = checker.ranges(document)
     else:
         normalized = checker.choices(document)
-    return normalized, checker.problems
+    return normalized, checker.problems.fields

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
+from signalscore.body import V1Route
 from signalscore.deps import CurrentOrgId, DatabaseDep
 from signalscore.ids import uuid_or_404
 from signalscore.rules import service
 from signalscore.rules.schemas import Rule, RuleUpsert
 
-router = APIRouter(prefix="/v1/scoring/profiles/{profile_id}/rules", tags=["rules"])
+router = APIRouter(
+    prefix="/v1/scoring/profiles/{profile_id}/rules", tags=["rules"], route_class=V1Route
+)
 
 
 @router.get("", response_model=list[Rule])

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field
 
 from signalscore.schemas import RequestModel, ResponseModel
-from signalscore.signals.schemas import AnswerType
-
-Dimension = Literal["fit", "urgency"]
+from signalscore.vocabulary import AnswerType, Dimension
 
 
 class RuleUpsert(RequestModel):

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 
 from signalscore.db.tables import scoring_rules, signal_templates
 from signalscore.db.types import utcnow
-from signalscore.errors import FieldError, Invalid, InvalidPointValues, NotFound
+from signalscore.errors import Invalid, InvalidPointValues, NotFound, Problems
 from signalscore.profiles.service import get_profile
 from signalscore.recompute.locks import lock_organization
 from signalscore.recompute.queue import enqueue_profile_objects
@@ -55,40 +55,28 @@ def _checked_point_values(
         )
     ).one_or_none()
     if template is None:
-        raise Invalid(
+        raise Invalid.one(
+            "signalTemplateId",
+            "TEMPLATE_NOT_FOUND",
             f"unknown signal template {body.signalTemplateId!r}",
-            error_code="TEMPLATE_NOT_FOUND",
-            fields=[
-                FieldError(field="signalTemplateId", message="no signal template with this id")
-            ],
         )
     if template.object_type != profile_type:
-        message = (
-            f"signal template {body.signalTemplateId!r} is for {template.object_type} objects, "
-            f"but this profile scores {profile_type} objects"
+        raise Invalid.one(
+            "signalTemplateId",
+            "OBJECT_TYPE_MISMATCH",
+            f"signal template {body.signalTemplateId!r} is for {template.object_type} "
+            f"objects, but this profile scores {profile_type} objects",
         )
-        raise Invalid(
-            message,
-            error_code="OBJECT_TYPE_MISMATCH",
-            fields=[FieldError(field="signalTemplateId", message=message)],
-        )
-    problems = []
+    problems = Problems()
     if body.answerType != template.answer_type:
-        problems.append(
-            FieldError(
-                field="answerType",
-                message=f"the template's answer type is {template.answer_type!r}, "
-                f"not {body.answerType!r}",
-            )
+        problems.add(
+            "answerType",
+            "ANSWER_TYPE_MISMATCH",
+            f"the template's answer type is {template.answer_type!r}, not {body.answerType!r}",
         )
-        codes = ["ANSWER_TYPE_MISMATCH"]
-    else:
-        codes = []
-    normalized, pv_problems = validate_point_values(template.answer_type, body.pointValues)
-    problems += [FieldError(field=p.field, message=p.message) for p in pv_problems]
-    codes += [p.error_code for p in pv_problems]
-    if problems:
-        raise InvalidPointValues.listing(problems, codes[0], what="answerType/pointValues fields")
+    normalized, point_value_problems = validate_point_values(template.answer_type, body.pointValues)
+    problems.extend(point_value_problems)
+    problems.raise_if_any(what="answerType/pointValues fields", error=InvalidPointValues)
     return normalized
 
 

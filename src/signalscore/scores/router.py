@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Query
 
+from signalscore.body import V1Route
 from signalscore.db.tables import score_results
 from signalscore.deps import CurrentOrgId, DatabaseDep
 from signalscore.objects import normalize_object_ids
-from signalscore.schemas import ObjectType
 from signalscore.scores.schemas import ScoreRow
+from signalscore.vocabulary import Dimension, ObjectType
 
-router = APIRouter(prefix="/v1/scoring", tags=["scores"])
+router = APIRouter(prefix="/v1/scoring", tags=["scores"], route_class=V1Route)
 
 s = score_results
 
@@ -35,7 +36,7 @@ def read_scores(
         ),
     ],
     profileId: Annotated[uuid.UUID | None, Query()] = None,
-    dimension: Annotated[Literal["fit", "urgency"] | None, Query()] = None,
+    dimension: Annotated[Dimension | None, Query()] = None,
 ) -> Any:
     """One row per (profile, object, dimension with rules), ordered by the request's
     `objectId` order, then `profileId`, then `dimension` (fit before urgency). Each row

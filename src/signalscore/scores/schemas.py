@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
 
 from pydantic import Field
 
-from signalscore.schemas import ObjectType, ResponseModel
+from signalscore.schemas import ResponseModel
+from signalscore.vocabulary import Dimension, ObjectType
 
 
 class Contribution(ResponseModel):
@@ -29,7 +29,7 @@ class ScoreRow(ResponseModel):
     organizationId: str
     objectType: ObjectType
     objectId: str
-    dimension: Literal["fit", "urgency"]
+    dimension: Dimension
     score: float = Field(ge=0, le=100)
     previousScore: float | None
     contributions: list[Contribution]

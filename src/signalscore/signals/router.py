@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
+from signalscore.body import V1Route
 from signalscore.deps import CurrentOrgId, DatabaseDep
 from signalscore.errors import error_responses
 from signalscore.objects import normalize_object_ids
-from signalscore.schemas import ObjectType
 from signalscore.signals import service
 from signalscore.signals.schemas import (
     SignalValue,
@@ -19,8 +19,9 @@ from signalscore.signals.schemas import (
     TemplateCreate,
     TemplatePatch,
 )
+from signalscore.vocabulary import ObjectType
 
-router = APIRouter(prefix="/v1/signals", tags=["signals"])
+router = APIRouter(prefix="/v1/signals", tags=["signals"], route_class=V1Route)
 
 MAX_OBJECT_IDS_PER_READ = 100
 

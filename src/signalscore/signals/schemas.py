@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, Field, SkipValidation, ValidationInfo, field_validator
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
-from signalscore.objects import InvalidObjectId, normalize_object_id
-from signalscore.schemas import Description, Name, ObjectType, RequestModel, ResponseModel
+from signalscore.errors import FieldProblem
+from signalscore.objects import normalize_object_id
+from signalscore.schemas import Description, Name, RequestModel, ResponseModel, Timestamp
+from signalscore.vocabulary import AnswerType, ObjectType
 
-AnswerType = Literal["boolean", "number", "percentage", "currency", "list"]
 MAX_VALUES_PER_WRITE = 1000
 
 TEMPLATE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
@@ -91,8 +92,8 @@ def normalized_object_id(value: str, info: ValidationInfo) -> str:
         return value
     try:
         return normalize_object_id(object_type, value)
-    except InvalidObjectId as exc:
-        raise PydanticCustomError(exc.error_code, exc.message) from None
+    except FieldProblem as problem:
+        raise PydanticCustomError(problem.code, problem.message) from None
 
 
 class SignalValueIn(RequestModel):
@@ -107,7 +108,7 @@ class SignalValueIn(RequestModel):
         description="boolean: true/false; number/currency: finite number; percentage: 0-100; "
         "list: array of 0-100 strings (1-200 characters). `null` deletes the value."
     )
-    observedAt: AwareDatetime | None = Field(
+    observedAt: Timestamp | None = Field(
         default=None, description="RFC 3339 with offset; defaults to the time of the write."
     )
 
@@ -115,7 +116,25 @@ class SignalValueIn(RequestModel):
 
 
 class SignalValuesWrite(RequestModel):
-    values: list[SignalValueIn] = Field(min_length=1, max_length=MAX_VALUES_PER_WRITE)
+    """The items are validated one by one by the service (`signals.service.write_values`),
+    which lists every bad item in one answer: shape errors and errors against templates
+    together. The document still describes each item as `SignalValueIn`."""
+
+    values: SkipValidation[list[SignalValueIn]] = Field(
+        min_length=1, max_length=MAX_VALUES_PER_WRITE
+    )
+
+    @field_validator("values", mode="before")
+    @classmethod
+    def _one_to_a_thousand_items(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            raise PydanticCustomError("INVALID_FIELD", "'values' must be an array of values")
+        if not 1 <= len(value) <= MAX_VALUES_PER_WRITE:
+            raise PydanticCustomError(
+                "TOO_FEW_ITEMS" if not value else "TOO_MANY_ITEMS",
+                f"'values' must hold 1-{MAX_VALUES_PER_WRITE} items",
+            )
+        return value
 
 
 class SignalValuesWriteResult(ResponseModel):

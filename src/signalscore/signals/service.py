@@ -10,12 +10,13 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import ValidationError
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from signalscore.db.tables import scoring_rules, signal_templates, signal_values
 from signalscore.db.types import utcnow
-from signalscore.errors import Conflict, FieldError, Invalid, NotFound
+from signalscore.errors import Conflict, FieldProblem, NotFound, Problems
 from signalscore.recompute.locks import lock_organization
 from signalscore.recompute.queue import enqueue_objects_for_signal_changes
 from signalscore.signals.schemas import (
@@ -27,7 +28,8 @@ from signalscore.signals.schemas import (
     TemplateCreate,
     TemplatePatch,
 )
-from signalscore.signals.value_types import ValueProblem, normalize_value
+from signalscore.signals.value_types import normalize_value
+from signalscore.validation import validation_error
 
 t = signal_templates
 v = signal_values
@@ -74,19 +76,14 @@ def get_template(conn: Connection, org_id: str, template_id: str) -> Template:
 
 
 def create_template(conn: Connection, org_id: str, body: TemplateCreate) -> Template:
+    """Insert with `ON CONFLICT DO NOTHING`, so of concurrent creates with one id exactly one
+    inserts and the others answer 409 (on PostgreSQL they wait for it to commit first);
+    checking first and inserting after let them all pass the check and fail the insert."""
     template_id = body.id or str(uuid.uuid4())
-    exists = conn.execute(
-        sa.select(t.c.id).where(t.c.organization_id == org_id, t.c.id == template_id)
-    ).first()
-    if exists:
-        raise Conflict(
-            f"a signal template with id {template_id!r} already exists",
-            error_code="TEMPLATE_ID_TAKEN",
-            details={"id": template_id},
-        )
     now = utcnow()
-    conn.execute(
-        t.insert().values(
+    insert = postgresql.insert(t) if conn.dialect.name == "postgresql" else sqlite.insert(t)
+    inserted = conn.execute(
+        insert.values(
             organization_id=org_id,
             id=template_id,
             name=body.name,
@@ -96,7 +93,15 @@ def create_template(conn: Connection, org_id: str, body: TemplateCreate) -> Temp
             created_at=now,
             updated_at=now,
         )
-    )
+        .on_conflict_do_nothing(index_elements=["organization_id", "id"])
+        .returning(t.c.id)
+    ).first()
+    if inserted is None:
+        raise Conflict(
+            f"a signal template with id {template_id!r} already exists",
+            error_code="TEMPLATE_ID_TAKEN",
+            details={"id": template_id},
+        )
     return Template(
         id=template_id,
         organizationId=org_id,
@@ -112,7 +117,24 @@ def create_template(conn: Connection, org_id: str, body: TemplateCreate) -> Temp
 def patch_template(
     conn: Connection, org_id: str, template_id: str, body: TemplatePatch
 ) -> Template:
-    current = get_template(conn, org_id, template_id)
+    """Change what was sent and differs. The row is read `FOR NO KEY UPDATE` (PostgreSQL;
+    SQLite's write transaction already excludes other writers), so concurrent PATCHes apply
+    one after the other and each compares with, and answers, the template as the previous one
+    left it. The lock does not block value or rule writes, which only key-share the row."""
+    if not TEMPLATE_ID_RE.match(template_id):  # cannot exist; never reaches the database
+        raise _template_not_found(template_id)
+    row = (
+        conn.execute(
+            sa.select(*_TEMPLATE_COLUMNS)
+            .where(t.c.organization_id == org_id, t.c.id == template_id)
+            .with_for_update(key_share=True)
+        )
+        .mappings()
+        .one_or_none()
+    )
+    if row is None:
+        raise _template_not_found(template_id)
+    current = Template.model_validate(dict(row))
     changes: dict[str, Any] = {}
     if body.name is not None and body.name != current.name:
         changes["name"] = body.name
@@ -130,7 +152,13 @@ def patch_template(
 
 
 def delete_template(conn: Connection, org_id: str, template_id: str) -> None:
-    """Delete a template and its values; 409 listing the rules that still use it."""
+    """Delete a template and its values; 409 listing the rules that still use it.
+
+    A structural change: it takes the organisation lock exclusively, as rule writes do, so a
+    rule write on this template either commits first (and this answers 409) or runs after
+    (and finds no template: 422). Without it both passed their checks and one of them failed
+    on the foreign key."""
+    lock_organization(conn, org_id, exclusive=True)
     get_template(conn, org_id, template_id)
     rule_ids = conn.execute(
         sa.select(scoring_rules.c.id)
@@ -163,11 +191,32 @@ class _ValidItem:
     observed_at: datetime
 
 
+def _shaped_items(items: Sequence[Any], problems: Problems) -> dict[int, SignalValueIn]:
+    """Every item that has the shape of `SignalValueIn`, by position; the others' errors go
+    to `problems` as `values[i]...`."""
+    shaped: dict[int, SignalValueIn] = {}
+    for index, item in enumerate(items):
+        if isinstance(item, SignalValueIn):
+            shaped[index] = item
+            continue
+        try:
+            shaped[index] = SignalValueIn.model_validate(item)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False, include_input=False)
+            for error in errors:
+                error["loc"] = ("values", index, *error["loc"])
+            problems.extend(validation_error(errors).fields)
+    return shaped
+
+
 def _validate_items(
-    conn: Connection, org_id: str, items: Sequence[SignalValueIn], now: datetime
+    conn: Connection, org_id: str, items: Sequence[Any], now: datetime
 ) -> list[_ValidItem]:
-    """Check every item against its template; raise one 422 listing every bad item."""
-    template_ids = sorted({item.signalTemplateId for item in items})
+    """Check the shape of every item, then every well-shaped item against its template;
+    raise one 422 listing every bad item, in request order."""
+    problems = Problems()
+    shaped = _shaped_items(items, problems)
+    template_ids = sorted({item.signalTemplateId for item in shaped.values()})
     templates = {
         row.id: row
         for row in conn.execute(
@@ -176,54 +225,48 @@ def _validate_items(
             )
         )
     }
-    errors: list[tuple[str, FieldError]] = []
     valid: list[_ValidItem] = []
-    for index, item in enumerate(items):
+    for index, item in shaped.items():
         path = f"values[{index}]"
         template = templates.get(item.signalTemplateId)
         if template is None:
-            errors.append(
-                (
-                    "TEMPLATE_NOT_FOUND",
-                    FieldError(
-                        field=f"{path}.signalTemplateId",
-                        message=f"unknown signal template {item.signalTemplateId!r}",
-                    ),
-                )
+            problems.add(
+                f"{path}.signalTemplateId",
+                "TEMPLATE_NOT_FOUND",
+                f"unknown signal template {item.signalTemplateId!r}",
             )
             continue
         if template.object_type != item.objectType:
-            errors.append(
-                (
-                    "OBJECT_TYPE_MISMATCH",
-                    FieldError(
-                        field=f"{path}.signalTemplateId",
-                        message=f"signal template {item.signalTemplateId!r} is for "
-                        f"{template.object_type} objects, not {item.objectType}",
-                    ),
-                )
+            problems.add(
+                f"{path}.signalTemplateId",
+                "OBJECT_TYPE_MISMATCH",
+                f"signal template {item.signalTemplateId!r} is for {template.object_type} "
+                f"objects, not {item.objectType}",
             )
             continue
         value = item.value
         if value is not None:
             try:
                 value = normalize_value(template.answer_type, value)
-            except ValueProblem as problem:
-                errors.append((problem.error_code, problem.field_error(f"{path}.value")))
+            except FieldProblem as problem:
+                problems.fields.append(problem.at(f"{path}.value"))
                 continue
         valid.append(
             _ValidItem(
                 item.objectType, item.objectId, item.signalTemplateId, value, item.observedAt or now
             )
         )
-    if errors:
-        raise Invalid.listing([e for _, e in errors], errors[0][0], what="values")
+    # Request order: item 1's shape error before item 2's template error.
+    problems.fields.sort(key=lambda f: _item_index(f.field))
+    problems.raise_if_any(what="values")
     return valid
 
 
-def write_values(
-    conn: Connection, org_id: str, items: Sequence[SignalValueIn]
-) -> SignalValuesWriteResult:
+def _item_index(path: str) -> int:
+    return int(path[len("values[") : path.index("]")])
+
+
+def write_values(conn: Connection, org_id: str, items: Sequence[Any]) -> SignalValuesWriteResult:
     """Write a batch atomically: validate all, then upsert/delete, then enqueue recomputes."""
     now = utcnow()
     valid = _validate_items(conn, org_id, items, now)

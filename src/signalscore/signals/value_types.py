@@ -4,62 +4,51 @@ from __future__ import annotations
 
 from typing import Any
 
-from signalscore.errors import FieldError
+from signalscore.errors import FieldProblem
 from signalscore.schemas import is_finite_number
+from signalscore.vocabulary import MAX_EXACT_INT
 
 MAX_LIST_ITEMS = 100
 MAX_LIST_ITEM_LENGTH = 200
-MAX_EXACT_INT = 2**53
-
-
-class ValueProblem(Exception):
-    def __init__(self, error_code: str, message: str, suffix: str = "") -> None:
-        super().__init__(message)
-        self.error_code = error_code
-        self.message = message
-        self.suffix = suffix  # JSON path below the value, e.g. "[3]" for a list item
-
-    def field_error(self, path: str) -> FieldError:
-        return FieldError(field=path + self.suffix, message=self.message)
 
 
 def _number(value: Any) -> int | float:
     if not is_finite_number(value):
-        raise ValueProblem("INVALID_NUMBER", "value must be a finite number")
+        raise FieldProblem("INVALID_NUMBER", "value must be a finite number")
     if isinstance(value, int) and abs(value) > MAX_EXACT_INT:
         return float(value)
     return value  # type: ignore[no-any-return]
 
 
 def normalize_value(answer_type: str, value: Any) -> Any:
-    """The value as stored, or `ValueProblem`. `None` (delete) is handled by the caller."""
+    """The value as stored, or `FieldProblem`. `None` (delete) is handled by the caller."""
     if answer_type == "boolean":
         if not isinstance(value, bool):
-            raise ValueProblem("INVALID_BOOLEAN", "value must be true or false")
+            raise FieldProblem("INVALID_BOOLEAN", "value must be true or false")
         return value
     if answer_type in ("number", "currency"):
         return _number(value)
     if answer_type == "percentage":
         number = _number(value)
         if not 0 <= number <= 100:
-            raise ValueProblem("PERCENTAGE_OUT_OF_RANGE", "a percentage must be from 0 to 100")
+            raise FieldProblem("PERCENTAGE_OUT_OF_RANGE", "a percentage must be from 0 to 100")
         return number
     return _normalize_list(value)
 
 
 def _normalize_list(value: Any) -> list[str]:
     if not isinstance(value, list):
-        raise ValueProblem("INVALID_LIST", "value must be an array of strings")
+        raise FieldProblem("INVALID_LIST", "value must be an array of strings")
     if len(value) > MAX_LIST_ITEMS:
-        raise ValueProblem("TOO_MANY_ITEMS", f"a list holds at most {MAX_LIST_ITEMS} strings")
+        raise FieldProblem("TOO_MANY_ITEMS", f"a list holds at most {MAX_LIST_ITEMS} strings")
     seen: set[str] = set()
     result: list[str] = []
     for index, item in enumerate(value):
         if not isinstance(item, str):
-            raise ValueProblem("INVALID_LIST_ITEM", "list items must be strings", f"[{index}]")
+            raise FieldProblem("INVALID_LIST_ITEM", "list items must be strings", f"[{index}]")
         item = item.strip()
         if not 1 <= len(item) <= MAX_LIST_ITEM_LENGTH:
-            raise ValueProblem(
+            raise FieldProblem(
                 "INVALID_LIST_ITEM",
                 f"list items must be 1-{MAX_LIST_ITEM_LENGTH} characters after trimming",
                 f"[{index}]",
