@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -72,19 +73,29 @@ def create_profile(conn: Connection, org_id: str, body: ProfileCreate) -> Profil
 def update_profile(
     conn: Connection, org_id: str, profile_id: uuid.UUID, body: ProfileUpdate
 ) -> Profile:
-    current = get_profile(conn, org_id, profile_id)
-    description = (
-        body.description if "description" in body.model_fields_set else current.description
+    """Rename (and re-describe) in one `UPDATE ... RETURNING`: an omitted `description` is
+    not written at all, so it keeps whatever is stored when the update runs, and `null` clears
+    it. Two concurrent updates therefore act in some serial order; on PostgreSQL the second
+    waits for the first's row lock and applies to the row as the first left it, where reading
+    first and writing every field back lost the other one's description."""
+    values: dict[str, Any] = {"name": body.name, "updated_at": utcnow()}
+    if "description" in body.model_fields_set:
+        values["description"] = body.description
+    row = (
+        conn.execute(
+            sa.update(scoring_profiles)
+            .where(
+                scoring_profiles.c.organization_id == org_id, scoring_profiles.c.id == profile_id
+            )
+            .values(**values)
+            .returning(*_COLUMNS)
+        )
+        .mappings()
+        .one_or_none()
     )
-    now = utcnow()
-    conn.execute(
-        sa.update(scoring_profiles)
-        .where(scoring_profiles.c.organization_id == org_id, scoring_profiles.c.id == profile_id)
-        .values(name=body.name, description=description, updated_at=now)
-    )
-    return current.model_copy(
-        update={"name": body.name, "description": description, "updatedAt": now}
-    )
+    if row is None:
+        raise NotFound("scoring profile not found", error_code="PROFILE_NOT_FOUND")
+    return Profile.model_validate(dict(row))
 
 
 def delete_profile(conn: Connection, org_id: str, profile_id: uuid.UUID) -> None:
