@@ -17,12 +17,16 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from signalscore.db.engine import Database
+from signalscore.db.tables import scoring_rules, signal_templates
 from signalscore.profiles import service as profiles
 from signalscore.profiles.schemas import ProfileCreate
-from tests.helpers import Tenant
+from signalscore.signals import service as signals
+from signalscore.signals.schemas import TemplateCreate
+from tests.helpers import Tenant, assert_error
 
 Call = tuple[str, str, dict[str, Any]]
 
@@ -114,3 +118,163 @@ def test_concurrent_profile_updates_lose_nothing(
 
     outcomes = run_trials(count, trial)
     assert sum(outcomes.values()) == count
+
+
+def test_concurrent_template_creates_with_one_id_make_one(
+    client: TestClient, tenant: Tenant, database: Database, backend: str, pool: ThreadPoolExecutor
+) -> None:
+    """Three POSTs with the same id: one 201, two 409 TEMPLATE_ID_TAKEN, like in sequence."""
+    count = trials(backend, 60)
+
+    def trial(index: int) -> str:
+        template_id = f"race.{index}"
+        body = {
+            "id": template_id,
+            "name": f"Race {index}",
+            "objectType": "company",
+            "answerType": "number",
+        }
+        responses = race(
+            client, tenant, pool, [("POST", "/v1/signals/templates", {"json": body})] * 3
+        )
+        no_5xx(responses)
+        statuses = sorted(r.status_code for r in responses)
+        assert statuses == [201, 409, 409], [r.text for r in responses]
+        [created] = [r for r in responses if r.status_code == 201]
+        assert created.json()["id"] == template_id
+        for loser in (r for r in responses if r.status_code == 409):
+            error = assert_error(loser, 409, "CONFLICT", error_code="TEMPLATE_ID_TAKEN")
+            assert error["details"] == {"id": template_id}
+        fetched = client.get(f"/v1/signals/templates/{template_id}", headers=tenant.headers)
+        assert fetched.json() == created.json()
+        return "one created"
+
+    run_trials(count, trial)
+    with database.read() as conn:
+        stored = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(signal_templates)
+            .where(signal_templates.c.organization_id == tenant.org_id)
+        ).scalar_one()
+    assert stored == count
+
+
+def test_template_delete_racing_a_rule_write_on_it(
+    client: TestClient, tenant: Tenant, database: Database, backend: str, pool: ThreadPoolExecutor
+) -> None:
+    """Either the rule is written (200) and the delete is refused (409 TEMPLATE_IN_USE), or the
+    delete wins (204) and the rule is refused (422 TEMPLATE_NOT_FOUND): never a 5xx, never a
+    rule on a template that is gone."""
+    count = trials(backend, 60)
+    with database.write() as conn:
+        profile_ids = [
+            profiles.create_profile(
+                conn, tenant.org_id, ProfileCreate(profileType="company", name=f"P{i}")
+            ).id
+            for i in range(count)
+        ]
+        for i in range(count):
+            signals.create_template(
+                conn,
+                tenant.org_id,
+                TemplateCreate(
+                    id=f"doomed.{i}", name=f"Doomed {i}", objectType="company", answerType="number"
+                ),
+            )
+
+    def trial(index: int) -> str:
+        template_id = f"doomed.{index}"
+        rule = {
+            "signalTemplateId": template_id,
+            "dimension": "fit",
+            "answerType": "number",
+            "pointValues": {"ranges": [{"min": 0, "points": 5}]},
+        }
+        delete, put = race(
+            client,
+            tenant,
+            pool,
+            [
+                ("DELETE", f"/v1/signals/templates/{template_id}", {}),
+                ("PUT", f"/v1/scoring/profiles/{profile_ids[index]}/rules", {"json": rule}),
+            ],
+        )
+        no_5xx([delete, put])
+        with database.read() as conn:
+            template_exists = conn.execute(
+                sa.select(signal_templates.c.id).where(
+                    signal_templates.c.organization_id == tenant.org_id,
+                    signal_templates.c.id == template_id,
+                )
+            ).first()
+            rule_ids = [
+                str(rule_id)
+                for rule_id in conn.execute(
+                    sa.select(scoring_rules.c.id).where(
+                        scoring_rules.c.organization_id == tenant.org_id,
+                        scoring_rules.c.signal_template_id == template_id,
+                    )
+                ).scalars()
+            ]
+        if put.status_code == 200:
+            error = assert_error(delete, 409, "CONFLICT", error_code="TEMPLATE_IN_USE")
+            assert error["details"] == {"ruleIds": [put.json()["id"]]}
+            assert template_exists is not None
+            assert rule_ids == [put.json()["id"]]
+            return "rule, then delete refused"
+        assert delete.status_code == 204, (delete.text, put.text)
+        assert_error(
+            put,
+            422,
+            "VALIDATION_ERROR",
+            error_code="TEMPLATE_NOT_FOUND",
+            fields=["signalTemplateId"],
+        )
+        assert template_exists is None
+        assert rule_ids == []
+        return "delete, then rule refused"
+
+    run_trials(count, trial)
+
+
+def test_template_patches_racing_each_other_keep_both_fields(
+    client: TestClient, tenant: Tenant, database: Database, backend: str, pool: ThreadPoolExecutor
+) -> None:
+    """A PATCH of the name and a PATCH of the description both land, and each answer shows
+    the template as it was right after that PATCH in some serial order."""
+    count = trials(backend, 30)
+    with database.write() as conn:
+        for i in range(count):
+            signals.create_template(
+                conn,
+                tenant.org_id,
+                TemplateCreate(
+                    id=f"patched.{i}",
+                    name="Old",
+                    description="old",
+                    objectType="company",
+                    answerType="number",
+                ),
+            )
+
+    def trial(index: int) -> str:
+        path = f"/v1/signals/templates/patched.{index}"
+        by_name, by_description = race(
+            client,
+            tenant,
+            pool,
+            [
+                ("PATCH", path, {"json": {"name": "New"}}),
+                ("PATCH", path, {"json": {"description": "new"}}),
+            ],
+        )
+        no_5xx([by_name, by_description])
+        final = client.get(path, headers=tenant.headers).json()
+        assert (final["name"], final["description"]) == ("New", "new")
+        first_name = by_name.json()["description"] == "old"
+        first_description = by_description.json()["name"] == "Old"
+        assert first_name != first_description, (by_name.json(), by_description.json())
+        assert (by_description if first_name else by_name).json() == final
+        return "name first" if first_name else "description first"
+
+    run_trials(count, trial)
