@@ -19,6 +19,7 @@ from signalscore.assignments.router import router as assignments_router
 from signalscore.auth.router import router as organization_router
 from signalscore.config import Settings, get_settings
 from signalscore.db.engine import Database, create_db_engine
+from signalscore.db.integrity import app_error_for_integrity_error
 from signalscore.deps import reject_unknown_query_params
 from signalscore.errors import (
     AppError,
@@ -188,6 +189,16 @@ def _install_error_handlers(app: FastAPI, settings: Settings) -> None:
         else:
             error = InternalError("internal error; quote the requestId when reporting it")
         return render(request, error)
+
+    @app.exception_handler(sqlalchemy.exc.IntegrityError)
+    async def on_integrity_error(request: Request, exc: sqlalchemy.exc.IntegrityError) -> Response:
+        # A constraint stopped a write the service's own checks let through (a race they do
+        # not close); the transaction was rolled back whole.
+        error = app_error_for_integrity_error(exc)
+        log.warning(
+            "integrity error on %s answered %s %s", request.url.path, error.status, error.error_code
+        )
+        return render(request, error, cause=exc)
 
     @app.exception_handler(sqlalchemy.exc.OperationalError)
     @app.exception_handler(sqlalchemy.exc.InterfaceError)

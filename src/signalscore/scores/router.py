@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from signalscore.body import V1Route
 from signalscore.db.tables import score_results
 from signalscore.deps import CurrentOrgId, DatabaseDep
 from signalscore.objects import normalize_object_ids
+from signalscore.responses import bounded_json_list
 from signalscore.scores.schemas import ScoreRow
 from signalscore.vocabulary import Dimension, ObjectType
 
@@ -37,7 +38,7 @@ def read_scores(
     ],
     profileId: Annotated[uuid.UUID | None, Query()] = None,
     dimension: Annotated[Dimension | None, Query()] = None,
-) -> Any:
+) -> Response:
     """One row per (profile, object, dimension with rules), ordered by the request's
     `objectId` order, then `profileId`, then `dimension` (fit before urgency). Each row
     explains its score with per-rule contributions."""
@@ -70,22 +71,25 @@ def read_scores(
     with db.read() as conn:
         rows = list(conn.execute(query))
     rows.sort(key=lambda r: (order[r.object_id], str(r.profile_id), r.dimension))
-    return [
-        {
-            "id": r.id,
-            "profileId": r.profile_id,
-            "organizationId": r.organization_id,
-            "objectType": r.object_type,
-            "objectId": r.object_id,
-            "dimension": r.dimension,
-            "score": r.score,
-            "previousScore": r.previous_score,
-            "contributions": r.contributions,
-            "previousContributions": r.previous_contributions,
-            "signalCoverage": r.signal_coverage,
-            "totalRules": r.total_rules,
-            "computedAt": r.computed_at,
-            "version": r.version,
-        }
-        for r in rows
-    ]
+    return bounded_json_list(
+        (
+            ScoreRow(
+                id=r.id,
+                profileId=r.profile_id,
+                organizationId=r.organization_id,
+                objectType=r.object_type,
+                objectId=r.object_id,
+                dimension=r.dimension,
+                score=r.score,
+                previousScore=r.previous_score,
+                contributions=r.contributions,
+                previousContributions=r.previous_contributions,
+                signalCoverage=r.signal_coverage,
+                totalRules=r.total_rules,
+                computedAt=r.computed_at,
+                version=r.version,
+            )
+            for r in rows
+        ),
+        narrow="ask for fewer objectIds, or filter by profileId or dimension",
+    )

@@ -10,6 +10,7 @@ from signalscore.body import V1Route
 from signalscore.deps import CurrentOrgId, DatabaseDep
 from signalscore.errors import error_responses
 from signalscore.objects import normalize_object_ids
+from signalscore.responses import bounded_json_list
 from signalscore.signals import service
 from signalscore.signals.schemas import (
     SignalValue,
@@ -103,8 +104,9 @@ def read_values(
     db: DatabaseDep,
     objectType: Annotated[ObjectType, Query()],
     object_ids: ObjectIdsQuery,
-) -> list[SignalValue]:
+) -> Response:
     """Current values of 1-100 objects, in request order of `objectId`, then template id."""
     normalized = normalize_object_ids(objectType, object_ids, field="objectId")
     with db.read() as conn:
-        return service.read_values(conn, org_id, objectType, normalized)
+        values = service.read_values(conn, org_id, objectType, normalized)
+    return bounded_json_list(values, narrow="ask for fewer objectIds")

@@ -269,8 +269,10 @@ def _item_index(path: str) -> int:
 def write_values(conn: Connection, org_id: str, items: Sequence[Any]) -> SignalValuesWriteResult:
     """Write a batch atomically: validate all, then upsert/delete, then enqueue recomputes."""
     now = utcnow()
-    valid = _validate_items(conn, org_id, items, now)
+    # Locked before the templates are read, so a template deletion (which takes the lock
+    # exclusively) cannot slip between the check and the write.
     lock_organization(conn, org_id, exclusive=False)
+    valid = _validate_items(conn, org_id, items, now)
     # The last item wins for repeated keys (after normalisation).
     latest = {(i.object_type, i.object_id, i.template_id): i for i in valid}
 

@@ -1,0 +1,498 @@
+"""The hostile-input corpus: every write endpoint, every string, number and timestamp field,
+against the inputs a careful attacker tries. Each case asserts the status and the envelope,
+that no row changed (or, for a number the contract accepts, that it reads back the same on
+both backends), and that reads of the touched objects still answer 200.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from signalscore.db.engine import Database
+from tests.api.conftest import World, snapshot
+from tests.helpers import assert_error
+
+# --- the write endpoints, each with a valid body and its fields by kind ----------------------
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    method: str
+    path: str
+    body: dict[str, Any]
+    strings: tuple[str, ...]  # JSON paths of string fields (dotted, [i] for list items)
+    numbers: tuple[str, ...] = ()
+    timestamps: tuple[str, ...] = ()
+
+
+def _value(**fields: Any) -> dict[str, Any]:
+    item = {"objectType": "company", "objectId": "acme.com", "signalTemplateId": "crm"}
+    item.update(fields)
+    return {"values": [item]}
+
+
+ENDPOINTS = [
+    Endpoint(
+        "template create",
+        "POST",
+        "/v1/signals/templates",
+        {
+            "id": "t1",
+            "name": "T",
+            "objectType": "company",
+            "answerType": "number",
+            "description": "d",
+        },
+        ("id", "name", "objectType", "answerType", "description"),
+    ),
+    Endpoint(
+        "template patch",
+        "PATCH",
+        "/v1/signals/templates/employees",
+        {"name": "Headcount", "description": "d"},
+        ("name", "description"),
+    ),
+    Endpoint(
+        "values (list)",
+        "PUT",
+        "/v1/signals/values",
+        _value(value=["Salesforce"], observedAt="2026-01-01T00:00:00Z"),
+        (
+            "values[0].objectType",
+            "values[0].objectId",
+            "values[0].signalTemplateId",
+            "values[0].value[0]",
+        ),
+        timestamps=("values[0].observedAt",),
+    ),
+    Endpoint(
+        "values (number)",
+        "PUT",
+        "/v1/signals/values",
+        _value(signalTemplateId="employees", value=5),
+        (),
+        numbers=("values[0].value",),
+    ),
+    Endpoint(
+        "values (percentage)",
+        "PUT",
+        "/v1/signals/values",
+        _value(signalTemplateId="growth", value=5),
+        (),
+        numbers=("values[0].value",),
+    ),
+    Endpoint(
+        "values (currency)",
+        "PUT",
+        "/v1/signals/values",
+        _value(signalTemplateId="revenue", value=5),
+        (),
+        numbers=("values[0].value",),
+    ),
+    Endpoint(
+        "profile create",
+        "POST",
+        "/v1/scoring/profiles",
+        {"profileType": "company", "name": "P", "description": "d"},
+        ("profileType", "name", "description"),
+    ),
+    Endpoint(
+        "profile update",
+        "PUT",
+        "/v1/scoring/profiles/{pid}",
+        {"name": "P", "description": "d"},
+        ("name", "description"),
+    ),
+    Endpoint(
+        "rule (ranges)",
+        "PUT",
+        "/v1/scoring/profiles/{pid}/rules",
+        {
+            "signalTemplateId": "revenue",
+            "dimension": "fit",
+            "answerType": "currency",
+            "pointValues": {"ranges": [{"min": 0, "max": 10, "points": 5}]},
+        },
+        ("signalTemplateId", "dimension", "answerType"),
+        numbers=(
+            "pointValues.ranges[0].min",
+            "pointValues.ranges[0].max",
+            "pointValues.ranges[0].points",
+        ),
+    ),
+    Endpoint(
+        "rule (choices)",
+        "PUT",
+        "/v1/scoring/profiles/{pid}/rules",
+        {
+            "signalTemplateId": "crm",
+            "dimension": "fit",
+            "answerType": "list",
+            "pointValues": {"choices": {"Salesforce": 10}, "mode": "additive"},
+        },
+        ("pointValues.mode",),
+        numbers=("pointValues.choices.Salesforce",),
+    ),
+    Endpoint(
+        "assignment",
+        "POST",
+        "/v1/scoring/assignments",
+        {"profileId": "{pid}", "objectType": "company", "objectId": "newco.com"},
+        ("profileId", "objectType", "objectId"),
+    ),
+    Endpoint(
+        "bulk assignment",
+        "POST",
+        "/v1/scoring/assignments/bulk",
+        {"profileId": "{pid}", "objectType": "company", "objectIds": ["newco.com"]},
+        ("profileId", "objectType", "objectIds[0]"),
+    ),
+    Endpoint(
+        "compute",
+        "POST",
+        "/v1/scoring/compute",
+        {"objectType": "company", "objectIds": ["acme.com"]},
+        ("objectType", "objectIds[0]"),
+    ),
+]
+
+# --- hostile values by kind -------------------------------------------------------------------
+
+DEEP = 40  # nesting levels; the limit is 32
+
+
+def _deep(levels: int) -> Any:
+    value: Any = "x"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+# (name, value, expected errorCode or None for "some 422", whether the path is exact)
+STRING_CASES = [
+    ("lone high surrogate", "\ud800", "INVALID_CHARACTER", True),
+    ("lone low surrogate inside text", "ab\udfffcd", "INVALID_CHARACTER", True),
+    ("surrogate then text", "\ud800x", "INVALID_CHARACTER", True),
+    ("NUL", "a\x00b", "INVALID_CHARACTER", True),
+    ("deep nesting", _deep(DEEP), "NESTING_TOO_DEEP", False),
+    ("very long text", "a" * 20_000, None, False),
+]
+
+# (name, JSON literal)
+NUMBER_CASES = [
+    ("1e308", "1e308"),
+    ("-1e308", "-1e308"),
+    ("1e400 (overflows a double)", "1e400"),
+    ("NaN", "NaN"),
+    ("-Infinity", "-Infinity"),
+    ("smallest subnormal", "5e-324"),
+    ("30-digit integer", "123456789012345678901234567890"),
+    ("deep nesting", json.dumps(_deep(DEEP))),
+]
+
+TIMESTAMP_CASES = [
+    ("year 10000 in UTC", "9999-12-31T23:59:59-01:00", "TIMESTAMP_OUT_OF_RANGE"),
+    ("year 0 in UTC", "0001-01-01T00:00:00+01:00", "TIMESTAMP_OUT_OF_RANGE"),
+    ("a bare integer", 253402300799, "INVALID_TIMESTAMP"),
+    ("a float", 1.5e9, "INVALID_TIMESTAMP"),
+    ("naive", "2026-01-01T00:00:00", "INVALID_TIMESTAMP"),
+    ("six-digit year", "+12026-01-01T00:00:00Z", "INVALID_TIMESTAMP"),
+    ("surrogate", "2026-01-01T00:00:00Z\ud800", "INVALID_CHARACTER"),
+]
+
+SENTINEL = "\u2063HOSTILE\u2063"  # a marker replaced by a raw JSON literal after dumping
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _parse_path(path: str) -> list[str | int]:
+    parts: list[str | int] = []
+    for dotted in path.split("."):
+        name, _, rest = dotted.partition("[")
+        if name:
+            parts.append(name)
+        while rest:
+            index, _, rest = rest.partition("]")
+            parts.append(int(index))
+            rest = rest.lstrip("[")
+    return parts
+
+
+def _with(body: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    changed = copy.deepcopy(body)
+    parts = _parse_path(path)
+    target: Any = changed
+    for part in parts[:-1]:
+        target = target[part]
+    target[parts[-1]] = value
+    return changed
+
+
+def _send(world: World, endpoint: Endpoint, body: dict[str, Any], raw: str | None = None) -> Any:
+    # json.dumps escapes lone surrogates as `\ud800`, exactly what a hostile client sends.
+    text = json.dumps(body).replace("{pid}", world.profile_id)
+    if raw is not None:
+        text = text.replace(json.dumps(SENTINEL), raw)
+    return world.call(
+        endpoint.method,
+        endpoint.path,
+        content=text.encode(),
+        headers={"Content-Type": "application/json"},
+    )
+
+
+READS = [
+    "/v1/signals/values?objectType=company&objectId=acme.com&objectId=newco.com",
+    "/v1/scoring/scores?objectType=company&objectId=acme.com&objectId=newco.com",
+    "/v1/scoring/assignments?objectType=company&objectId=acme.com",
+    "/v1/scoring/profiles",
+    "/v1/scoring/profiles/{pid}/rules",
+    "/v1/signals/templates",
+]
+
+
+def _reads_answer_200(world: World) -> None:
+    for path in READS:
+        response = world.call("GET", path)
+        assert response.status_code == 200, (path, response.text)
+
+
+def _rejected_without_change(
+    world: World,
+    database: Database,
+    endpoint: Endpoint,
+    body: dict[str, Any],
+    *,
+    raw: str | None = None,
+    **expected: Any,
+) -> dict[str, Any]:
+    before = snapshot(database)
+    response = _send(world, endpoint, body, raw)
+    # A rule's pointValues answer INVALID_POINT_VALUES (SPEC §3); everything else
+    # VALIDATION_ERROR.
+    code = response.json().get("error", {}).get("code")
+    assert code in ("VALIDATION_ERROR", "INVALID_POINT_VALUES"), response.text
+    error = assert_error(response, 422, code, **expected)
+    assert snapshot(database) == before
+    _reads_answer_200(world)
+    return error
+
+
+def _cases(kind: str) -> list[Any]:
+    table: dict[str, list[Any]] = {
+        "strings": STRING_CASES,
+        "numbers": NUMBER_CASES,
+        "timestamps": TIMESTAMP_CASES,
+    }
+    return [
+        pytest.param(endpoint, field, case, id=f"{endpoint.name}:{field}:{case[0]}")
+        for endpoint in ENDPOINTS
+        for field in getattr(endpoint, kind)
+        for case in table[kind]
+    ]
+
+
+# --- the corpus ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("endpoint", "field", "case"), _cases("strings"))
+def test_hostile_strings_are_refused_and_change_nothing(
+    world: World, database: Database, endpoint: Endpoint, field: str, case: Any
+) -> None:
+    _name, value, error_code, exact_path = case
+    body = _with(endpoint.body, field, value)
+    if error_code is None:
+        error = _rejected_without_change(world, database, endpoint, body)
+    else:
+        error = _rejected_without_change(world, database, endpoint, body, error_code=error_code)
+    if exact_path:
+        assert error["fields"][0]["field"] == field
+    assert len(json.dumps(error)) < 20_000
+
+
+def _accepts(endpoint: Endpoint, field: str, number: float) -> bool:
+    """Whether the contract accepts `number` in this field (SPEC §4, §5)."""
+    if not math.isfinite(number):
+        return False
+    if endpoint.name == "values (percentage)":
+        return 0 <= number <= 100
+    if field.endswith(("points", "Salesforce")):
+        return abs(number) <= 1_000_000
+    if field.endswith(".min"):
+        return number < 10  # below the range's max
+    if field.endswith(".max"):
+        return number > 0  # above the range's min
+    return True
+
+
+def _number(literal: str) -> float:
+    try:
+        return float(json.loads(literal))
+    except (TypeError, ValueError):
+        return math.nan  # not a number at all (deep nesting)
+
+
+@pytest.mark.parametrize(("endpoint", "field", "case"), _cases("numbers"))
+def test_extreme_numbers_are_refused_or_read_back_the_same(
+    world: World, database: Database, endpoint: Endpoint, field: str, case: Any
+) -> None:
+    _name, literal = case
+    body = _with(endpoint.body, field, SENTINEL)
+    number = _number(literal)
+    if not _accepts(endpoint, field, number):
+        _rejected_without_change(world, database, endpoint, body, raw=literal)
+        return
+    response = _send(world, endpoint, body, literal)
+    assert response.status_code == 200, response.text
+    _reads_answer_200(world)
+    if endpoint.name.startswith("values"):
+        # Written again, the same number is unchanged on both backends (no recompute).
+        again = _send(world, endpoint, body, literal)
+        assert again.json() == {"written": 0, "deleted": 0, "unchanged": 1}, literal
+        template = body["values"][0]["signalTemplateId"]
+        read = world.call("GET", READS[0]).json()
+        stored = [v["value"] for v in read if v["signalTemplateId"] == template]
+    else:
+        rules = world.call("GET", "/v1/scoring/profiles/{pid}/rules").json()
+        rule = next(r for r in rules if r["signalTemplateId"] == body["signalTemplateId"])
+        document: Any = rule["pointValues"]
+        for part in _parse_path(field)[1:]:
+            document = document[part]
+        stored = [document]
+    # The number reads back as sent (a float beyond 2**53 stays that float on PostgreSQL).
+    assert stored == [number], (literal, stored)
+
+
+@pytest.mark.parametrize(("endpoint", "field", "case"), _cases("timestamps"))
+def test_extreme_timestamps_are_refused_and_change_nothing(
+    world: World, database: Database, endpoint: Endpoint, field: str, case: Any
+) -> None:
+    _name, value, error_code = case
+    error = _rejected_without_change(
+        world, database, endpoint, _with(endpoint.body, field, value), error_code=error_code
+    )
+    assert error["fields"][0]["field"] == field
+
+
+LONG_CONTACT = "linkedin.com/in/" + "a" * 484  # 500 characters; 512 once canonical
+
+OBJECT_ID_FIELDS = [
+    pytest.param(e, f, id=f"{e.name}:{f}")
+    for e in ENDPOINTS
+    for f in e.strings
+    if f.endswith(("objectId", "objectIds[0]"))
+]
+
+
+@pytest.mark.parametrize(("endpoint", "field"), OBJECT_ID_FIELDS)
+def test_ids_too_long_once_canonical_are_refused_on_both_backends(
+    world: World, database: Database, endpoint: Endpoint, field: str
+) -> None:
+    body = _with(endpoint.body, field, LONG_CONTACT)
+    if "objectType" in body:
+        body["objectType"] = "contact"
+    if "values" in body:
+        body["values"][0].update(objectType="contact", signalTemplateId="seniority", value=["VP"])
+    if "profileId" in body:
+        body["profileId"] = world.contact_profile_id
+    error = _rejected_without_change(
+        world, database, endpoint, body, error_code="OBJECT_ID_TOO_LONG"
+    )
+    assert error["fields"][0]["field"] == field
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/signals/values?objectType=contact&objectId=",
+        "/v1/scoring/scores?objectType=contact&objectId=",
+        "/v1/scoring/assignments?objectType=contact&objectId=",
+    ],
+)
+def test_reads_refuse_ids_too_long_once_canonical(world: World, path: str) -> None:
+    response = world.call("GET", path + LONG_CONTACT)
+    assert_error(response, 422, "VALIDATION_ERROR", error_code="OBJECT_ID_TOO_LONG")
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS, ids=[e.name for e in ENDPOINTS])
+def test_a_body_with_too_many_keys_is_refused(
+    world: World, database: Database, endpoint: Endpoint
+) -> None:
+    body = dict(endpoint.body)
+    body.update({f"k{i}": 0 for i in range(20_000)})
+    error = _rejected_without_change(
+        world, database, endpoint, body, error_code="TOO_MANY_KEYS", fields=["body"]
+    )
+    assert error["details"] == {"maxKeys": 10_000}
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS, ids=[e.name for e in ENDPOINTS])
+def test_unknown_keys_are_listed_within_bounds(
+    world: World, database: Database, endpoint: Endpoint
+) -> None:
+    body = dict(endpoint.body)
+    body.update({f"unknown_{i}_{'x' * 2000}": 0 for i in range(500)})
+    error = _rejected_without_change(world, database, endpoint, body, error_code="UNKNOWN_FIELD")
+    assert len(error["fields"]) == 100
+    assert error["details"]["fieldCount"] == 500
+    assert all(len(f["field"]) <= 300 and len(f["message"]) <= 300 for f in error["fields"])
+    assert len(json.dumps(error)) < 100_000
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS, ids=[e.name for e in ENDPOINTS])
+def test_an_unknown_key_with_a_lone_surrogate_is_refused(
+    world: World, database: Database, endpoint: Endpoint
+) -> None:
+    body = {**endpoint.body, "bad\ud800key": 1}
+    error = _rejected_without_change(
+        world, database, endpoint, body, error_code="INVALID_CHARACTER"
+    )
+    assert error["fields"][0]["field"] == "bad\\ud800key"
+
+
+@pytest.mark.parametrize("levels", [33, 950, 1100, 5000, 100_000])
+@pytest.mark.parametrize("endpoint", ENDPOINTS[:3], ids=[e.name for e in ENDPOINTS[:3]])
+def test_nesting_at_any_depth_is_a_clear_error(
+    world: World, database: Database, endpoint: Endpoint, levels: int
+) -> None:
+    body = {**endpoint.body, "description": SENTINEL}
+    raw = "[" * levels + "]" * levels
+    _rejected_without_change(
+        world, database, endpoint, body, raw=raw, error_code="NESTING_TOO_DEEP"
+    )
+
+
+GET_ROUTES = [
+    "/v1/scoring/profiles",
+    "/v1/signals/templates",
+    "/v1/scoring/scores?objectType=company&objectId=acme.com",
+]
+
+
+@pytest.mark.parametrize("path", GET_ROUTES)
+def test_thousands_of_unknown_query_parameters_get_a_bounded_answer(
+    world: World, path: str
+) -> None:
+    separator = "&" if "?" in path else "?"
+    params = "&".join(f"p{i}=1" for i in range(2000))
+    response = world.call("GET", f"{path}{separator}{params}")
+    error = assert_error(response, 422, "VALIDATION_ERROR", error_code="UNKNOWN_FIELD")
+    assert len(error["fields"]) == 100
+    assert error["details"]["fieldCount"] == 2000
+    assert len(response.content) < 30_000
+
+
+def test_a_huge_parameter_name_is_echoed_truncated(world: World) -> None:
+    name = "q" * 7000
+    response = world.call("GET", f"/v1/scoring/profiles?{name}=1")
+    error = assert_error(response, 422, "VALIDATION_ERROR", error_code="UNKNOWN_FIELD")
+    assert len(error["fields"][0]["field"]) == 100
+    assert error["fields"][0]["field"].endswith("…")
+    assert len(response.content) < 2_000
