@@ -57,7 +57,8 @@ def assert_error(
         assert set(item) == {"field", "message", "code"}
         assert isinstance(item["field"], str)
         assert isinstance(item["message"], str)
-        assert item["code"] == item["code"].upper() and item["code"].replace("_", "").isalnum()
+        assert item["code"] == item["code"].upper()
+        assert item["code"].replace("_", "").isalnum()
     if error["fields"]:
         assert error["errorCode"] == error["fields"][0]["code"]
     if "debug" in error:
