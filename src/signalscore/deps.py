@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -12,6 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from signalscore.auth import service as auth_service
 from signalscore.db.engine import Database
 from signalscore.errors import Problems, RateLimited, Unauthorized, bounded_text
+from signalscore.objects import MAX_RAW_LENGTH, object_id_schema
 from signalscore.ratelimit import RateLimiter
 
 _bearer = HTTPBearer(
@@ -83,6 +84,31 @@ def current_organization_id(
 
 
 CurrentOrgId = Annotated[str, Depends(current_organization_id)]
+
+MAX_OBJECT_IDS_PER_READ = 100
+
+# `objectId` in a query: one or 1-100 repeated. The document states both id forms (whether
+# the form fits `objectType` is checked by the server: parameters cannot depend on each other).
+ObjectIdQuery = Annotated[
+    str,
+    Query(
+        min_length=1,
+        max_length=MAX_RAW_LENGTH,
+        description="For company the domain; for contact the LinkedIn profile URL.",
+        json_schema_extra=object_id_schema(),
+    ),
+]
+ObjectIdsQuery = Annotated[
+    list[str],
+    Query(
+        alias="objectId",
+        min_length=1,
+        max_length=MAX_OBJECT_IDS_PER_READ,
+        description="Repeatable (1-100). For company the domain; for contact the LinkedIn "
+        "profile URL.",
+        json_schema_extra={"items": object_id_schema()},
+    ),
+]
 
 
 # An unknown parameter's name is echoed back cut to this many characters.

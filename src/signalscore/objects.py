@@ -8,21 +8,77 @@ one object everywhere, as are `linkedin.com/in/JaneDoe/?trk=x` and
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from signalscore.errors import FieldProblem, Problems
+from signalscore.vocabulary import PATTERN_END
 
 MAX_RAW_LENGTH = 500
 MAX_DOMAIN_LENGTH = 253
 
 _LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
-_DOMAIN_RE = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
-_LINKEDIN_RE = re.compile(
-    r"^(?:https?://)?(?:(?:www|[a-z]{2})\.)?linkedin\.com/in/"
-    r"([^/?#\s\x00-\x1f\x7f]+)"  # the slug: no separators, whitespace or control characters
-    r"/?(?:[?#][^\x00]*)?$",
-    re.IGNORECASE,
+_DOMAIN_RE = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*{PATTERN_END}")
+# Case-insensitive by spelling both cases (not re.IGNORECASE, which also lets the Kelvin sign
+# pass for "k"), so the server and the OpenAPI document use the very same expression.
+_LINKEDIN_HOST = (
+    r"(?:[Hh][Tt][Tt][Pp][Ss]?://)?(?:(?:[Ww][Ww][Ww]|[a-zA-Z]{2})\.)?"
+    r"[Ll][Ii][Nn][Kk][Ee][Dd][Ii][Nn]\.[Cc][Oo][Mm]/[Ii][Nn]/"
 )
+_SLUG = r"[^/?#\s\x00-\x1f\x7f]"  # no separators, whitespace or control characters
+_LINKEDIN_TAIL = rf"/?(?:[?#][^\x00]*)?{PATTERN_END}"
+_LINKEDIN_RE = re.compile(rf"^{_LINKEDIN_HOST}({_SLUG}+){_LINKEDIN_TAIL}")
+_CANONICAL_PREFIX = "https://www.linkedin.com/in/"
+
+# What the OpenAPI document says an `objectId` may be: the same expressions, with the length
+# limits spelled in. The one limit a pattern cannot state is a slug whose lowercase form is
+# longer than itself (`İ` lowercases to two characters): that is `OBJECT_ID_TOO_LONG`.
+DOMAIN_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "pattern": rf"^{_LABEL}(?:\.{_LABEL})*\.?{PATTERN_END}",
+    # At most 253 characters, not counting a trailing dot.
+    "anyOf": [
+        {"maxLength": MAX_DOMAIN_LENGTH},
+        {"maxLength": MAX_DOMAIN_LENGTH + 1, "pattern": rf"\.{PATTERN_END}"},
+    ],
+}
+LINKEDIN_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "maxLength": MAX_RAW_LENGTH,
+    "pattern": (
+        rf"^{_LINKEDIN_HOST}{_SLUG}{{1,{MAX_RAW_LENGTH - len(_CANONICAL_PREFIX)}}}"
+        rf"{_LINKEDIN_TAIL}"
+    ),
+}
+OBJECT_ID_SCHEMAS = {"company": DOMAIN_SCHEMA, "contact": LINKEDIN_SCHEMA}
+
+
+def object_id_schema(object_type: str | None = None) -> dict[str, Any]:
+    """The JSON Schema of an `objectId` of one type, or of either type."""
+    if object_type is None:
+        return {"type": "string", "anyOf": list(OBJECT_ID_SCHEMAS.values())}
+    return OBJECT_ID_SCHEMAS[object_type]
+
+
+def object_id_variants(field: str, *, many: bool = False) -> Callable[[dict[str, Any]], None]:
+    """A model's `json_schema_extra`: `field` (one id, or a list when `many`) must be an id of
+    the body's `objectType`, stated as one variant per object type."""
+
+    def extra(schema: dict[str, Any]) -> None:
+        schema["oneOf"] = [
+            {
+                "properties": {
+                    "objectType": {"const": object_type},
+                    field: {"items": object_id_schema(object_type)}
+                    if many
+                    else object_id_schema(object_type),
+                }
+            }
+            for object_type in OBJECT_ID_SCHEMAS
+        ]
+
+    return extra
+
 
 DOMAIN_MESSAGE = (
     "'domain' must be a valid hostname (e.g., 'example.com') without protocol (https://) or path"
@@ -33,19 +89,19 @@ LINKEDIN_MESSAGE = (
 
 
 def normalize_domain(raw: str) -> str:
-    domain = raw.strip().lower()
+    domain = raw.lower()
     if domain.endswith("."):
         domain = domain[:-1]
-    if not domain or len(domain) > MAX_DOMAIN_LENGTH or not _DOMAIN_RE.match(domain):
+    if not domain or len(domain) > MAX_DOMAIN_LENGTH or not _DOMAIN_RE.fullmatch(domain):
         raise FieldProblem("INVALID_DOMAIN", DOMAIN_MESSAGE)
     return domain
 
 
 def normalize_linkedin_url(raw: str) -> str:
-    match = _LINKEDIN_RE.match(raw.strip())
+    match = _LINKEDIN_RE.fullmatch(raw)
     if match is None:
         raise FieldProblem("INVALID_LINKEDIN_URL", LINKEDIN_MESSAGE)
-    return f"https://www.linkedin.com/in/{match.group(1).lower()}"
+    return f"{_CANONICAL_PREFIX}{match.group(1).lower()}"
 
 
 def normalize_object_id(object_type: str, raw: str) -> str:

@@ -7,7 +7,15 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StringConstraints,
+    WithJsonSchema,
+)
 from pydantic_core import PydanticCustomError
 
 MAX_POINTS = 1_000_000
@@ -34,7 +42,7 @@ def _trimmed_name(value: str) -> str:
 
 # The pattern documents "1-200 characters after trimming" for clients and fuzzers; the
 # validator is what enforces it.
-NAME_PATTERN = r"^\s*\S(?:[\s\S]{0,198}\S)?\s*$"
+NAME_PATTERN = r"^\s*[^\s\x00](?:[^\x00]{0,198}[^\s\x00])?\s*$"
 Name = Annotated[
     str,
     AfterValidator(_trimmed_name),
@@ -42,7 +50,7 @@ Name = Annotated[
         json_schema_extra={"pattern": NAME_PATTERN}, description="1-200 characters after trimming"
     ),
 ]
-Description = Annotated[str | None, Field(max_length=1000)]
+Description = Annotated[str, StringConstraints(max_length=1000, pattern=r"^[^\x00]*$")] | None
 
 
 def is_finite_number(value: Any) -> bool:
@@ -66,7 +74,7 @@ FUTURE_TIMESTAMP_ALLOWANCE = timedelta(days=1)
 
 
 def _timestamp(value: Any) -> datetime:
-    if not isinstance(value, str) or not _RFC3339.match(value):
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
         raise PydanticCustomError(
             "INVALID_TIMESTAMP",
             "must be an RFC 3339 timestamp with an offset, e.g. '2026-11-30T12:00:00Z'",

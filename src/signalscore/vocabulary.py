@@ -24,6 +24,13 @@ LIST_MODES: tuple[str, ...] = get_args(ListMode)
 MAX_EXACT_INT = 2**53
 
 
+# The end of a pattern shared by the server and the OpenAPI document. Python's `$` also
+# matches before a final newline; JSON Schema's (ECMA 262) does not. With the lookahead both
+# mean "the end of the text", and generators that read the document in Python (Schemathesis)
+# produce what the server accepts.
+PATTERN_END = r"(?!\n)$"
+
+
 def sql_in(column: str, values: tuple[str, ...]) -> str:
     """`column IN ('a', 'b')` for a CHECK constraint over one of the lists above."""
     return f"{column} IN ({', '.join(repr(v) for v in values)})"

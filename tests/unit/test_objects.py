@@ -13,7 +13,7 @@ from signalscore.objects import DOMAIN_MESSAGE, normalize_object_id
     [
         ("acme.com", "acme.com"),
         ("Acme.COM.", "acme.com"),
-        ("  sub.Acme.co.uk ", "sub.acme.co.uk"),
+        ("sub.Acme.co.uk", "sub.acme.co.uk"),
         ("localhost", "localhost"),
         ("a-b.c0", "a-b.c0"),
         ("x" * 63 + ".com", "x" * 63 + ".com"),
@@ -40,6 +40,8 @@ def test_domains(raw: str, expected: str) -> None:
         "acme.com..",
         "ac_me.com",
         "ümlaut.de",
+        "  sub.acme.co.uk ",  # ids are not trimmed: surrounding whitespace is an error
+        "acme.com\n",
     ],
 )
 def test_bad_domains(raw: str) -> None:
@@ -57,7 +59,6 @@ def test_bad_domains(raw: str) -> None:
         "http://uk.linkedin.com/in/janedoe",
         "www.linkedin.com/in/janedoe/",
         "https://linkedin.com/in/JANEDOE#experience",
-        "  linkedin.com/in/janedoe  ",
     ],
 )
 def test_linkedin_urls(raw: str) -> None:
@@ -76,6 +77,9 @@ def test_linkedin_urls(raw: str) -> None:
         "ftp://linkedin.com/in/jane",
         "janedoe",
         "https://abc.linkedin.com/in/jane",
+        "  linkedin.com/in/janedoe  ",
+        "linkedin.com/in/janedoe\n",
+        "lin\u212aedin.com/in/jane",  # the Kelvin sign is not a "k"
     ],
 )
 def test_bad_linkedin_urls(raw: str) -> None:

@@ -14,7 +14,7 @@ from signalscore.assignments.schemas import (
     ObjectIdBatch,
 )
 from signalscore.body import V1Route
-from signalscore.deps import CurrentOrgId, DatabaseDep
+from signalscore.deps import CurrentOrgId, DatabaseDep, ObjectIdQuery
 from signalscore.errors import error_responses
 from signalscore.ids import uuid_or_404
 from signalscore.objects import normalize_object_ids
@@ -30,7 +30,7 @@ def list_assignments(
     org_id: CurrentOrgId,
     db: DatabaseDep,
     objectType: Annotated[ObjectType, Query()],
-    objectId: Annotated[str, Query(min_length=1, max_length=500)],
+    objectId: ObjectIdQuery,
 ) -> list[Assignment]:
     """Every profile the object is assigned to, ordered by `assignedAt`."""
     [object_id] = normalize_object_ids(objectType, [objectId], field="objectId")

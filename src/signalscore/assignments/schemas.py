@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
+from signalscore.objects import object_id_variants
 from signalscore.schemas import RequestModel, ResponseModel
 from signalscore.signals.schemas import normalized_object_id
 from signalscore.vocabulary import ObjectType
@@ -15,6 +16,8 @@ MAX_OBJECT_IDS_PER_CALL = 500
 
 
 class AssignmentCreate(RequestModel):
+    model_config = ConfigDict(json_schema_extra=object_id_variants("objectId"))
+
     profileId: uuid.UUID
     objectType: ObjectType
     objectId: str = Field(
@@ -28,6 +31,8 @@ class AssignmentCreate(RequestModel):
 
 class ObjectIdBatch(RequestModel):
     """`objectIds` are normalised by the service, which lists every bad one as `objectIds[i]`."""
+
+    model_config = ConfigDict(json_schema_extra=object_id_variants("objectIds", many=True))
 
     objectType: ObjectType
     objectIds: list[str] = Field(

@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from signalscore.errors import FieldError, Problems
-from signalscore.schemas import MAX_POINTS, is_finite_number
+from signalscore.schemas import MAX_POINTS, NAME_PATTERN, is_finite_number
 from signalscore.vocabulary import LIST_MODES
 
 MAX_RANGES = 50
@@ -27,6 +27,64 @@ _SHAPE_EXAMPLE = {
     "list": '{"choices": {"Salesforce": 10}, "mode": "additive"}',
 }
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+_POINTS_SCHEMA = {"type": "number", "minimum": -MAX_POINTS, "maximum": MAX_POINTS}
+_BOUND_SCHEMA = {"anyOf": [{"type": "number"}, {"type": "null"}]}
+
+# The JSON Schema of `pointValues`: one shape per kind of answer type. What it cannot state,
+# the validator below checks: that the shape fits the template's answer type, `min < max`,
+# that ranges do not overlap, and that choices are unique ignoring case.
+POINT_VALUES_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {
+            "title": "boolean",
+            "type": "object",
+            "properties": {"true": _POINTS_SCHEMA, "false": _POINTS_SCHEMA},
+            "additionalProperties": False,
+            "minProperties": 1,
+        },
+        {
+            "title": "number, percentage, currency",
+            "type": "object",
+            "properties": {
+                "ranges": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": MAX_RANGES,
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "min": _BOUND_SCHEMA,
+                            "max": _BOUND_SCHEMA,
+                            "points": _POINTS_SCHEMA,
+                        },
+                        "required": ["points"],
+                        "additionalProperties": False,
+                    },
+                }
+            },
+            "required": ["ranges"],
+            "additionalProperties": False,
+        },
+        {
+            "title": "list",
+            "type": "object",
+            "properties": {
+                "choices": {
+                    "type": "object",
+                    "minProperties": 1,
+                    "maxProperties": MAX_CHOICES,
+                    "propertyNames": {"pattern": NAME_PATTERN},
+                    "additionalProperties": _POINTS_SCHEMA,
+                },
+                "mode": {"type": "string", "enum": list(LIST_MODES)},
+            },
+            "required": ["choices"],
+            "additionalProperties": False,
+        },
+    ]
+}
 
 
 def shape_of(answer_type: str) -> str:

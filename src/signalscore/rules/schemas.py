@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import Field, WithJsonSchema
 
+from signalscore.rules.point_values import POINT_VALUES_SCHEMA
 from signalscore.schemas import RequestModel, ResponseModel
+from signalscore.signals.schemas import TemplateRef
 from signalscore.vocabulary import AnswerType, Dimension
 
 
 class RuleUpsert(RequestModel):
-    signalTemplateId: str = Field(min_length=1, max_length=100)
+    signalTemplateId: TemplateRef
     dimension: Dimension
     answerType: AnswerType = Field(
         description="Must match the referenced signal template's answer type; a mismatch is "
         "a 422 INVALID_POINT_VALUES at write time rather than a silent compute failure later."
     )
-    pointValues: dict[str, Any] = Field(
+    pointValues: Annotated[dict[str, Any], WithJsonSchema(POINT_VALUES_SCHEMA)] = Field(
         description='Exactly one shape, by answer type. boolean: `{"true": 20, "false": -5}`; '
         'number/percentage/currency: `{"ranges": [{"min": 0, "max": 500, "points": 15}]}` '
         "(min inclusive, max exclusive, either may be null for an open end); list: "

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Response
 
 from signalscore.body import V1Route
 from signalscore.db.tables import score_results
-from signalscore.deps import CurrentOrgId, DatabaseDep
+from signalscore.deps import CurrentOrgId, DatabaseDep, ObjectIdsQuery
 from signalscore.objects import normalize_object_ids
 from signalscore.responses import bounded_json_list
 from signalscore.scores.schemas import ScoreRow
@@ -26,16 +26,7 @@ def read_scores(
     org_id: CurrentOrgId,
     db: DatabaseDep,
     objectType: Annotated[ObjectType, Query()],
-    object_ids: Annotated[
-        list[str],
-        Query(
-            alias="objectId",
-            min_length=1,
-            max_length=100,
-            description="Repeatable (1-100). For company the domain; for contact the "
-            "LinkedIn profile URL.",
-        ),
-    ],
+    object_ids: ObjectIdsQuery,
     profileId: Annotated[uuid.UUID | None, Query()] = None,
     dimension: Annotated[Dimension | None, Query()] = None,
 ) -> Response:

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 
 from signalscore.body import V1Route
-from signalscore.deps import CurrentOrgId, DatabaseDep
+from signalscore.deps import CurrentOrgId, DatabaseDep, ObjectIdsQuery
 from signalscore.errors import error_responses
 from signalscore.objects import normalize_object_ids
 from signalscore.responses import bounded_json_list
@@ -23,18 +23,6 @@ from signalscore.signals.schemas import (
 from signalscore.vocabulary import ObjectType
 
 router = APIRouter(prefix="/v1/signals", tags=["signals"], route_class=V1Route)
-
-MAX_OBJECT_IDS_PER_READ = 100
-
-ObjectIdsQuery = Annotated[
-    list[str],
-    Query(
-        alias="objectId",
-        min_length=1,
-        max_length=MAX_OBJECT_IDS_PER_READ,
-        description="Repeatable (1-100). For company the domain; for contact the LinkedIn URL.",
-    ),
-]
 
 
 @router.get("/templates", response_model=list[Template])

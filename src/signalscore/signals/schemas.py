@@ -6,22 +6,31 @@ import re
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, SkipValidation, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    SkipValidation,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from signalscore.errors import FieldProblem
-from signalscore.objects import normalize_object_id
+from signalscore.objects import normalize_object_id, object_id_variants
 from signalscore.schemas import Description, Name, RequestModel, ResponseModel, Timestamp
-from signalscore.vocabulary import AnswerType, ObjectType
+from signalscore.signals.value_types import VALUE_SCHEMA
+from signalscore.vocabulary import PATTERN_END, AnswerType, ObjectType
 
 MAX_VALUES_PER_WRITE = 1000
 
-TEMPLATE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
+TEMPLATE_ID_RE = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9_.:-]{{0,99}}{PATTERN_END}")
 
 
 def _template_id(value: str) -> str:
-    if not TEMPLATE_ID_RE.match(value):
+    if not TEMPLATE_ID_RE.fullmatch(value):
         raise PydanticCustomError(
             "INVALID_TEMPLATE_ID",
             "'id' must be 1-100 characters of letters, digits, '_', '.', ':' or '-', "
@@ -30,7 +39,13 @@ def _template_id(value: str) -> str:
     return value
 
 
-TemplateId = Annotated[str, AfterValidator(_template_id), Field(pattern=TEMPLATE_ID_RE.pattern)]
+TEMPLATE_ID_SCHEMA = {"type": "string", "pattern": TEMPLATE_ID_RE.pattern}
+TemplateId = Annotated[str, AfterValidator(_template_id), WithJsonSchema(TEMPLATE_ID_SCHEMA)]
+# A reference to a template: any text is accepted and an id that names no template (whatever
+# its shape) is 422 TEMPLATE_NOT_FOUND; the document states the shape ids have.
+TemplateRef = Annotated[
+    str, Field(min_length=1, max_length=100), WithJsonSchema(TEMPLATE_ID_SCHEMA)
+]
 
 
 def _refuse_change(field: str, what: str) -> PydanticCustomError:
@@ -97,16 +112,19 @@ def normalized_object_id(value: str, info: ValidationInfo) -> str:
 
 
 class SignalValueIn(RequestModel):
+    model_config = ConfigDict(json_schema_extra=object_id_variants("objectId"))
+
     objectType: ObjectType
     objectId: str = Field(
         min_length=1,
         max_length=500,
         description="For company, the domain; for contact, the LinkedIn profile URL.",
     )
-    signalTemplateId: str = Field(min_length=1, max_length=100)
-    value: Any = Field(
+    signalTemplateId: TemplateRef
+    value: Annotated[Any, WithJsonSchema(VALUE_SCHEMA)] = Field(
         description="boolean: true/false; number/currency: finite number; percentage: 0-100; "
-        "list: array of 0-100 strings (1-200 characters). `null` deletes the value."
+        "list: array of 0-100 strings (1-200 characters after trimming). `null` deletes the "
+        "value. Which of these fits depends on the template's answer type."
     )
     observedAt: Timestamp | None = Field(
         default=None, description="RFC 3339 with offset; defaults to the time of the write."

@@ -59,7 +59,7 @@ def list_templates(conn: Connection, org_id: str, object_type: str | None) -> li
 
 
 def get_template(conn: Connection, org_id: str, template_id: str) -> Template:
-    if not TEMPLATE_ID_RE.match(template_id):  # cannot exist; never reaches the database
+    if not TEMPLATE_ID_RE.fullmatch(template_id):  # cannot exist; never reaches the database
         raise _template_not_found(template_id)
     row = (
         conn.execute(
@@ -121,7 +121,7 @@ def patch_template(
     SQLite's write transaction already excludes other writers), so concurrent PATCHes apply
     one after the other and each compares with, and answers, the template as the previous one
     left it. The lock does not block value or rule writes, which only key-share the row."""
-    if not TEMPLATE_ID_RE.match(template_id):  # cannot exist; never reaches the database
+    if not TEMPLATE_ID_RE.fullmatch(template_id):  # cannot exist; never reaches the database
         raise _template_not_found(template_id)
     row = (
         conn.execute(

@@ -5,11 +5,26 @@ from __future__ import annotations
 from typing import Any
 
 from signalscore.errors import FieldProblem
-from signalscore.schemas import is_finite_number
+from signalscore.schemas import NAME_PATTERN, is_finite_number
 from signalscore.vocabulary import MAX_EXACT_INT
 
 MAX_LIST_ITEMS = 100
 MAX_LIST_ITEM_LENGTH = 200
+
+
+# The JSON Schema of a value: one of these, by the template's answer type.
+VALUE_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "boolean"},
+        {"type": "number"},
+        {
+            "type": "array",
+            "maxItems": MAX_LIST_ITEMS,
+            "items": {"type": "string", "pattern": NAME_PATTERN},
+        },
+        {"type": "null"},
+    ]
+}
 
 
 def _number(value: Any) -> int | float:
