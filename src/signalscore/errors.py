@@ -212,14 +212,6 @@ class InternalError(AppError):
     pass
 
 
-class DispatchFailed(AppError):
-    status = 502
-    type = "UPSTREAM"
-    code = "DISPATCH_FAILED"
-    default_error_code = "DISPATCH_FAILED"
-    error_action = "RETRY"
-
-
 class Unavailable(AppError):
     status = 503
     type = "UNAVAILABLE"

@@ -42,10 +42,6 @@ def load_json(text: str | bytes) -> Any:
     return json.loads(text, parse_int=_json_int)
 
 
-def is_sqlite(engine: Engine) -> bool:
-    return engine.dialect.name == "sqlite"
-
-
 def create_db_engine(url: str, *, connect_timeout: float = 5.0, pool_size: int = 10) -> Engine:
     """An Engine configured for this service on either backend."""
     parsed = normalize_database_url(url)
