@@ -23,6 +23,12 @@ def _norm(text: str) -> str:
     return text.strip().casefold()
 
 
+def _bounded(text: str) -> str:
+    """matchedValue is at most 200 characters (code points): a longer text keeps its first 199
+    and ends with "…" (U+2026 HORIZONTAL ELLIPSIS)."""
+    return text if len(text) <= 200 else text[:199] + "\N{HORIZONTAL ELLIPSIS}"
+
+
 def _exact_sum(points: Sequence[int | float]) -> int | float:
     total = sum((Fraction(p) for p in points), Fraction(0))
     if all(type(p) is int for p in points):
@@ -68,6 +74,12 @@ def _max_points(rule: Rule) -> int | float:
 
 def _evaluate(rule: Rule, value: Any) -> tuple[str | None, int | float]:
     """(matchedValue, pointsEarned) of one rule for one value; (None, 0) when no value."""
+    matched, points = _evaluate_unbounded(rule, value)
+    return (None if matched is None else _bounded(matched)), points
+
+
+def _evaluate_unbounded(rule: Rule, value: Any) -> tuple[str | None, int | float]:
+    """``_evaluate`` before matchedValue is cut to its 200 characters."""
     pv = rule.point_values
     if rule.answer_type == "boolean":
         if value is True:

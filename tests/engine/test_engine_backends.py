@@ -15,7 +15,16 @@ from typing import Any
 
 import pytest
 
-from signalscore.engine import BACKENDS, Backend, Rule, compile_profile
+from signalscore.engine import (
+    BACKENDS,
+    MAX_MATCHED_VALUE_CHARS,
+    Backend,
+    Rule,
+    _native,
+    _native_plan,
+    compile_profile,
+)
+from signalscore.engine._rules import NormalizedStrings, compile_rule
 
 PROFILE = [
     Rule("employees", "employees", "fit", "number",
@@ -59,6 +68,19 @@ def test_the_native_loop_is_built_and_the_default() -> None:
     assert compile_profile(PROFILE, "python").backend == "python"
     with pytest.raises(ValueError, match="unknown engine backend"):
         compile_profile(PROFILE, "fortran")  # type: ignore[arg-type]
+
+
+def test_the_c_loop_takes_the_matched_value_bound_from_its_plan() -> None:
+    """The limit and the ellipsis are defined once (``_rules``); the plan hands them to C."""
+    rule = Rule("l", "l", "fit", "list", {"choices": {"A": 1}})
+    helpers, slots, dims = _native_plan.build_plan([("fit", [compile_rule(rule)])])
+    assert helpers[-2:] == (MAX_MATCHED_VALUE_CHARS, "\N{HORIZONTAL ELLIPSIS}")
+    other = _native.Scorer(((*helpers[:-2], 5, "~~"), slots, dims))
+    results = other.score_batch([{"l": ["abcdef"]}, {"l": ["abcde"]}], NormalizedStrings())
+    assert [r["fit"].contributions[0]["matchedValue"] for r in results] == ["abc~~", "abcde"]
+    for bad in [(200, 1), (200, b"..."), (0, "..."), (-1, "")]:
+        with pytest.raises(ValueError, match="ellipsis"):
+            _native.Scorer(((*helpers[:-2], *bad), slots, dims))
 
 
 def test_unusual_value_types_score_like_their_plain_forms() -> None:
@@ -134,11 +156,12 @@ def test_many_batches_do_not_leak(backend: Backend) -> None:
     profile = compile_profile(PROFILE, backend)
     values: list[dict[str, Any]] = [
         {
-            "employees": 120 + i,
+            # Every third object's texts pass matchedValue's 200 characters and are cut.
+            "employees": 10**250 + i if i % 3 == 0 else 120 + i,
             "revenue": 1.5e6 + i / 7,
             "growth": float("nan") if i % 9 == 0 else i - 20.5,
             "b2b": i % 2 == 0,
-            "crm": ["HubSpot", f" salesforce{i % 3} "],
+            "crm": ["HubSpot", f" salesforce{i % 3} ", *(["Zoho" * 50] * 40 if i % 3 == 0 else [])],
             "industry": ("Software", "FINTECH"),
             "sales_tools": [],
         }

@@ -1,4 +1,5 @@
-"""Hand-written cases: each mode's edges, clamping, empty profiles and exact matchedValue text."""
+"""Hand-written cases: each mode's edges, clamping, empty profiles and exact matchedValue text
+(including its 200-character bound)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from typing import Any, NamedTuple
 import pytest
 
 from signalscore.engine import (
+    MAX_MATCHED_VALUE_CHARS,
     Backend,
     InvalidRuleError,
     Rule,
+    bound_matched_value,
     compile_profile,
     format_number,
     score_object,
@@ -62,6 +65,15 @@ class Case(NamedTuple):
 HEADCOUNT = ranges((None, 100, 5), (100, 1000, 15), (1000, None, 25))
 CRM = {"Salesforce": 10, "HubSpot": 8, "Pipedrive": -4}
 ABSENT = object()  # the template has no key in the object's values
+
+# The matchedValue bound: at most 200 characters (code points); a longer text is its first 199
+# followed by "…" (U+2026). The expected texts below are spelled out, not computed by the rule.
+ELL = "\N{HORIZONTAL ELLIPSIS}"
+A99, B99, B100 = "a" * 99, "b" * 99, "b" * 100  # "A99, B99" is 200 characters, "A99, B100" 201
+# 100 items of 200 characters (the API's largest list answer): 20,198 characters joined.
+MANY = [f"{i:03d}" + "z" * 197 for i in range(100)]
+MANY_CUT = "000" + "z" * 196 + ELL
+SMILE = "\N{GRINNING FACE}"  # 😀: one code point, 4 bytes of UTF-8, 2 UTF-16 units
 
 CASES: dict[str, Case] = {
     # boolean
@@ -188,6 +200,105 @@ CASES: dict[str, Case] = {
     ),
     "exact-match subset": Case(choices({"A": 5, "B": 7}, "exact-match"), ["A"], "A", 0, 12, 0.0),
     "exact-match empty list": Case(choices({"A": 5}, "exact-match"), [], "", 0, 5, 0.0),
+    # matchedValue bound (200 characters, then "…"): the points still come from the whole list
+    "bound: joined text of exactly 200 is unchanged": Case(
+        choices({A99: 3, "Zed": 5}), [A99, B99], A99 + ", " + B99, 3, 8, 37.5
+    ),
+    "bound: joined text of 201 is cut to 199 and an ellipsis": Case(
+        choices({B100: 4}), [A99, B100], A99 + ", " + "b" * 98 + ELL, 4, 4, 100.0
+    ),
+    "bound: cut just after the separator's comma": Case(
+        choices({"B": 2}), ["a" * 198, "b"], "a" * 198 + "," + ELL, 2, 2, 100.0
+    ),
+    "bound: single item of 200 is unchanged": Case(
+        choices({"x" * 200: 6, "Other": 9}, "best-match"), ["X" * 200], "X" * 200, 6, 9, 66.67
+    ),
+    "bound: single item of 201 is cut": Case(
+        choices({"y" * 201: 6}, "best-match"), ["y" * 201], "y" * 199 + ELL, 6, 6, 100.0
+    ),
+    "bound: 100 items of 200, additive, match far past the cut": Case(
+        choices({MANY[99]: 10, MANY[50]: 5, "Nope": 1}), MANY, MANY_CUT, 15, 16, 93.75
+    ),
+    "bound: 100 items of 200, best-match": Case(
+        choices({MANY[98]: 7, MANY[99]: 9}, "best-match"), MANY, MANY_CUT, 9, 9, 100.0
+    ),
+    "bound: 100 items of 200, contains-all": Case(
+        choices({MANY[0]: 2, MANY[99]: 3}, "contains-all"), MANY, MANY_CUT, 5, 5, 100.0
+    ),
+    "bound: 100 items of 200, contains-none hit past the cut": Case(
+        choices({MANY[99]: 4}, "contains-none"), MANY, MANY_CUT, 0, 4, 0.0
+    ),
+    "bound: 100 items of 200, contains-none": Case(
+        choices({"Nope": 4}, "contains-none"), MANY, MANY_CUT, 4, 4, 100.0
+    ),
+    "bound: 100 items of 200, exact-match": Case(
+        choices(dict.fromkeys(MANY, 1), "exact-match"),
+        MANY[::-1],
+        "099" + "z" * 196 + ELL,
+        100,
+        100,
+        100.0,
+    ),
+    "bound: multi-byte letters around the cut": Case(
+        choices({"Q": 1}),
+        ["a" * 197 + "€é" + SMILE + "ü"],
+        "a" * 197 + "€é" + ELL,
+        0,
+        1,
+        0.0,
+    ),
+    "bound: astral character kept just before the cut": Case(
+        choices({"Q": 1}), ["a" * 198 + SMILE + SMILE + "c"], "a" * 198 + SMILE + ELL, 0, 1, 0.0
+    ),
+    "bound: 200 astral characters are unchanged (800 bytes)": Case(
+        choices({SMILE * 200: 3}, "exact-match"), [SMILE * 200], SMILE * 200, 3, 3, 100.0
+    ),
+    "bound: 201 astral characters are cut": Case(
+        choices({SMILE: 3}),
+        [SMILE * 101, SMILE * 98],
+        SMILE * 101 + ", " + SMILE * 96 + ELL,
+        0,
+        3,
+        0.0,
+    ),
+    "bound: CJK text": Case(
+        choices({"日本": 2}, "contains-all"),
+        ["日本", "語" * 300],
+        "日本, " + "語" * 195 + ELL,
+        2,
+        2,
+        100.0,
+    ),
+    "bound: by code point, so a letter may lose its combining mark": Case(
+        choices({"Q": 1}), ["a" * 198 + "e\u0301x"], "a" * 198 + "e" + ELL, 0, 1, 0.0
+    ),
+    "bound: tuple answer": Case(
+        choices({A99: 3}), (A99, B100), A99 + ", " + "b" * 98 + ELL, 3, 3, 100.0
+    ),
+    "bound: range text of exactly 200 is unchanged": Case(
+        HEADCOUNT, 10**191, "1" + "0" * 191 + " (≥1000)", 25, 25, 100.0
+    ),
+    "bound: range text of 201 is cut inside the label": Case(
+        HEADCOUNT, 10**192, "1" + "0" * 192 + " (≥100" + ELL, 25, 25, 100.0
+    ),
+    "bound: range 200 with the longest label": Case(
+        ranges((0, 100, 5)), 10**188, "1" + "0" * 188 + " (no range)", 0, 5, 0.0
+    ),
+    "bound: range 201 with the longest label": Case(
+        ranges((0, 100, 5)), 10**189, "1" + "0" * 189 + " (no rang" + ELL, 0, 5, 0.0
+    ),
+    "bound: range with a long label": Case(
+        ranges((None, 10**250, 2)), 5, "5 (<1" + "0" * 194 + ELL, 2, 2, 100.0
+    ),
+    "bound: float text with a long label": Case(
+        ranges((None, 10**185, 2)),
+        -2.2250738585072014e-308,
+        "-2.2250738585072014e-308 (<1" + "0" * 171 + ELL,
+        2,
+        2,
+        100.0,
+    ),
+    "bound: boolean text is short": Case(boolean({"true": 1}), True, "true", 1, 1, 100.0),
     # float points
     "float points exact sum": Case(
         choices({"A": 0.1, "B": 0.2}, "contains-all"),
@@ -388,3 +499,48 @@ def test_format_number(number: int | float, text: str) -> None:
 def test_invalid_rules_are_rejected(rule: Rule, backend: Backend) -> None:
     with pytest.raises(InvalidRuleError):
         compile_profile([rule], backend)
+
+
+def test_matched_value_bound_is_200_characters() -> None:
+    assert MAX_MATCHED_VALUE_CHARS == 200
+    assert bound_matched_value("") == ""
+    assert bound_matched_value("x" * 200) == "x" * 200
+    assert bound_matched_value("x" * 201) == "x" * 199 + ELL
+    assert bound_matched_value(SMILE * 1000) == SMILE * 199 + ELL
+    for length in (0, 1, 199, 200, 201, 202, 1000, 20_198):
+        text = "é" * length
+        cut = bound_matched_value(text)
+        assert len(cut) == min(length, 200)
+        assert (cut == text) if length <= 200 else (cut == text[:199] + ELL)
+
+
+def test_every_matched_value_is_bounded_in_a_batch(backend: Backend) -> None:
+    """One profile, all rule kinds sharing templates, many objects: every matchedValue of every
+    row is at most 200 characters, and the list text is cut once for all the rules of its
+    template."""
+    rules = [
+        choices({MANY[99]: 1}, rid="a", tid="l"),
+        choices({MANY[0]: 2}, "best-match", rid="b", tid="l", dim="urgency"),
+        choices({MANY[1]: 3}, "contains-none", rid="c", tid="l"),
+        HEADCOUNT._replace(id="d", signal_template_id="n"),
+        ranges((0, 10**300, 1), rid="e", tid="n", dim="urgency"),
+        boolean({"true": 1}, rid="f", tid="b"),
+    ]
+    objects: list[dict[str, Any]] = [
+        {"l": MANY[: i % 7] * (i % 3), "n": 10 ** (i % 250), "b": i % 2 == 0} for i in range(300)
+    ]
+    results = compile_profile(rules, backend).score_many(objects)
+    texts = [
+        c["matchedValue"]
+        for result in results
+        for dimension in result.values()
+        for c in dimension.contributions
+    ]
+    assert len(texts) == 300 * 6
+    assert max(len(t) for t in texts if t is not None) == 200
+    assert sum(t is not None and t.endswith(ELL) for t in texts) > 300
+    for result, values in zip(results, objects, strict=True):
+        joined = ", ".join(values["l"])
+        contributions = [c for d in result.values() for c in d.contributions]
+        list_texts = {c["matchedValue"] for c in contributions if c["ruleId"] in ("a", "b", "c")}
+        assert list_texts == {joined if len(joined) <= 200 else joined[:199] + ELL}

@@ -11,7 +11,16 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from signalscore.engine import Backend, DimensionResult, Rule, compile_profile, score_object
+from signalscore.engine import (
+    MAX_MATCHED_VALUE_CHARS,
+    Backend,
+    DimensionResult,
+    Rule,
+    compile_profile,
+    format_number,
+    score_object,
+)
+from signalscore.engine._codegen import FLOAT_TEXT_MAX
 
 Reference = Callable[[Sequence[Rule], Mapping[str, Any]], dict[str, dict[str, Any]]]
 
@@ -19,6 +28,14 @@ SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[Heal
 
 TEMPLATES = ["t0", "t1", "t2", "t3", "t4", "t5"]
 VOCABULARY = ["Salesforce", "HubSpot", "Pipedrive", "Zoho", "Close", "Straße", "STRASSE", "é"]
+# Items long enough that a few of them pass matchedValue's 200-character bound, with multi-byte
+# and astral characters near where the cut falls.
+LONG_WORDS = [
+    "Salesforce" * 20,  # 200
+    "é" * 150 + "\N{GRINNING FACE}" * 49,  # 199
+    "日本語" * 66 + "\N{GRINNING FACE}",  # 199
+    "x" * 98,  # two of them and the separator: exactly 198
+]
 MODES = ["additive", "best-match", "contains-all", "contains-none", "exact-match"]
 NUMERIC_TYPES = ["number", "percentage", "currency"]
 
@@ -32,7 +49,7 @@ points = st.one_of(
 bounds = st.one_of(
     st.integers(-1000, 1000),
     st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False),
-    st.sampled_from([0, 0.5, 100, 100.0, 1e15, 1e16, 2.5e16]),
+    st.sampled_from([0, 0.5, 100, 100.0, 1e15, 1e16, 2.5e16, 10**190]),  # long labels too
 )
 
 
@@ -64,7 +81,8 @@ def range_point_values(draw: st.DrawFn) -> dict[str, Any]:
 
 @st.composite
 def list_point_values(draw: st.DrawFn) -> dict[str, Any]:
-    words = draw(st.lists(st.sampled_from(VOCABULARY), min_size=1, max_size=5, unique=True))
+    vocabulary = VOCABULARY if draw(st.integers(0, 3)) else [*VOCABULARY, *LONG_WORDS]
+    words = draw(st.lists(st.sampled_from(vocabulary), min_size=1, max_size=5, unique=True))
     choices = {
         _spelling(draw, w) if draw(st.integers(0, 5)) == 0 else w: draw(points) for w in words
     }
@@ -114,8 +132,15 @@ def _value_for(draw: st.DrawFn, rules: Sequence[Rule], template: str) -> Any:
     if kind == "boolean":
         return draw(st.booleans())
     if kind == "list":
-        words = draw(st.lists(st.sampled_from([*VOCABULARY, "Other", "x"]), max_size=6))
-        return [_spelling(draw, w) for w in words]
+        if draw(st.integers(0, 3)):
+            words = draw(st.lists(st.sampled_from([*VOCABULARY, "Other", "x"]), max_size=6))
+        else:  # long answers, so that matchedValue's 200-character cut is exercised
+            vocabulary = st.sampled_from([*VOCABULARY, *LONG_WORDS])
+            words = draw(st.lists(vocabulary, max_size=draw(st.sampled_from([4, 12, 100]))))
+        items = [_spelling(draw, w) for w in words]
+        if draw(st.integers(0, 7)) == 0:  # any text, cut anywhere
+            items.insert(draw(st.integers(0, len(items))), draw(st.text(max_size=260)))
+        return items
     # Numbers, often exactly on a range boundary (as int or float) or just beside it.
     edges = [
         b
@@ -125,7 +150,12 @@ def _value_for(draw: st.DrawFn, rules: Sequence[Rule], template: str) -> Any:
         for b in (rng.get("min"), rng.get("max"))
         if b is not None
     ]
-    choices = [st.integers(-2000, 2000), bounds, st.floats(allow_nan=False)]
+    choices = [
+        st.integers(-2000, 2000),
+        bounds,
+        st.floats(allow_nan=False),
+        st.integers(10**185, 10**195),  # numbers whose text passes the 200-character bound
+    ]
     if edges:
         edge = st.sampled_from(edges)
         choices += [
@@ -134,7 +164,7 @@ def _value_for(draw: st.DrawFn, rules: Sequence[Rule], template: str) -> Any:
             edge.map(lambda b: math.nextafter(float(b), math.inf)),
             edge.map(lambda b: math.nextafter(float(b), -math.inf)),
         ]
-        return draw(st.one_of(*choices[3:], *choices[:3]))
+        return draw(st.one_of(*choices[4:], *choices[:4]))
     return draw(st.one_of(*choices))
 
 
@@ -179,6 +209,8 @@ def _assert_agrees(
             assert got[key] == want[key], (dimension, key)
         assert got["totalRules"] == want["totalRules"]
         for contribution in got["contributions"]:
+            text = contribution["matchedValue"]
+            assert text is None or len(text) <= MAX_MATCHED_VALUE_CHARS
             assert list(contribution) == [
                 "ruleId",
                 "signalTemplateId",
@@ -265,3 +297,10 @@ def test_sums_do_not_depend_on_rule_order(
             assert a[dimension].earned == b[dimension].earned
             assert a[dimension].max_possible == b[dimension].max_possible
             assert a[dimension].score == b[dimension].score
+
+
+@given(st.floats())
+def test_no_float_text_is_longer_than_float_text_max(number: float) -> None:
+    """The Python loop relies on this bound to skip measuring a float's matchedValue."""
+    assert len(format_number(number)) <= FLOAT_TEXT_MAX
+    assert len(format_number(-2.2250738585072014e-308)) == FLOAT_TEXT_MAX

@@ -46,6 +46,14 @@ Decisions where SPEC §6 is silent
       rule's choices. Two choices with the same normal form (the API rejects that) each count.
       ``matchedValue`` joins the answer's values as stored (not normalised) with ``", "``; an
       empty list is a value (coverage counts it) whose ``matchedValue`` is ``""``.
+    - ``matchedValue`` is at most ``MAX_MATCHED_VALUE_CHARS`` (200) characters, counted as
+      Python ``len`` does (code points, so at most 800 bytes of UTF-8). A longer text (in
+      practice a list rule's joined answer, but the bound holds for every rule type) becomes
+      its first 199 characters followed by ``"…"`` (U+2026), 200 characters in all; a text of
+      200 characters or fewer is unchanged. Without the bound one list answer (up to 100 items
+      of 200 characters) would put ~20 KB into every contribution that mentions it, twice per
+      score row with ``previousContributions``. The cut is by code point: it never splits an
+      astral character such as "😀", but may separate a combining mark from its base letter.
     - ``maxPoints`` of the all-or-nothing list modes (contains-all, contains-none, exact-match)
       is ``max(sum of all choice points, 0)``: the most such a rule can earn. best-match:
       ``max(largest choice points, 0)``; additive: the sum of the positive choice points.
@@ -82,10 +90,16 @@ from signalscore.engine._profile import (
     compile_profile,
     score_object,
 )
-from signalscore.engine._rules import InvalidRuleError, normalize_choice
+from signalscore.engine._rules import (
+    MAX_MATCHED_VALUE_CHARS,
+    InvalidRuleError,
+    bound_matched_value,
+    normalize_choice,
+)
 
 __all__ = [
     "BACKENDS",
+    "MAX_MATCHED_VALUE_CHARS",
     "Backend",
     "CompiledProfile",
     "Contribution",
@@ -94,6 +108,7 @@ __all__ = [
     "Rule",
     "SignalValue",
     "SignalValues",
+    "bound_matched_value",
     "compile_profile",
     "format_number",
     "normalize_choice",

@@ -4,9 +4,9 @@ Scoring 20 rules per object in plain Python is dominated by interpreter overhead
 call, a loop step and a few list appends per (object, rule) cost more than the rule itself.
 So a profile is compiled into the source of a single function with one loop over the objects
 and every rule unrolled inside it: each template's value is fetched and prepared once (the
-number's text, the list's normalised set and joined text), each rule is a few inline
-operations on local variables, and per-dimension sums, coverage counters and contribution
-lists are built from locals.
+number's text, the list's normalised set and joined text, that text already cut to
+``MAX_MATCHED_VALUE_CHARS``), each rule is a few inline operations on local variables, and
+per-dimension sums, coverage counters and contribution lists are built from locals.
 
 The source never contains user data. Rule ids, template ids, choices and points live in the
 namespace the function is compiled with, under generated names (``K0``, ``TABLE3``, ...); the
@@ -24,11 +24,13 @@ from typing import Any
 from signalscore.engine._model import DimensionResult, SignalValues
 from signalscore.engine._numbers import exact_sum
 from signalscore.engine._rules import (
+    MAX_MATCHED_VALUE_CHARS,
     BooleanRule,
     CompiledRule,
     ListRule,
     NormalizedStrings,
     RangeRule,
+    bound_matched_value,
     max_possible,
     sums_exactly_as_floats,
 )
@@ -37,6 +39,11 @@ BatchScorer = Callable[[Sequence[SignalValues], NormalizedStrings], list[dict[st
 
 #: Floats with an integral value below this magnitude print as integers (see _numbers).
 _INTEGRAL_FLOAT_LIMIT = 1e16
+
+#: The longest text of a float in matchedValue: ``repr`` of a finite float has at most 24
+#: characters (``"-2.2250738585072014e-308"``), ``"nan"``/``"-inf"`` fewer, and an integral
+#: float below 1e16 prints as at most 17 digits and a sign.
+FLOAT_TEXT_MAX = 24
 
 #: Most distinct ``earned`` values whose score a compiled profile remembers per dimension.
 #: With int points there are few distinct sums; with float points the memo simply fills up
@@ -92,6 +99,8 @@ def build_batch_scorer(dimensions: Sequence[tuple[str, Sequence[CompiledRule]]])
         as_list=as_list,
         additive_float_points=additive_float_points,
         LIM=_INTEGRAL_FLOAT_LIMIT,
+        MAXMV=MAX_MATCHED_VALUE_CHARS,
+        bound=bound_matched_value,
         SCORE_MEMO_SIZE=SCORE_MEMO_SIZE,
     )
     out.emit(0, "def score_batch(values_list, memo):")
@@ -103,6 +112,15 @@ def build_batch_scorer(dimensions: Sequence[tuple[str, Sequence[CompiledRule]]])
 
     prepared: dict[tuple[str, str], str] = {}  # (template id, kind) → variable suffix
 
+    # Per numeric template: how long its number's text may be before some rule's matchedValue
+    # (the text and that rule's longest range label) could pass MAX_MATCHED_VALUE_CHARS.
+    room: dict[str, int] = {}
+    for _, rules in dimensions:
+        for rule in rules:
+            if isinstance(rule, RangeRule):
+                left = MAX_MATCHED_VALUE_CHARS - max(len(x) for _, x, _ in rule.intervals)
+                room[rule.signal_template_id] = min(left, room.get(rule.signal_template_id, left))
+
     def prepare(rule: CompiledRule) -> str:
         key = (rule.signal_template_id, rule.kind)
         if key in prepared:
@@ -113,26 +131,32 @@ def build_batch_scorer(dimensions: Sequence[tuple[str, Sequence[CompiledRule]]])
         v = f"v{suffix}"
         out.emit(2, f"{v} = get({k})")
         if rule.kind == "range":
-            # v: int/float or None; s: its text for matchedValue.
+            # v: int/float or None; s: its text for matchedValue; w: whether s plus a label
+            # may be too long for matchedValue (then the rules measure and cut it).
+            fits = out.const("ROOM", room[rule.signal_template_id])
             out.emit(2, f"t = type({v})")
             out.emit(2, f"if t is not int and t is not float and {v} is not None:")
             out.emit(3, f"{v} = as_number({v})")
             out.emit(3, f"t = type({v})")
             out.emit(2, "if t is int:")
-            out.emit(3, f"s{suffix} = str({v})")
+            out.emit(3, f"s{suffix} = str({v}); w{suffix} = len(s{suffix}) > {fits}")
             out.emit(2, "elif t is float:")
             out.emit(
                 3,
                 f"s{suffix} = str(int({v})) if {v}.is_integer() and -LIM < {v} < LIM "
                 f"else repr({v})",
             )
+            # A literal: no float's text is longer than FLOAT_TEXT_MAX.
+            out.emit(3, f"w{suffix} = {room[rule.signal_template_id] < FLOAT_TEXT_MAX}")
         elif rule.kind == "list":
-            # v: list or None; a: normalised set; s: joined text.
+            # v: list or None; a: normalised set; s: joined text, cut to MAXMV characters.
             out.emit(2, f"if {v} is not None and type({v}) is not list:")
             out.emit(3, f"{v} = as_list({v})")
             out.emit(2, f"if {v} is not None:")
             out.emit(3, f"a{suffix} = {{*map(normalized, {v})}}")
             out.emit(3, f"s{suffix} = join({v})")
+            out.emit(3, f"if len(s{suffix}) > MAXMV:")
+            out.emit(4, f"s{suffix} = bound(s{suffix})")
         return suffix
 
     for d_index, (_, rules) in enumerate(dimensions):
@@ -159,7 +183,13 @@ def build_batch_scorer(dimensions: Sequence[tuple[str, Sequence[CompiledRule]]])
                 out.emit(3, f"{e} = 0; {c} = {absent}(); {counter} += 1")
                 out.emit(2, "else:")
                 out.emit(3, f"{e}, x, tm = {table}[bisect({bounds}, {v}) if {v} == {v} else -1]")
-                out.emit(3, f"{c} = tm(); {c}['matchedValue'] = s{suffix} + x")
+                # Measured and cut only when w says it may be needed (bound() returns a
+                # short text unchanged).
+                out.emit(3, f"{c} = tm()")
+                out.emit(
+                    3,
+                    f"{c}['matchedValue'] = bound(s{suffix} + x) if w{suffix} else s{suffix} + x",
+                )
             elif isinstance(rule, ListRule):
                 a = f"a{suffix}"
                 template = out.const("TEMPLATE", rule.template.copy)

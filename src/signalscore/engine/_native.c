@@ -13,7 +13,9 @@
  *
  *   (helpers, slots, dims)
  *   helpers = (DimensionResult, fsum, round, as_number, as_list, additive_float_points,
- *              score_memo_size)
+ *              score_memo_size, max_matched_value_chars, ellipsis)
+ *             every matchedValue longer than max_matched_value_chars code points is cut to
+ *             its first (max - len(ellipsis)) code points + ellipsis (bound_matched_value)
  *   slots   = ((template_id, kind), ...)        kind: 0 raw (boolean), 1 number, 2 list
  *   dims    = ((name, max_possible, int_exact, score_memo, total_rules, rules), ...)
  *   rules   = (0, slot, absent, on_true, on_false, if_true, if_false)          boolean
@@ -97,6 +99,9 @@ typedef struct {
     PyTypeObject *result_type;
     PyObject *fsum, *round, *as_number, *as_list, *additive_float;
     Py_ssize_t memo_size;
+    /* matchedValue bound: longer texts keep their first ``keep`` code points + ellipsis */
+    Py_ssize_t max_matched, keep;
+    PyObject *ellipsis; /* borrowed from the plan */
     Py_ssize_t nslots;
     Slot *slots;
     Py_ssize_t ndims;
@@ -319,7 +324,7 @@ Scorer_init(Scorer *self, PyObject *args, PyObject *kwds)
     PyObject *helpers = PyTuple_GET_ITEM(plan, 0);
     PyObject *slots = PyTuple_GET_ITEM(plan, 1);
     PyObject *dims = PyTuple_GET_ITEM(plan, 2);
-    if (expect_tuple(helpers, 7, "helpers") < 0 || expect_tuple(slots, -1, "slots") < 0 ||
+    if (expect_tuple(helpers, 9, "helpers") < 0 || expect_tuple(slots, -1, "slots") < 0 ||
         expect_tuple(dims, -1, "dimensions") < 0) {
         return -1;
     }
@@ -339,6 +344,18 @@ Scorer_init(Scorer *self, PyObject *args, PyObject *kwds)
     if (PyErr_Occurred()) {
         return -1;
     }
+    self->max_matched = PyLong_AsSsize_t(PyTuple_GET_ITEM(helpers, 7));
+    if (PyErr_Occurred()) {
+        return -1;
+    }
+    self->ellipsis = PyTuple_GET_ITEM(helpers, 8);
+    if (!PyUnicode_CheckExact(self->ellipsis) ||
+        PyUnicode_GET_LENGTH(self->ellipsis) > self->max_matched) {
+        PyErr_SetString(PyExc_ValueError,
+                        "scorer plan: the ellipsis must be a str no longer than the bound");
+        return -1;
+    }
+    self->keep = self->max_matched - PyUnicode_GET_LENGTH(self->ellipsis);
 
     self->nslots = PyTuple_GET_SIZE(slots);
     self->slots = PyMem_Calloc(self->nslots + 1, sizeof(Slot));
@@ -457,6 +474,25 @@ number_text(PyObject *value)
     return PyObject_Repr(value);
 }
 
+/* The matchedValue bound (bound_matched_value): ``text`` itself when it has at most
+ * max_matched code points, else its first ``keep`` code points followed by the ellipsis.
+ * Steals the reference to ``text`` (which may be NULL: an error passes through). */
+static PyObject *
+bound_text(Scorer *self, PyObject *text)
+{
+    if (!text || PyUnicode_GET_LENGTH(text) <= self->max_matched) {
+        return text;
+    }
+    PyObject *head = PyUnicode_Substring(text, 0, self->keep);
+    Py_DECREF(text);
+    if (!head) {
+        return NULL;
+    }
+    PyObject *cut = PyUnicode_Concat(head, self->ellipsis);
+    Py_DECREF(head);
+    return cut;
+}
+
 static int
 prepare_number(Scorer *self, Prepared *p)
 {
@@ -571,7 +607,8 @@ prepare_list(Scorer *self, Prepared *p, PyObject *normalized)
             return -1;
         }
     }
-    p->text = PyUnicode_Join(s_separator, list);
+    /* Joined once and cut once for every rule of this template. */
+    p->text = bound_text(self, PyUnicode_Join(s_separator, list));
     return p->text ? 0 : -1;
 }
 
@@ -840,7 +877,8 @@ score_rule(Scorer *self, Rule *rule, Prepared *prepared, PyObject **points, long
         else if ((index = bisect_right_object(rule->bounds, rule->nbounds, p->value)) < 0) {
             return NULL;
         }
-        PyObject *matched = PyUnicode_Concat(p->text, rule->entry_suffix[index]);
+        PyObject *matched =
+            bound_text(self, PyUnicode_Concat(p->text, rule->entry_suffix[index]));
         if (!matched) {
             return NULL;
         }

@@ -2,7 +2,8 @@
 
 The C loop does only the per-object work. Everything that decides a result is computed here
 and in ``_rules`` once per profile, by the same code the generated Python scorer uses: range
-tables, contribution templates, choice maps, maxPossible and the exact-sum decision. The plan
+tables, contribution templates, choice maps, maxPossible and the exact-sum decision, and the
+``matchedValue`` bound (limit and ellipsis) that ``bound_matched_value`` applies. The plan
 is a nest of tuples whose layout is documented at the top of ``_native.c``.
 """
 
@@ -21,6 +22,8 @@ from signalscore.engine._codegen import (
 )
 from signalscore.engine._model import DimensionResult
 from signalscore.engine._rules import (
+    ELLIPSIS,
+    MAX_MATCHED_VALUE_CHARS,
     BooleanRule,
     CompiledRule,
     ListRule,
@@ -84,7 +87,7 @@ def build_plan(dimensions: Sequence[tuple[str, Sequence[CompiledRule]]]) -> tupl
         for name, rules in dimensions
     )
     helpers = (DimensionResult, math.fsum, round, as_number, as_list, additive_float_points,
-               SCORE_MEMO_SIZE)  # fmt: skip
+               SCORE_MEMO_SIZE, MAX_MATCHED_VALUE_CHARS, ELLIPSIS)  # fmt: skip
     slot_specs = tuple((template, _SLOT_KINDS[kind]) for (template, kind) in slots)
     return helpers, slot_specs, dims
 

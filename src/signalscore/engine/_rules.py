@@ -15,6 +15,24 @@ from signalscore.engine._numbers import EXACT_INT_LIMIT, exact_sum, format_numbe
 
 Number = int | float
 
+#: The longest ``matchedValue`` the engine produces, in code points (Python ``len``). A list
+#: answer may hold 100 items of 200 characters, and a score row holds every rule's
+#: contribution twice (``contributions`` and ``previousContributions``), so an unbounded text
+#: would let one signal value amplify every score row that mentions it. Longer texts are cut
+#: by ``bound_matched_value``; the C loop gets this limit and ``ELLIPSIS`` through its plan.
+MAX_MATCHED_VALUE_CHARS = 200
+
+#: What ends a cut ``matchedValue``: U+2026 HORIZONTAL ELLIPSIS (one code point).
+ELLIPSIS = "\u2026"
+
+
+def bound_matched_value(text: str) -> str:
+    """``text`` itself when it has at most ``MAX_MATCHED_VALUE_CHARS`` code points; otherwise
+    its first ``MAX_MATCHED_VALUE_CHARS - 1`` code points followed by ``ELLIPSIS``."""
+    if len(text) <= MAX_MATCHED_VALUE_CHARS:
+        return text
+    return text[: MAX_MATCHED_VALUE_CHARS - len(ELLIPSIS)] + ELLIPSIS
+
 
 class InvalidRuleError(ValueError):
     """A rule's ``answer_type`` / ``point_values`` cannot be compiled."""
@@ -65,7 +83,7 @@ class CompiledRule:
         return {
             "ruleId": self.rule_id,
             "signalTemplateId": self.signal_template_id,
-            "matchedValue": matched,
+            "matchedValue": None if matched is None else bound_matched_value(matched),
             "pointsEarned": earned,
             "maxPoints": self.max_points,
         }
