@@ -21,6 +21,7 @@ from signalscore.engine import (
     score_object,
 )
 from signalscore.engine._codegen import FLOAT_TEXT_MAX
+from signalscore.vocabulary import NUMERIC_ANSWER_TYPES
 
 Reference = Callable[[Sequence[Rule], Mapping[str, Any]], dict[str, dict[str, Any]]]
 
@@ -37,7 +38,6 @@ LONG_WORDS = [
     "x" * 98,  # two of them and the separator: exactly 198
 ]
 MODES = ["additive", "best-match", "contains-all", "contains-none", "exact-match"]
-NUMERIC_TYPES = ["number", "percentage", "currency"]
 
 small_ints = st.integers(-20, 20)
 points = st.one_of(
@@ -110,7 +110,10 @@ def rules_strategy(draw: st.DrawFn) -> list[Rule]:
         if kind == "boolean":
             answer_type, pv = "boolean", draw(boolean_point_values())
         elif kind == "numeric":
-            answer_type, pv = draw(st.sampled_from(NUMERIC_TYPES)), draw(range_point_values())
+            answer_type, pv = (
+                draw(st.sampled_from(NUMERIC_ANSWER_TYPES)),
+                draw(range_point_values()),
+            )
         else:
             answer_type, pv = "list", draw(list_point_values())
         rules.append(Rule(f"rule-{i}", template, dimension, answer_type, pv))

@@ -16,10 +16,6 @@ SignalValues = Mapping[str, SignalValue]
 #: One entry of ``DimensionResult.contributions``; keys are exactly the JSON keys of SPEC §6.
 Contribution = dict[str, Any]
 
-ANSWER_TYPES = frozenset({"boolean", "number", "percentage", "currency", "list"})
-NUMERIC_ANSWER_TYPES = frozenset({"number", "percentage", "currency"})
-LIST_MODES = frozenset({"additive", "best-match", "contains-all", "contains-none", "exact-match"})
-
 
 class Rule(NamedTuple):
     """One scoring rule of a profile, as stored (SPEC §4).

@@ -10,8 +10,9 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from signalscore.engine._model import LIST_MODES, NUMERIC_ANSWER_TYPES, Contribution, Rule
+from signalscore.engine._model import Contribution, Rule
 from signalscore.engine._numbers import EXACT_INT_LIMIT, exact_sum, format_number
+from signalscore.vocabulary import LIST_MODES, NUMERIC_ANSWER_TYPES
 
 Number = int | float
 
