@@ -496,3 +496,18 @@ def test_a_huge_parameter_name_is_echoed_truncated(world: World) -> None:
     assert len(error["fields"][0]["field"]) == 100
     assert error["fields"][0]["field"].endswith("…")
     assert len(response.content) < 2_000
+
+
+def test_a_choice_key_with_a_lone_surrogate_is_refused_with_its_path(
+    world: World, database: Database
+) -> None:
+    endpoint = next(e for e in ENDPOINTS if e.name == "rule (choices)")
+    # Beside a bad point value: one answer, and the renderer copes with the key.
+    body = _with(endpoint.body, "pointValues.choices", {"Sales\udfffforce": "x", "a\x00": 1})
+    error = _rejected_without_change(
+        world, database, endpoint, body, error_code="INVALID_CHARACTER"
+    )
+    assert [f["field"] for f in error["fields"]] == [
+        "pointValues.choices.Sales\\udfffforce",
+        "pointValues.choices.a\x00",
+    ]
