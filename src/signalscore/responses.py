@@ -11,14 +11,25 @@ narrows the read (fewer `objectId`s, a `profileId` or `dimension` filter) and lo
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 
 from pydantic import BaseModel
+from pydantic_core import PydanticSerializationError
 from starlette.responses import Response
 
 from signalscore.errors import Invalid
 
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+
+
+def _to_json(item: BaseModel) -> bytes:
+    try:
+        return item.__pydantic_serializer__.to_json(item)
+    except PydanticSerializationError:
+        # Text no UTF-8 encoder accepts (a lone surrogate stored before the API refused
+        # them): escaped, as JSON allows, rather than failing every read of the object.
+        return json.dumps(item.model_dump(mode="json")).encode()
 
 
 def bounded_json_list(items: Iterable[BaseModel], *, narrow: str) -> Response:
@@ -28,7 +39,7 @@ def bounded_json_list(items: Iterable[BaseModel], *, narrow: str) -> Response:
     parts: list[bytes] = []
     size = 2
     for item in items:
-        part = item.__pydantic_serializer__.to_json(item)
+        part = _to_json(item)
         size += len(part) + (1 if parts else 0)
         if size > limit:
             raise Invalid(

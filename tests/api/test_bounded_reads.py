@@ -144,3 +144,24 @@ def test_a_read_larger_than_the_bound_is_refused_and_a_narrower_one_answers(
         "GET", "/v1/signals/values?objectType=company&objectId=a.example&objectId=b.example"
     )
     assert narrower.status_code == 200
+
+
+def test_text_stored_before_surrogates_were_refused_still_reads(
+    world: World, database: Any, backend: str
+) -> None:
+    if backend != "sqlite":
+        pytest.skip("PostgreSQL never stored a lone surrogate: jsonb refuses it")
+    import sqlalchemy as sa
+
+    with database.write() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE signal_values SET value = :v "
+                "WHERE object_id = 'acme.com' AND signal_template_id = 'crm'"
+            ),
+            {"v": '["\\ud800x"]'},  # the JSON text as the old code stored it
+        )
+    response = world.call("GET", "/v1/signals/values?objectType=company&objectId=acme.com")
+    assert response.status_code == 200
+    crm = next(v for v in response.json() if v["signalTemplateId"] == "crm")
+    assert crm["value"] == ["\ud800x"]
