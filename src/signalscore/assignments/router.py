@@ -104,7 +104,9 @@ def compute(body: ObjectIdBatch, org_id: CurrentOrgId, db: DatabaseDep) -> Compu
     nothing. Results appear in `GET /v1/scoring/scores`."""
     object_ids = normalize_object_ids(body.objectType, body.objectIds, field="objectIds")
     with db.write() as conn:
-        queued = queue.enqueue_objects(conn, org_id, body.objectType, object_ids)
+        queued = queue.enqueue_objects(
+            conn, org_id, body.objectType, object_ids, lane=queue.Lane.INTERACTIVE
+        )
     return ComputeAccepted(queued=queued, failed=0)
 
 

@@ -16,7 +16,7 @@ from signalscore.profiles.schemas import Profile
 from signalscore.profiles.service import get_profile
 from signalscore.recompute.compute import chunks, recompute_objects
 from signalscore.recompute.locks import lock_organization
-from signalscore.recompute.queue import enqueue_objects
+from signalscore.recompute.queue import Lane, enqueue_objects
 
 a = profile_assignments
 
@@ -151,7 +151,9 @@ def assign_many(
                 for c in created
             ],
         )
-        enqueue_objects(conn, org_id, object_type, [c.objectId for c in created])
+        enqueue_objects(
+            conn, org_id, object_type, [c.objectId for c in created], lane=Lane.INTERACTIVE
+        )
     return created
 
 

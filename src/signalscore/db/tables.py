@@ -178,6 +178,10 @@ profile_assignments = sa.Table(
 # The recompute queue (SPEC §7): at most one entry per object. An entry is pending while
 # `lease_until` is NULL (or expired) and running while a worker holds an unexpired lease;
 # `rerun` records a trigger that arrived while it was running, so it computes once more.
+# `lane` is 0 (interactive: value writes, assignments, POST /compute) or 1 (background: a rule
+# change's fan-out); workers claim interactive entries first, fairly across organisations,
+# and each organisation's oldest first (`recompute.queue.Lane`, `recompute.worker.claim_batch`,
+# which walks `ix_recompute_queue_claim`).
 recompute_queue = sa.Table(
     "recompute_queue",
     metadata,
@@ -188,7 +192,9 @@ recompute_queue = sa.Table(
     sa.Column("lease_until", UTCDateTime(), nullable=True),
     sa.Column("claimed_by", sa.String(64), nullable=True),
     sa.Column("rerun", sa.Boolean(), nullable=False, server_default=sa.false()),
-    sa.Index("ix_recompute_queue_enqueued_at", "enqueued_at"),
+    sa.Column("lane", sa.SmallInteger(), nullable=False, server_default=sa.text("0")),
+    sa.CheckConstraint("lane IN (0, 1)", name="lane"),
+    sa.Index("ix_recompute_queue_claim", "lane", "organization_id", "enqueued_at"),
 )
 
 # Profiles whose every assigned object must be queued (their rules changed), for profiles too

@@ -5,10 +5,16 @@ of its own transaction, so the change and the queue entries it causes commit tog
 at all. The queue holds at most one entry per (organisation, objectType, objectId): a trigger
 for an object that is already pending merges into it; a trigger for an object a worker is
 computing right now sets `rerun`, so it is computed once more afterwards.
+
+Every entry is in a lane (`Lane`): interactive for what a caller is waiting to see (value
+writes, assignments, `POST /compute`), background for a rule change's fan-out over a whole
+profile. Workers claim interactive entries first (`worker.claim_batch`). An interactive trigger
+for an object already queued in the background lane moves that entry to the interactive lane.
 """
 
 from __future__ import annotations
 
+import enum
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -30,14 +36,34 @@ from signalscore.db.types import UTCDateTime, utcnow
 _QUEUE_KEY = ["organization_id", "object_type", "object_id"]
 
 
-def _merge_on_conflict(insert: Any) -> Any:
-    # A running entry (lease held) gets `rerun`. A pending one is not rewritten at all: it keeps
-    # its original `enqueued_at` (so the oldest-pending age stays honest) and a rule change
-    # over many pending objects writes nothing for them.
+class Lane(enum.IntEnum):
+    """A queue entry's lane (`recompute_queue.lane`): workers claim every pending interactive
+    entry before any background one, each lane fairly across organisations."""
+
+    INTERACTIVE = 0  # a value write, an assignment, POST /compute: someone waits for it
+    BACKGROUND = 1  # a rule change's fan-out over every object of a profile
+
+
+def _merge_on_conflict(insert: Any, lane: Lane) -> Any:
+    # A running entry (lease held) gets `rerun`. A pending one is not rewritten, unless an
+    # interactive trigger moves it out of the background lane: it keeps its original
+    # `enqueued_at` (so the oldest-pending age stays honest), and a rule change over many
+    # pending objects writes nothing for them. A lane only ever moves up, so the round a
+    # `rerun` asks for is interactive if any of its triggers was.
+    q = recompute_queue
+    if lane is Lane.BACKGROUND:
+        return insert.on_conflict_do_update(
+            index_elements=_QUEUE_KEY,
+            set_={"rerun": sa.true()},
+            where=q.c.lease_until.is_not(None),
+        )
     return insert.on_conflict_do_update(
         index_elements=_QUEUE_KEY,
-        set_={"rerun": sa.true()},
-        where=recompute_queue.c.lease_until.is_not(None),
+        set_={
+            "rerun": sa.case((q.c.lease_until.is_not(None), sa.true()), else_=q.c.rerun),
+            "lane": int(Lane.INTERACTIVE),
+        },
+        where=sa.or_(q.c.lease_until.is_not(None), q.c.lane != int(Lane.INTERACTIVE)),
     )
 
 
@@ -64,7 +90,12 @@ def lock_order(conn: Connection, column: Any) -> Any:
 
 
 def enqueue_objects(
-    conn: Connection, org_id: str, object_type: str, object_ids: Iterable[str]
+    conn: Connection,
+    org_id: str,
+    object_type: str,
+    object_ids: Iterable[str],
+    *,
+    lane: Lane = Lane.INTERACTIVE,
 ) -> int:
     """Queue the given objects (already normalised). Returns how many distinct ids."""
     now = utcnow()
@@ -74,12 +105,13 @@ def enqueue_objects(
             "object_type": object_type,
             "object_id": object_id,
             "enqueued_at": now,
+            "lane": int(lane),
         }
         # Sorted by code point: every writer takes queue-row locks in this order (lock_order).
         for object_id in sorted(set(object_ids))
     ]
     if rows:
-        conn.execute(_merge_on_conflict(_dialect_insert(conn)), rows)
+        conn.execute(_merge_on_conflict(_dialect_insert(conn), lane), rows)
     return len(rows)
 
 
@@ -87,11 +119,12 @@ def _now_literal() -> sa.BindParameter[Any]:
     return sa.literal(utcnow(), UTCDateTime())
 
 
-def _enqueue_from_select(conn: Connection, select: sa.Select[Any]) -> None:
+def _enqueue_from_select(conn: Connection, select: sa.Select[Any], lane: Lane) -> None:
+    """`select` gives (organization_id, object_type, object_id, enqueued_at, lane) rows."""
     insert = _dialect_insert(conn).from_select(
-        ["organization_id", "object_type", "object_id", "enqueued_at"], select
+        ["organization_id", "object_type", "object_id", "enqueued_at", "lane"], select
     )
-    conn.execute(_merge_on_conflict(insert))
+    conn.execute(_merge_on_conflict(insert, lane))
 
 
 def _fan_out_chunk(raw: str) -> int:
@@ -131,7 +164,7 @@ def _queue_profile_chunk(
     for object_type, object_id in rows:
         by_type[object_type].append(object_id)
     for object_type in sorted(by_type):  # sorted, like every other writer's lock order
-        enqueue_objects(conn, org_id, object_type, by_type[object_type])
+        enqueue_objects(conn, org_id, object_type, by_type[object_type], lane=Lane.BACKGROUND)
     if not more:
         return len(rows), None
     return len(rows), (rows[-1].object_type, rows[-1].object_id)
@@ -149,7 +182,7 @@ def _save_cursor(
 
 
 def enqueue_profile_objects(conn: Connection, org_id: str, profile_id: Any) -> None:
-    """Queue every object assigned to a profile (its rules changed).
+    """Queue every object assigned to a profile (its rules changed), in the background lane.
 
     The first FAN_OUT_CHUNK objects are queued here; if there are more, the profile's
     `recompute_profiles` row keeps a cursor and workers queue the rest
@@ -193,7 +226,11 @@ def queue_next_profile_chunk(conn: Connection) -> int | None:
 
 
 def enqueue_objects_for_signal_changes(
-    conn: Connection, org_id: str, changed: Mapping[str, Mapping[str, set[str]]]
+    conn: Connection,
+    org_id: str,
+    changed: Mapping[str, Mapping[str, set[str]]],
+    *,
+    lane: Lane = Lane.INTERACTIVE,
 ) -> None:
     """Queue the objects whose changed signal values a rule of one of their profiles reads.
 
@@ -207,7 +244,13 @@ def enqueue_objects_for_signal_changes(
         object_id = lock_order(conn, a.c.object_id).label("object_id")
         _enqueue_from_select(
             conn,
-            sa.select(a.c.organization_id, a.c.object_type, object_id, _now_literal())
+            sa.select(
+                a.c.organization_id,
+                a.c.object_type,
+                object_id,
+                _now_literal(),
+                sa.literal(int(lane), sa.SmallInteger()),
+            )
             .join(
                 r,
                 sa.and_(
@@ -222,6 +265,7 @@ def enqueue_objects_for_signal_changes(
             )
             .distinct()
             .order_by(object_id),
+            lane,
         )
 
 

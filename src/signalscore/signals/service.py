@@ -18,7 +18,7 @@ from signalscore.db.tables import scoring_rules, signal_templates, signal_values
 from signalscore.db.types import utcnow
 from signalscore.errors import Conflict, FieldProblem, NotFound, Problems
 from signalscore.recompute.locks import lock_organization
-from signalscore.recompute.queue import enqueue_objects_for_signal_changes
+from signalscore.recompute.queue import Lane, enqueue_objects_for_signal_changes
 from signalscore.signals.schemas import (
     TEMPLATE_ID_RE,
     SignalValue,
@@ -358,7 +358,7 @@ def write_values(conn: Connection, org_id: str, items: Sequence[Any]) -> SignalV
             ),
             deletes,
         )
-    enqueue_objects_for_signal_changes(conn, org_id, changed)
+    enqueue_objects_for_signal_changes(conn, org_id, changed, lane=Lane.INTERACTIVE)
     return SignalValuesWriteResult(written=written, deleted=deleted, unchanged=unchanged)
 
 
