@@ -17,6 +17,7 @@ from starlette.responses import Response
 from signalscore import __version__
 from signalscore.assignments.router import router as assignments_router
 from signalscore.auth.router import router as organization_router
+from signalscore.auth.service import KeyCache
 from signalscore.config import Settings, get_settings
 from signalscore.db.engine import Database, create_db_engine
 from signalscore.db.integrity import app_error_for_integrity_error
@@ -88,11 +89,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     )
     app.state.settings = settings
     app.state.database = database
-    app.state.rate_limiter = create_rate_limiter(
-        database.engine,
-        settings.rate_limit_backend,
-        settings.rate_limit_reads_per_minute,
-        settings.rate_limit_writes_per_minute,
+    app.state.rate_limiter = create_rate_limiter(database.engine, settings)
+    app.state.key_cache = (
+        KeyCache(settings.auth_cache_seconds) if settings.auth_cache_seconds else None
     )
 
     metrics = Metrics()

@@ -41,10 +41,47 @@ class Settings(BaseSettings):
     rate_limit_writes_per_minute: int = Field(
         default=2_000, ge=0, description="Per API key; 0 disables write limiting."
     )
-    rate_limit_backend: Literal["auto", "memory", "postgresql"] = Field(
+    rate_limit_org_reads_per_minute: int | None = Field(
+        default=None,
+        ge=0,
+        description="Per organisation, all its keys together; unset: the same as the "
+        "per-key read limit (so a second key never adds budget); 0 disables.",
+    )
+    rate_limit_org_writes_per_minute: int | None = Field(
+        default=None,
+        ge=0,
+        description="Per organisation, all its keys together; unset: the same as the "
+        "per-key write limit; 0 disables.",
+    )
+    rate_limit_auth_failures_per_minute: int = Field(
+        default=60,
+        ge=0,
+        description="Failed authentications per client address, after which its requests "
+        "answer 429 until the minute ends; 0 disables.",
+    )
+    rate_limit_backend: Literal["auto", "memory", "postgresql", "redis"] = Field(
         default="auto",
-        description="auto: shared counters in PostgreSQL when the database is PostgreSQL, "
-        "else in the process (the embedded mode runs one process).",
+        description="auto: counters merged through PostgreSQL when the database is "
+        "PostgreSQL, else in the process (the embedded mode runs one process); redis: "
+        "counters in Redis (SIGNALSCORE_REDIS_URL).",
+    )
+    rate_limit_sync_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="postgresql backend: how often each process merges its counts with the "
+        "other processes' through the database.",
+    )
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        description="Redis for the redis rate-limit backend.",
+    )
+    auth_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description="How long a process remembers a valid key (by its SHA-256) before looking "
+        "it up again; a key revoked by another process keeps working this long. 0 disables.",
     )
     embedded_worker: bool = Field(
         default=True, description="Run a recompute worker inside `serve` (the embedded mode)."

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import secrets
+import threading
+import time
 import uuid
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -11,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from signalscore.auth.keys import display_prefix, generate_key, hash_key, is_well_formed
+from signalscore.db.engine import Database
 from signalscore.db.tables import api_keys, organizations
 from signalscore.db.types import utcnow
 
@@ -113,6 +118,7 @@ def revoke_api_key(conn: Connection, id_or_prefix: str) -> list[ApiKeyInfo]:
         return []
     now = utcnow()
     conn.execute(sa.update(api_keys).where(api_keys.c.id == row.id).values(revoked_at=now))
+    forget_key(row.key_hash)
     return [replace(_key_info(row), revoked_at=now)]
 
 
@@ -121,12 +127,87 @@ def authenticate(conn: Connection, key: str) -> tuple[str, uuid.UUID] | None:
     key."""
     if not is_well_formed(key):
         return None
+    return _active_key(conn, hash_key(key))
+
+
+def _active_key(conn: Connection, key_hash: str) -> tuple[str, uuid.UUID] | None:
     row = conn.execute(
         sa.select(api_keys.c.organization_id, api_keys.c.id).where(
-            api_keys.c.key_hash == hash_key(key), api_keys.c.revoked_at.is_(None)
+            api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None)
         )
     ).one_or_none()
     return None if row is None else (row.organization_id, row.id)
+
+
+class KeyCache:
+    """Valid keys a process has seen, by SHA-256 (the plain key is never kept): key hash ->
+    (organisation id, key id) for `ttl_seconds`. A key revoked in this process is forgotten at
+    once (`forget_key`); one revoked by another process (the CLI, another server) keeps
+    working here until its entry expires. Unknown and revoked keys are never cached: failed
+    authentication is limited per address instead (ratelimit.py)."""
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, ttl_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_seconds = ttl_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[float, str, uuid.UUID]] = {}
+        with _caches_lock:
+            _caches.add(self)
+
+    def get(self, key_hash: str) -> tuple[str, uuid.UUID] | None:
+        entry = self._entries.get(key_hash)
+        if entry is None:
+            return None
+        expires, org_id, key_id = entry
+        if expires <= self._clock():
+            self._entries.pop(key_hash, None)
+            return None
+        return org_id, key_id
+
+    def put(self, key_hash: str, found: tuple[str, uuid.UUID]) -> None:
+        now = self._clock()
+        with self._lock:
+            if len(self._entries) >= self.MAX_ENTRIES:
+                self._entries = {k: e for k, e in self._entries.items() if e[0] > now}
+                if len(self._entries) >= self.MAX_ENTRIES:
+                    self._entries = {}
+            self._entries[key_hash] = (now + self.ttl_seconds, *found)
+
+    def discard(self, key_hash: str) -> None:
+        self._entries.pop(key_hash, None)
+
+
+_caches: weakref.WeakSet[KeyCache] = weakref.WeakSet()
+_caches_lock = threading.Lock()
+
+
+def forget_key(key_hash: str) -> None:
+    """Drop a key from every cache of this process (it was just revoked)."""
+    with _caches_lock:
+        caches = list(_caches)
+    for cache in caches:
+        cache.discard(key_hash)
+
+
+def authenticate_cached(
+    db: Database, key: str, cache: KeyCache | None
+) -> tuple[str, uuid.UUID] | None:
+    """`authenticate`, answered from `cache` when the key was seen valid in the last
+    `cache.ttl_seconds`; else one read transaction (and the answer cached if valid)."""
+    if not is_well_formed(key):
+        return None
+    key_hash = hash_key(key)
+    if cache is not None:
+        found = cache.get(key_hash)
+        if found is not None:
+            return found
+    with db.read() as conn:
+        found = _active_key(conn, key_hash)
+    if found is not None and cache is not None:
+        cache.put(key_hash, found)
+    return found
 
 
 def _key_info(row: sa.Row[tuple[object, ...]]) -> ApiKeyInfo:
