@@ -161,9 +161,10 @@ class V1Route(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         field = self.body_field
-        model = field.field_info.annotation if field is not None else None
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
-            model = None
+        annotation = field.field_info.annotation if field is not None else None
+        model: type[BaseModel] | None = None
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
 
         async def checked_handler(request: Request) -> Response:
             await run_in_threadpool(authenticate, request)
