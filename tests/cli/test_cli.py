@@ -52,6 +52,13 @@ def test_org_create_json_key_authenticates_and_revocation_stops_it(
 
     revoked = run_cli("key", "revoke", listed[0]["prefix"], database_url=database_url)
     assert "revoked" in revoked.stdout
+    # A running server that has the key cached hears of a revocation by another process
+    # within SIGNALSCORE_AUTH_CACHE_SECONDS (docs/configuration.md, "Rate limits").
+    ttl = client.app.state.settings.auth_cache_seconds  # type: ignore[attr-defined]
+    deadline = time.monotonic() + ttl + 2
+    while client.get("/v1/organization", headers=headers).status_code == 200:
+        assert time.monotonic() < deadline, "the revoked key still works after the cache TTL"
+        time.sleep(0.2)
     assert_error(client.get("/v1/organization", headers=headers), 401, "UNAUTHORIZED")
 
 
