@@ -221,6 +221,44 @@ def test_a_worker_computes_its_interactive_entries_first_in_their_own_transactio
     assert all(first[1] <= start for start, _ in held.values())  # done before they started
 
 
+def test_a_busy_worker_serves_the_interactive_lane_meanwhile(
+    backend: str, database: Database, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    """While a worker computes a batch of background work (here: held in the middle of it), a
+    value write is computed by the worker's interactive thread, not after the batch."""
+    if backend != "postgresql":
+        pytest.skip("SQLite has one writer at a time: no second thread, lanes only")
+    enqueue(database, other_tenant.org_id, companies("fan", 10), Lane.BACKGROUND)
+    batch_held, interactive_done = threading.Event(), threading.Event()
+    computed_by: dict[str, str] = {}
+
+    def audit(org_id: str, object_type: str, object_id: str, start: float, end: float) -> None:
+        computed_by[object_id] = threading.current_thread().name
+        if object_id == "written.com":
+            interactive_done.set()
+        elif not interactive_done.is_set():  # hold the batch (and its locks) until then
+            batch_held.set()
+            interactive_done.wait(30)
+
+    worker = Worker(database, WorkerConfig(batch_size=10, poll_seconds=0.05), audit=audit)
+    stop = threading.Event()
+    main = threading.Thread(target=worker.run, args=(stop,), name="main-loop")
+    main.start()
+    try:
+        assert batch_held.wait(30), "the worker never started its batch"
+        enqueue(database, tenant.org_id, ["written.com"], Lane.INTERACTIVE)
+        assert interactive_done.wait(30), "the value write waited for the batch"
+    finally:
+        interactive_done.set()
+        stop.set()
+        worker.wakeup.set()
+        main.join(60)
+    assert computed_by["written.com"] == "signalscore-interactive"
+    assert {computed_by[c] for c in companies("fan", 10)} == {"main-loop"}
+    with database.read() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(q)).scalar_one() == 0
+
+
 # --- through the services -------------------------------------------------------------------
 
 

@@ -1,6 +1,6 @@
 """Workers that drain the recompute queue (SPEC §7).
 
-A batch goes through two transactions:
+A batch goes through two kinds of transaction:
 
 1. **claim**: up to `batch_size` pending entries (no lease, or an expired one) get a lease
    (`lease_until`, `claimed_by`) and `rerun = false`: interactive entries before background
@@ -11,7 +11,12 @@ A batch goes through two transactions:
    objects recomputed from the rules, assignments and values current now, the changed score
    rows written, and the entries deleted, or released for one more round when a trigger set
    `rerun` meanwhile. A writer that queues one of these objects during this transaction waits
-   for the row lock and then queues it afresh, so no change is ever missed.
+   for the row lock and then queues it afresh, so no change is ever missed. One such
+   transaction per (organisation, type) group, the interactive entries first.
+
+On PostgreSQL a second thread per worker serves the interactive lane while the worker
+computes a batch (`Worker.serve_interactive`), so a value write never waits for a batch of
+background work.
 
 A worker that dies anywhere loses nothing: its leases expire and another worker claims them.
 """
@@ -83,7 +88,9 @@ def _even_share(batch_size: int, organizations: int) -> int:
     return (batch_size + organizations - 1) // organizations
 
 
-def _survey(conn: Connection, now: datetime, batch_size: int) -> list[Waiting]:
+def _survey(
+    conn: Connection, now: datetime, batch_size: int, lanes: Sequence[Lane]
+) -> list[Waiting]:
     """Every (lane, organisation) with pending entries, in one statement.
 
     Per lane, a recursive walk of `ix_recompute_queue_claim` (lane, organization_id,
@@ -93,7 +100,7 @@ def _survey(conn: Connection, now: datetime, batch_size: int) -> list[Waiting]:
     know which need less than that. So the work grows with the organisations and the batch,
     never with the length of the queue."""
     parts = []
-    for lane in Lane:
+    for lane in lanes:
 
         def next_organization(after: Any, lane: int = int(lane)) -> Any:
             where = [q.c.lane == lane, _pending(now)]
@@ -206,14 +213,22 @@ def _plan(batch_size: int, waiting: Sequence[Waiting]) -> list[tuple[int, str, i
     return plan
 
 
-def claim_batch(conn: Connection, worker_id: str, batch_size: int, lease_seconds: float) -> Claim:
+def claim_batch(
+    conn: Connection,
+    worker_id: str,
+    batch_size: int,
+    lease_seconds: float,
+    *,
+    lanes: Sequence[Lane] = tuple(Lane),
+) -> Claim:
     """Lease up to `batch_size` pending entries to this worker.
 
     Interactive entries first, then background ones. Within a lane the batch is shared
     max-min fairly between the organisations with pending entries (`fair_shares`), and each
     organisation's share is its oldest entries. So neither another organisation's backlog nor
     a rule change's fan-out (background) stands between an interactive trigger and the next
-    claim. Two statements: who is waiting (`_survey`), then the lease of each share."""
+    claim. Two statements: who is waiting (`_survey`), then the lease of each share. `lanes`
+    limits the claim to some lanes (a busy worker's look at the interactive lane)."""
     postgres = conn.dialect.name == "postgresql"
     if postgres:
         # psycopg prepares a statement run five times, and PostgreSQL may then cache a
@@ -227,7 +242,7 @@ def claim_batch(conn: Connection, worker_id: str, batch_size: int, lease_seconds
             " set_config('jit', 'off', true)"
         )
     now = utcnow()
-    plan = _plan(batch_size, _survey(conn, now, batch_size))
+    plan = _plan(batch_size, _survey(conn, now, batch_size, lanes))
     if not plan:
         return Claim()
     lease = {
@@ -264,6 +279,17 @@ def claim_batch(conn: Connection, worker_id: str, batch_size: int, lease_seconds
     claim = Claim((r.organization_id, r.object_type, r.object_id) for r in rows)
     claim.interactive = sum(r.lane == Lane.INTERACTIVE for r in rows)
     return claim
+
+
+def interactive_waiting(conn: Connection) -> bool:
+    """Whether an interactive entry is pending: one probe of `ix_recompute_queue_claim`."""
+    found = conn.execute(
+        sa.select(q.c.organization_id)
+        .where(q.c.lane == int(Lane.INTERACTIVE), _pending(utcnow()))
+        .order_by(q.c.organization_id)  # the index's order: no plan reads more than it must
+        .limit(1)
+    ).first()
+    return found is not None
 
 
 def _lease_shares(plan: Sequence[tuple[int, str, int]], now: datetime) -> sa.Update:
@@ -382,6 +408,27 @@ class WorkerConfig:
     poll_seconds: float = 0.1
 
 
+def _groups(keys: Sequence[QueueKey]) -> list[tuple[str, str, list[str]]]:
+    """(organisation, type, ids) runs of `keys`, in order."""
+    return [
+        (org_id, object_type, [object_id for _, _, object_id in run])
+        for (org_id, object_type), run in itertools.groupby(keys, key=lambda k: k[:2])
+    ]
+
+
+class Wakeup(threading.Event):
+    """A worker's wake-up call (every committed write sets it in embedded mode): it wakes the
+    worker's loop when idle, and its interactive thread when the loop is busy."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.interactive = threading.Event()
+
+    def set(self) -> None:
+        self.interactive.set()
+        super().set()
+
+
 class Worker:
     """One queue consumer. `run_once` processes at most one batch; `run` loops until stopped."""
 
@@ -399,7 +446,10 @@ class Worker:
         self.audit = audit
         self.profiles: ProfileCache = {}
         self.computed = 0
-        self.wakeup = threading.Event()
+        self.wakeup = Wakeup()
+        self.busy = threading.Event()  # set while `run_once` computes a batch
+        self._counting = threading.Lock()
+        self._interactive_profiles: ProfileCache = {}  # the interactive thread's own cache
 
     def run_once(self) -> int:
         """Continue one profile fan-out by a chunk, then claim and process one batch.
@@ -417,24 +467,82 @@ class Worker:
         # value write is computed neither behind nor together with the background entries
         # that filled the rest of the batch.
         split = getattr(claimed, "interactive", 0)
-        runs = itertools.chain(
-            itertools.groupby(claimed[:split], key=lambda k: k[:2]),
-            itertools.groupby(claimed[split:], key=lambda k: k[:2]),
-        )
-        for (org_id, object_type), run in runs:
-            object_ids = [object_id for _, _, object_id in run]
-            with self.db.write(notify=False) as conn:
-                stats = compute_claimed(
-                    conn,
-                    self.worker_id,
-                    org_id,
-                    object_type,
-                    object_ids,
-                    profiles=self.profiles,
-                    audit=self.audit,
-                )
-            self.computed += stats.objects
+        self.busy.set()
+        try:
+            for org_id, object_type, object_ids in [
+                *_groups(claimed[:split]),
+                *_groups(claimed[split:]),
+            ]:
+                with self.db.write(notify=False) as conn:
+                    self._compute(conn, self.worker_id, self.profiles, org_id, object_type,
+                                  object_ids)  # fmt: skip
+        finally:
+            self.busy.clear()
         return len(claimed)
+
+    def run_interactive_once(self, worker_id: str) -> int:
+        """Claim and compute interactive entries only, as `worker_id` (the interactive
+        thread's lease holder id); how many it claimed. One read when none is pending."""
+        with self.db.read() as conn:
+            if not interactive_waiting(conn):
+                return 0
+        with self.db.write(notify=False) as conn:
+            claimed = claim_batch(
+                conn,
+                worker_id,
+                self.config.batch_size,
+                self.config.lease_seconds,
+                lanes=(Lane.INTERACTIVE,),
+            )
+        for org_id, object_type, object_ids in _groups(claimed):
+            with self.db.write(notify=False) as conn:
+                self._compute(conn, worker_id, self._interactive_profiles, org_id,
+                              object_type, object_ids)  # fmt: skip
+        return len(claimed)
+
+    def _compute(
+        self,
+        conn: Connection,
+        worker_id: str,
+        profiles: ProfileCache,
+        org_id: str,
+        object_type: str,
+        object_ids: list[str],
+    ) -> None:
+        stats = compute_claimed(
+            conn, worker_id, org_id, object_type, object_ids, profiles=profiles, audit=self.audit
+        )
+        with self._counting:
+            self.computed += stats.objects
+
+    def serve_interactive(self, stop: threading.Event) -> None:
+        """The interactive lane's own capacity (PostgreSQL): while this worker computes a
+        batch, which may be minutes of another organisation's backlog or of a rule change's
+        fan-out, this loop (a second thread, with its own lease holder id and connection)
+        claims and computes interactive entries only, looking every `poll_seconds` and on
+        every wake-up. While the worker is idle it waits: the worker's own loop claims
+        interactive entries first."""
+        worker_id = f"{self.worker_id}+i"
+        backoff = self.config.poll_seconds
+        while not stop.is_set():
+            if not self.busy.wait(self.config.poll_seconds):
+                continue
+            self.wakeup.interactive.clear()  # a write from here on ends the wait below
+            try:
+                taken = self.run_interactive_once(worker_id)
+                backoff = self.config.poll_seconds
+            except sa.exc.OperationalError as exc:
+                log.warning("worker %s: database unavailable (%s)", worker_id, type(exc).__name__)
+                taken, backoff = 0, min(backoff * 2, 5.0)
+            except Exception:
+                log.exception("worker %s: interactive batch failed; leases expire", worker_id)
+                taken, backoff = 0, min(backoff * 2, 5.0)
+            if not taken and not stop.is_set():
+                self.wakeup.interactive.wait(backoff)
+        try:
+            release_claims(self.db, worker_id)
+        except sa.exc.SQLAlchemyError:
+            log.warning("worker %s: could not release leases; they will expire", worker_id)
 
     def run(self, stop: threading.Event) -> None:
         """Drain the queue until `stop` is set; back off while the database is unreachable."""
@@ -446,6 +554,13 @@ class Worker:
                 "scoring with the Python loop, about half the speed",
                 self.worker_id,
             )
+        # SQLite has one writer at a time: a second thread would only queue behind the first.
+        helper = None
+        if self.db.dialect == "postgresql":
+            helper = threading.Thread(
+                target=self.serve_interactive, args=(stop,), name="signalscore-interactive"
+            )
+            helper.start()
         backoff = self.config.poll_seconds
         while not stop.is_set():
             try:
@@ -464,6 +579,9 @@ class Worker:
             if processed == 0:
                 self.wakeup.wait(backoff)
                 self.wakeup.clear()
+        if helper is not None:
+            self.wakeup.interactive.set()
+            helper.join()
         try:
             release_claims(self.db, self.worker_id)
         except sa.exc.SQLAlchemyError:
