@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 
 from signalscore.assignments.service import assign_many
 from signalscore.auth import service as auth_service
+from signalscore.db.engine import take_organization_lock
 from signalscore.db.tables import organizations, signal_templates
 from signalscore.profiles.schemas import ProfileCreate
 from signalscore.profiles.service import create_profile
@@ -230,6 +231,7 @@ def _organization(conn: Connection, org_id: str | None) -> tuple[str, str | None
 
 def load_demo(conn: Connection, *, org_id: str | None = None, companies: int = 1000) -> DemoResult:
     org_id, new_key = _organization(conn, org_id)
+    take_organization_lock(conn, org_id, structure=True)
     rng = random.Random(42)
     existing = set(
         conn.execute(

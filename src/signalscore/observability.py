@@ -16,8 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from signalscore.db.engine import Database
-from signalscore.db.tables import recompute_profiles, recompute_queue
-from signalscore.db.types import utcnow
+from signalscore.recompute import queue_figures
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -114,42 +113,27 @@ class _QueueCollector(Collector):
         self.database = database
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        q = recompute_queue
-        now = utcnow()
-        running = sa.and_(q.c.lease_until.is_not(None), q.c.lease_until >= now)
         started = time.perf_counter()
         try:
             with self.database.read() as conn:
-                pending, leased, oldest = conn.execute(
-                    sa.select(
-                        sa.func.count().filter(sa.not_(running)),
-                        sa.func.count().filter(running),
-                        sa.func.min(q.c.enqueued_at).filter(sa.not_(running)),
-                    )
-                ).one()
-                fan_outs = conn.execute(
-                    sa.select(sa.func.count()).select_from(recompute_profiles)
-                ).scalar_one()
+                figures = queue_figures(conn)
         except sa.exc.SQLAlchemyError:
             return  # the database is down: /readyz says so; no queue figures
-        if isinstance(oldest, str):  # SQLite aggregates come back as text
-            oldest = datetime.fromisoformat(oldest).replace(tzinfo=UTC)
         depth = GaugeMetricFamily(
             "signalscore_queue_depth", "Recompute queue entries by state.", labels=["state"]
         )
-        depth.add_metric(["pending"], pending)
-        depth.add_metric(["running"], leased)
+        depth.add_metric(["pending"], figures.pending)
+        depth.add_metric(["running"], figures.running)
         yield depth
         yield GaugeMetricFamily(
             "signalscore_profile_fan_outs",
             "Profiles whose rule change workers are still queueing to their objects in chunks.",
-            value=fan_outs,
+            value=figures.fan_outs,
         )
-        lag = 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
         yield GaugeMetricFamily(
             "signalscore_worker_lag_seconds",
             "Age of the oldest pending recompute trigger (0 when none waits).",
-            value=lag,
+            value=figures.oldest_pending_seconds,
         )
         yield GaugeMetricFamily(
             "signalscore_queue_scrape_seconds",

@@ -51,7 +51,7 @@ def build_world(client: TestClient, tenant: Tenant) -> World:
     tested on their own); ~20x faster than a dozen requests per test."""
     database: Database = client.app.state.database  # type: ignore[attr-defined]
     org_id = tenant.org_id
-    with database.write() as conn:
+    with database.write(org=org_id, structure=True) as conn:
         for template_id, object_type, answer_type in TEMPLATES:
             signals.create_template(
                 conn,

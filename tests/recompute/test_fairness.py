@@ -194,8 +194,7 @@ def test_a_trigger_while_running_reruns_in_the_lane_of_its_most_urgent_trigger(
     for object_id in ("yy.com", "zz.com"):
         row = entry(database, tenant.org_id, object_id)
         assert (row.lane, row.rerun, row.claimed_by) == (Lane.INTERACTIVE, True, "w1")
-    with database.write() as conn:
-        compute_claimed(conn, "w1", tenant.org_id, "company", ["yy.com", "zz.com"])
+    compute_claimed(database, "w1", tenant.org_id, "company", ["yy.com", "zz.com"])
     # Released for one more round each, in the interactive lane: ahead of the fan-out.
     assert sorted(claim(database, 2)) == [
         (tenant.org_id, "company", "yy.com"),
@@ -263,7 +262,7 @@ def test_a_busy_worker_serves_the_interactive_lane_meanwhile(
 
 
 def _scored_profile(database: Database, org_id: str, objects: list[str]) -> uuid.UUID:
-    with database.write() as conn:
+    with database.write(org=org_id, structure=True) as conn:
         create_template(
             conn,
             org_id,
@@ -285,7 +284,7 @@ def _rule(points: int) -> RuleUpsert:
 
 
 def _value(database: Database, org_id: str, object_id: str) -> None:
-    with database.write() as conn:
+    with database.write(org=org_id) as conn:
         write_values(
             conn,
             org_id,
@@ -317,9 +316,9 @@ def test_a_value_write_is_scored_in_the_next_batch_behind_rule_changes(
     worker = Worker(database, WorkerConfig(batch_size=5))
     while worker.run_once():
         pass
-    with database.write() as conn:
+    with database.write(org=other_tenant.org_id, structure=True) as conn:
         upsert_rule(conn, other_tenant.org_id, b_profile, _rule(7))  # B's rule change first
-    with database.write() as conn:
+    with database.write(org=tenant.org_id, structure=True) as conn:
         upsert_rule(conn, tenant.org_id, a_profile, _rule(9))
     _value(database, tenant.org_id, a_objects[-1])  # queued by A's fan-out already
     _value(database, other_tenant.org_id, b_objects[-1])  # queued by B's fan-out already

@@ -53,7 +53,7 @@ def test_fan_out_steps_and_value_writes_never_deadlock(icu_database: Database) -
         assert conn.execute(sa.text("SELECT 'u_1' < 'u1'")).scalar() is True
     assert not "u_1" < "u1"
     org = make_tenant(db, "Collated").org_id
-    with db.write() as conn:
+    with db.write(org=org, structure=True) as conn:
         create_template(
             conn,
             org,
@@ -106,7 +106,7 @@ def test_fan_out_steps_and_value_writes_never_deadlock(icu_database: Database) -
                 for c in CONTACTS[::2]
             ]
             try:
-                with db.write() as conn:
+                with db.write(org=org) as conn:
                     write_values(conn, org, items)
                 rounds["values"] += 1
             except sa.exc.DBAPIError as exc:

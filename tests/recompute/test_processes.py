@@ -89,7 +89,7 @@ def random_values(rng: random.Random, companies: list[str], count: int) -> list[
 
 def seed_world(database: Database, org_id: str, companies: list[str]) -> uuid.UUID:
     rng = random.Random(3)
-    with database.write() as conn:
+    with database.write(org=org_id, structure=True) as conn:
         for template_id, answer_type in TEMPLATES.items():
             create_template(
                 conn,
@@ -114,7 +114,7 @@ def writer_process(url: str, org_id: str, profile_id: str, companies: list[str],
     database = Database(create_db_engine(url))
     rng = random.Random(11)
     for _ in range(n):
-        with database.write() as conn:
+        with database.write(org=org_id, structure=True) as conn:
             if rng.random() < 0.3:
                 upsert_rule(
                     conn,

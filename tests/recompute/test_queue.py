@@ -61,13 +61,12 @@ def test_trigger_while_running_causes_one_more_computation(
     [row] = queue_rows(database)
     assert row.rerun is True
     assert row.claimed_by == "w1"
-    with database.write() as conn:
-        compute_claimed(conn, "w1", tenant.org_id, "company", ["a.com"])
+    compute_claimed(database, "w1", tenant.org_id, "company", ["a.com"])
     [row] = queue_rows(database)
     assert (row.rerun, row.claimed_by, row.lease_until) == (False, None, None)
     with database.write() as conn:
         assert claim_batch(conn, "w2", 10, 60) == [(tenant.org_id, "company", "a.com")]
-        compute_claimed(conn, "w2", tenant.org_id, "company", ["a.com"])
+    compute_claimed(database, "w2", tenant.org_id, "company", ["a.com"])
     assert queue_rows(database) == []
 
 
@@ -98,8 +97,7 @@ def test_claims_are_disjoint_and_leases_expire(database: Database, tenant: Tenan
         taken = claim_batch(conn, "w3", 10, 60)
     assert sorted(taken) == sorted(first)
     # The late w1 can no longer complete what it lost.
-    with database.write() as conn:
-        stats = compute_claimed(conn, "w1", tenant.org_id, "company", [k[2] for k in first])
+    stats = compute_claimed(database, "w1", tenant.org_id, "company", [k[2] for k in first])
     assert stats.objects == 0
     assert len(queue_rows(database)) == 10
 

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
+from signalscore import recompute
 from signalscore.assignments import service
 from signalscore.assignments.schemas import (
     Assignment,
@@ -18,7 +19,6 @@ from signalscore.deps import CurrentOrgId, DatabaseDep, ObjectIdQuery
 from signalscore.errors import error_responses
 from signalscore.ids import uuid_or_404
 from signalscore.objects import normalize_object_ids
-from signalscore.recompute import queue
 from signalscore.schemas import ResponseModel
 from signalscore.vocabulary import ObjectType
 
@@ -49,7 +49,7 @@ def assign(
 ) -> Assignment:
     """Assign a profile to one object and compute its score before answering (201), or
     return the existing assignment (200). 422 `OBJECT_TYPE_MISMATCH` if the types differ."""
-    with db.write() as conn:
+    with db.write(org=org_id, structure=True) as conn:
         assignment, created = service.assign(
             conn, org_id, body.profileId, body.objectType, body.objectId
         )
@@ -68,7 +68,7 @@ def assign_many(
     ids already assigned or repeated are skipped. One invalid id rejects the whole request.
     The new objects' scores are queued."""
     object_ids = normalize_object_ids(body.objectType, body.objectIds, field="objectIds")
-    with db.write() as conn:
+    with db.write(org=org_id, structure=True) as conn:
         return service.assign_many(conn, org_id, body.profileId, body.objectType, object_ids)
 
 
@@ -76,7 +76,7 @@ def assign_many(
 def unassign(assignment_id: str, org_id: CurrentOrgId, db: DatabaseDep) -> Response:
     """Remove an assignment and the score rows of that (profile, object)."""
     aid = uuid_or_404(assignment_id, "assignment", "ASSIGNMENT_NOT_FOUND")
-    with db.write() as conn:
+    with db.write(org=org_id, structure=True) as conn:
         service.unassign(conn, org_id, aid)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -104,9 +104,7 @@ def compute(body: ObjectIdBatch, org_id: CurrentOrgId, db: DatabaseDep) -> Compu
     nothing. Results appear in `GET /v1/scoring/scores`."""
     object_ids = normalize_object_ids(body.objectType, body.objectIds, field="objectIds")
     with db.write() as conn:
-        queued = queue.enqueue_objects(
-            conn, org_id, body.objectType, object_ids, lane=queue.Lane.INTERACTIVE
-        )
+        queued = recompute.enqueue_objects(conn, org_id, body.objectType, object_ids)
     return ComputeAccepted(queued=queued, failed=0)
 
 
@@ -115,5 +113,5 @@ def compute_status(org_id: CurrentOrgId, db: DatabaseDep) -> ComputeStatus:
     """How much of your organisation's work is waiting or running, so a client can wait
     until its scores are fresh (`pending == running == 0`)."""
     with db.read() as conn:
-        pending, running, oldest = queue.queue_status(conn, org_id)
+        pending, running, oldest = recompute.queue_status(conn, org_id)
     return ComputeStatus(pending=pending, running=running, oldestPendingSeconds=oldest)

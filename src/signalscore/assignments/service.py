@@ -9,14 +9,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from signalscore.assignments.schemas import Assignment
-from signalscore.db.tables import profile_assignments, score_results
+from signalscore.db.dialect import chunks
+from signalscore.db.tables import profile_assignments
 from signalscore.db.types import utcnow
 from signalscore.errors import Invalid, NotFound
 from signalscore.profiles.schemas import Profile
 from signalscore.profiles.service import get_profile
-from signalscore.recompute.compute import chunks, recompute_objects
-from signalscore.recompute.locks import lock_organization
-from signalscore.recompute.queue import Lane, enqueue_objects
+from signalscore.recompute import Lane, compute_now, enqueue_objects
 
 a = profile_assignments
 
@@ -61,7 +60,6 @@ def assign(
 ) -> tuple[Assignment, bool]:
     """Assign one object; returns (assignment, created). A new assignment's scores are
     computed in this transaction, so a read right after the response sees them."""
-    lock_organization(conn, org_id, exclusive=True)
     _profile_for(conn, org_id, profile_id, object_type)
     existing = (
         conn.execute(
@@ -95,7 +93,7 @@ def assign(
             assigned_at=assignment.assignedAt,
         )
     )
-    recompute_objects(conn, org_id, object_type, [object_id])
+    compute_now(conn, org_id, object_type, [object_id])
     return assignment, True
 
 
@@ -108,7 +106,6 @@ def assign_many(
 ) -> list[Assignment]:
     """Assign many objects (already normalised); returns only the new assignments, in request
     order, and queues their scores."""
-    lock_organization(conn, org_id, exclusive=True)
     _profile_for(conn, org_id, profile_id, object_type)
     wanted = list(dict.fromkeys(object_ids))
     already: set[str] = set()
@@ -158,22 +155,15 @@ def assign_many(
 
 
 def unassign(conn: Connection, org_id: str, assignment_id: uuid.UUID) -> None:
-    """Delete an assignment and that (profile, object)'s score rows."""
-    lock_organization(conn, org_id, exclusive=True)
+    """Delete an assignment and that (profile, object)'s score rows: the object is computed
+    again in this transaction (`compute_now`), which removes the rows no assignment justifies
+    any more. So a worker that read the object before this change stores nothing over it."""
     row = conn.execute(
-        sa.select(a.c.profile_id, a.c.object_type, a.c.object_id).where(
+        sa.select(a.c.object_type, a.c.object_id).where(
             a.c.organization_id == org_id, a.c.id == assignment_id
         )
     ).one_or_none()
     if row is None:
         raise NotFound("assignment not found", error_code="ASSIGNMENT_NOT_FOUND")
-    s = score_results
-    conn.execute(
-        sa.delete(s).where(
-            s.c.organization_id == org_id,
-            s.c.profile_id == row.profile_id,
-            s.c.object_type == row.object_type,
-            s.c.object_id == row.object_id,
-        )
-    )
     conn.execute(sa.delete(a).where(a.c.organization_id == org_id, a.c.id == assignment_id))
+    compute_now(conn, org_id, row.object_type, [row.object_id])

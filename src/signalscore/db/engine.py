@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
+from signalscore.db.dialect import lock_organization
 from signalscore.vocabulary import MAX_EXACT_INT
 
 
@@ -94,6 +95,26 @@ def _create_sqlite_engine(parsed: URL, connect_timeout: float) -> Engine:
     return engine
 
 
+_ORG_LOCK = "signalscore.organization_lock"
+
+
+def take_organization_lock(conn: Connection, org_id: str, *, structure: bool) -> None:
+    """Take the organisation lock in a transaction already under way: only for one that
+    created the organisation itself (`signalscore demo`), which nothing else can contend
+    for yet. Everything else opens its unit of work with `Database.write(org=...)`."""
+    lock_organization(conn, org_id, exclusive=structure)
+    conn.info[_ORG_LOCK] = (org_id, structure)
+
+
+def held_organization_lock(conn: Connection, org_id: str) -> bool | None:
+    """The organisation lock this unit of work holds: None when none, else whether it is the
+    exclusive (structure) one."""
+    held = conn.info.get(_ORG_LOCK)
+    if held is None or held[0] != org_id:
+        return None
+    return bool(held[1])
+
+
 class Database:
     """The unit of work: one transaction per request, per worker batch, per CLI command.
 
@@ -111,13 +132,27 @@ class Database:
         return self.engine.dialect.name
 
     @contextmanager
-    def write(self, *, notify: bool = True) -> Iterator[Connection]:
+    def write(
+        self, *, org: str | None = None, structure: bool = False, notify: bool = True
+    ) -> Iterator[Connection]:
         """A write transaction. `notify=False` keeps `after_write` quiet: the worker's own
-        claims must not wake the worker, or it would spin on an empty queue."""
+        claims must not wake the worker, or it would spin on an empty queue.
+
+        `org`: a write that can change that organisation's scores. Its first statement takes
+        the organisation's lock (docs/architecture.md, "the lock protocol"): shared for value
+        writes, exclusive with `structure=True` (rules, assignments, profiles, templates), so
+        a value write's decision of what to queue never misses a structural change committed
+        meanwhile. Workers never take it. The recompute functions that depend on it check that
+        it is held (`held_organization_lock`)."""
         with self.engine.connect() as conn:
             conn = conn.execution_options(sqlite_write=True)
             with conn.begin():
-                yield conn
+                if org is not None:
+                    take_organization_lock(conn, org, structure=structure)
+                try:
+                    yield conn
+                finally:
+                    conn.info.pop(_ORG_LOCK, None)
         if notify and self.after_write is not None:
             self.after_write()
 

@@ -49,6 +49,6 @@ def update_profile(
 def delete_profile(profile_id: str, org_id: CurrentOrgId, db: DatabaseDep) -> Response:
     """Delete a profile with its rules, assignments and scores, in one transaction."""
     pid = uuid_or_404(profile_id, "scoring profile", "PROFILE_NOT_FOUND")
-    with db.write() as conn:
+    with db.write(org=org_id, structure=True) as conn:
         service.delete_profile(conn, org_id, pid)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -12,7 +12,6 @@ from signalscore.db.tables import scoring_profiles
 from signalscore.db.types import utcnow
 from signalscore.errors import NotFound
 from signalscore.profiles.schemas import Profile, ProfileCreate, ProfileUpdate
-from signalscore.recompute.locks import lock_organization
 
 _COLUMNS = (
     scoring_profiles.c.id,
@@ -100,7 +99,6 @@ def update_profile(
 
 def delete_profile(conn: Connection, org_id: str, profile_id: uuid.UUID) -> None:
     """Delete the profile; its rules, assignments and score rows go with it (FK cascades)."""
-    lock_organization(conn, org_id, exclusive=True)
     deleted = conn.execute(
         sa.delete(scoring_profiles).where(
             scoring_profiles.c.organization_id == org_id, scoring_profiles.c.id == profile_id

@@ -1,15 +1,19 @@
 """Computing and storing the scores of a set of objects (SPEC §6 storage rules).
 
-`recompute_objects` loads everything a batch needs in a few statements (assignments, rules,
-values and the stored score rows), scores each profile's objects with one `score_many` call,
-compares each result with the stored row in Python and writes back only what changed:
+Two steps, which a worker runs in two transactions (`worker.compute_claimed`) and
+`recompute_objects` in one:
 
-- new rows are inserted (version 1);
-- rows whose score or contributions moved get `version + 1`, and the database itself moves
-  the old values into `previous_*` (`SET previous_score = score, ...`);
-- rows that compute identical get a single `computed_at` touch;
-- rows that should no longer exist (a dimension that lost its rules, an assignment that is
-  gone) are deleted.
+- `compute_objects` reads everything a batch needs in a few statements (assignments, rules,
+  values) and scores each profile's objects with one `score_many` call. Reads only.
+- `store_results` reads the stored score rows, compares each result with its row in Python
+  and writes back only what changed:
+
+  - new rows are inserted (version 1);
+  - rows whose score or contributions moved get `version + 1`, and the database itself moves
+    the old values into `previous_*` (`SET previous_score = score, ...`);
+  - rows that compute identical get a single `computed_at` touch;
+  - rows that should no longer exist (a dimension that lost its rules, an assignment that is
+    gone) are deleted.
 
 On PostgreSQL every id list is one array parameter (`= ANY(:ids)`), and inserts and updates
 are one statement per batch over arrays (`unnest`); SQLite gets `IN` lists and executemany.
@@ -20,7 +24,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -29,12 +33,16 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
-from signalscore.db.tables import profile_assignments, score_results, scoring_rules, signal_values
+from signalscore.db.dialect import id_filters, is_postgresql
+from signalscore.db.tables import (
+    profile_assignments,
+    score_results,
+    scoring_profiles,
+    scoring_rules,
+    signal_values,
+)
 from signalscore.db.types import utcnow
 from signalscore.engine import CompiledProfile, DimensionResult, Rule, compile_profile
-
-# Bound parameters per IN list (SQLite): well under its limit.
-IN_CHUNK = 900
 
 s = score_results
 
@@ -56,31 +64,6 @@ class RecomputeStats:
         self.updated += other.updated
         self.unchanged += other.unchanged
         self.deleted += other.deleted
-
-
-def chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def is_postgresql(conn: Connection) -> bool:
-    return conn.dialect.name == "postgresql"
-
-
-def id_filters(
-    conn: Connection, column: sa.ColumnElement[Any], ids: Sequence[Any]
-) -> Iterator[sa.ColumnElement[bool]]:
-    """`column` among `ids`, as few conditions as the backend likes: on PostgreSQL a single
-    `column = ANY(:array)` (one parameter, so the statement text is always the same and
-    psycopg/PostgreSQL parse and plan it once); elsewhere `IN` lists of at most `IN_CHUNK`."""
-    if not ids:
-        return
-    if is_postgresql(conn):
-        array = sa.bindparam(None, list(ids), type_=postgresql.ARRAY(column.type), unique=True)
-        yield column == sa.any_(array)
-        return
-    for part in chunks(ids):
-        yield column.in_(part)
 
 
 def _load_assignments(
@@ -228,24 +211,85 @@ def _same_contributions(stored: Any, new: list[dict[str, Any]], new_text: str | 
     return bool(stored == new)
 
 
-def recompute_objects(
+@dataclass
+class Computed:
+    """The scores of some objects, computed from one read of their inputs (`compute_objects`)
+    and not yet stored (`store_results`)."""
+
+    object_ids: list[str]
+    # (profile id, object id, {dimension: result}) for every assigned (profile, object).
+    results: list[tuple[uuid.UUID, str, dict[str, DimensionResult]]]
+
+
+def compute_objects(
     conn: Connection,
     org_id: str,
     object_type: str,
     object_ids: Sequence[str],
     *,
     profiles: ProfileCache | None = None,
-    now: datetime | None = None,
-) -> RecomputeStats:
-    """Recompute every score row of the given objects (all their profiles) and store the
-    changes on `conn`. `profiles` is an optional cache of compiled profiles."""
-    now = now or utcnow()
+) -> Computed:
+    """Read the objects' assignments, rules and values (four statements), and score them.
+    Reads only: a worker runs this outside any write transaction, holding no lock."""
     object_ids = list(dict.fromkeys(object_ids))
-    stats = RecomputeStats(objects=len(object_ids))
     assigned = _load_assignments(conn, org_id, object_type, object_ids)
     rules = _load_rules(conn, org_id, sorted(assigned))
     template_ids = sorted({rule.signal_template_id for rs in rules.values() for rule in rs})
     values = _load_values(conn, org_id, object_type, object_ids, template_ids)
+    results: list[tuple[uuid.UUID, str, dict[str, DimensionResult]]] = []
+    empty: dict[str, Any] = {}
+    for profile_id, members in assigned.items():
+        profile_rules = rules.get(profile_id, [])
+        if not profile_rules:
+            continue
+        compiled = _compiled(profile_id, profile_rules, profiles)
+        scored = compiled.score_many([values.get(o, empty) for o in members])
+        results.extend(
+            (profile_id, object_id, by_dimension)
+            for object_id, by_dimension in zip(members, scored, strict=True)
+        )
+    return Computed(object_ids, results)
+
+
+def _existing_profiles(
+    conn: Connection, org_id: str, profile_ids: Sequence[uuid.UUID]
+) -> set[uuid.UUID]:
+    """Which of these profiles still exist, each held (`FOR KEY SHARE` on PostgreSQL) until
+    the transaction ends: a profile deleted after a worker's read gets no new score row (its
+    foreign key would fail), and one being deleted now waits for this write, whose rows its
+    cascade then removes."""
+    p = scoring_profiles
+    found: set[uuid.UUID] = set()
+    for among in id_filters(conn, p.c.id, sorted(profile_ids)):
+        found.update(
+            conn.execute(
+                sa.select(p.c.id)
+                .where(p.c.organization_id == org_id, among)
+                .order_by(p.c.id)
+                .with_for_update(key_share=True, read=True)
+            ).scalars()
+        )
+    return found
+
+
+def store_results(
+    conn: Connection,
+    org_id: str,
+    object_type: str,
+    computed: Computed,
+    *,
+    only: Sequence[str] | None = None,
+    now: datetime | None = None,
+) -> RecomputeStats:
+    """Store `computed` for its objects (or `only` these of them) against the rows stored
+    now, which are read here, in the write transaction: inserts, updates with `version + 1`,
+    `computed_at` touches and deletes, as SPEC §6 says."""
+    now = now or utcnow()
+    object_ids = computed.object_ids if only is None else list(dict.fromkeys(only))
+    wanted = frozenset(object_ids)
+    results = [r for r in computed.results if r[1] in wanted]
+    existing = _existing_profiles(conn, org_id, list({r[0] for r in results}))
+    stats = RecomputeStats(objects=len(object_ids))
     stored = _load_scores(conn, org_id, object_type, object_ids)
     postgresql = is_postgresql(conn)
 
@@ -254,25 +298,20 @@ def recompute_objects(
     changed: list[_Update] = []
     # Rows that compute identical: only `computed_at` changes.
     touched: list[uuid.UUID] = []
-    empty: dict[str, Any] = {}
-    for profile_id, members in assigned.items():
-        profile_rules = rules.get(profile_id, [])
-        if not profile_rules:
+    for profile_id, object_id, by_dimension in results:
+        if profile_id not in existing:
             continue
-        compiled = _compiled(profile_id, profile_rules, profiles)
-        results = compiled.score_many([values.get(o, empty) for o in members])
-        for object_id, by_dimension in zip(members, results, strict=True):
-            for dimension, result in by_dimension.items():
-                old = stored.pop((profile_id, object_id, dimension), None)
-                text = _jsonb_text(result.contributions) if postgresql else None
-                if old is None:
-                    inserts.append((profile_id, object_id, dimension, result, text))
-                elif old.score == result.score and _same_contributions(
-                    old.contributions, result.contributions, text
-                ):
-                    touched.append(old.id)
-                else:
-                    changed.append((old.id, result, text))
+        for dimension, result in by_dimension.items():
+            old = stored.pop((profile_id, object_id, dimension), None)
+            text = _jsonb_text(result.contributions) if postgresql else None
+            if old is None:
+                inserts.append((profile_id, object_id, dimension, result, text))
+            elif old.score == result.score and _same_contributions(
+                old.contributions, result.contributions, text
+            ):
+                touched.append(old.id)
+            else:
+                changed.append((old.id, result, text))
     # Whatever is left has no reason to exist any more.
     deleted = [row.id for row in stored.values()]
 
@@ -289,6 +328,21 @@ def recompute_objects(
     stats.inserted, stats.updated = len(inserts), len(changed)
     stats.unchanged, stats.deleted = len(touched), len(deleted)
     return stats
+
+
+def recompute_objects(
+    conn: Connection,
+    org_id: str,
+    object_type: str,
+    object_ids: Sequence[str],
+    *,
+    profiles: ProfileCache | None = None,
+    now: datetime | None = None,
+) -> RecomputeStats:
+    """Recompute every score row of the given objects (all their profiles) and store the
+    changes, all on `conn`. `profiles` is an optional cache of compiled profiles."""
+    computed = compute_objects(conn, org_id, object_type, object_ids, profiles=profiles)
+    return store_results(conn, org_id, object_type, computed, now=now)
 
 
 def _write_generic(

@@ -18,13 +18,14 @@ import enum
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from signalscore.db.dialect import lock_order, upsert
 from signalscore.db.tables import (
     profile_assignments,
     recompute_profiles,
@@ -67,26 +68,9 @@ def _merge_on_conflict(insert: Any, lane: Lane) -> Any:
     )
 
 
-def _dialect_insert(conn: Connection, table: sa.Table = recompute_queue) -> Any:
-    """An INSERT that supports ON CONFLICT on this backend."""
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
-
-
 def _running(table: Any, now: datetime) -> sa.ColumnElement[bool]:
     """A queue entry a live worker holds (an unexpired lease)."""
     return sa.and_(table.c.lease_until.is_not(None), table.c.lease_until >= now)
-
-
-def lock_order(conn: Connection, column: Any) -> Any:
-    """`column` for an ORDER BY that locks queue rows: code-point order, on every backend.
-
-    Every writer locks queue rows in one order, so two writers queueing overlapping objects
-    cannot deadlock. Python sorts str by code point, SQLite's BINARY collation compares UTF-8
-    bytes (the same order), and PostgreSQL's "C" collation does too; the database's default
-    collation (en_US, ICU) may not (it can put "u_1" before "u1"), so it is never used here."""
-    return column.collate("C") if conn.dialect.name == "postgresql" else column
 
 
 def enqueue_objects(
@@ -111,7 +95,7 @@ def enqueue_objects(
         for object_id in sorted(set(object_ids))
     ]
     if rows:
-        conn.execute(_merge_on_conflict(_dialect_insert(conn), lane), rows)
+        conn.execute(_merge_on_conflict(upsert(conn, recompute_queue), lane), rows)
     return len(rows)
 
 
@@ -121,7 +105,7 @@ def _now_literal() -> sa.BindParameter[Any]:
 
 def _enqueue_from_select(conn: Connection, select: sa.Select[Any], lane: Lane) -> None:
     """`select` gives (organization_id, object_type, object_id, enqueued_at, lane) rows."""
-    insert = _dialect_insert(conn).from_select(
+    insert = upsert(conn, recompute_queue).from_select(
         ["organization_id", "object_type", "object_id", "enqueued_at", "lane"], select
     )
     conn.execute(_merge_on_conflict(insert, lane))
@@ -189,7 +173,7 @@ def enqueue_profile_objects(conn: Connection, org_id: str, profile_id: Any) -> N
     (`queue_next_profile_chunk`). A new change restarts the cursor: every object must then be
     computed with the newest rules, including those an earlier fan-out already queued.
     """
-    insert = _dialect_insert(conn, recompute_profiles)
+    insert = upsert(conn, recompute_profiles)
     # The profile's row first: a worker continuing a fan-out locks it before queue rows, so
     # taking them in the same order cannot deadlock. An older row keeps its `enqueued_at`.
     conn.execute(
@@ -267,6 +251,48 @@ def enqueue_objects_for_signal_changes(
             .order_by(object_id),
             lane,
         )
+
+
+def settle(conn: Connection, org_id: str, object_type: str, object_ids: list[str]) -> None:
+    """Remove these objects' entries that no live worker holds: the caller has just computed
+    them, in the transaction that locked the entries."""
+    q = recompute_queue
+    conn.execute(
+        sa.delete(q).where(
+            q.c.organization_id == org_id,
+            q.c.object_type == object_type,
+            q.c.object_id.in_(object_ids),
+            sa.not_(_running(q, utcnow())),
+        )
+    )
+
+
+@dataclass(frozen=True)
+class QueueFigures:
+    """The queue across every organisation, counts only (for /metrics)."""
+
+    pending: int
+    running: int
+    oldest_pending_seconds: float
+    fan_outs: int
+
+
+def queue_figures(conn: Connection) -> QueueFigures:
+    q = recompute_queue
+    now = utcnow()
+    running = _running(q, now)
+    pending, leased, oldest = conn.execute(
+        sa.select(
+            sa.func.count().filter(sa.not_(running)),
+            sa.func.count().filter(running),
+            sa.func.min(q.c.enqueued_at).filter(sa.not_(running)),
+        )
+    ).one()
+    fan_outs = conn.execute(sa.select(sa.func.count()).select_from(recompute_profiles)).scalar_one()
+    if isinstance(oldest, str):  # SQLite returns aggregates as text
+        oldest = UTCDateTime().process_result_value(oldest, conn.dialect)
+    age = 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
+    return QueueFigures(int(pending), int(leased), round(age, 3), int(fan_outs))
 
 
 def queue_status(conn: Connection, org_id: str) -> tuple[int, int, float]:

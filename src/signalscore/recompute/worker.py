@@ -39,6 +39,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
+from signalscore.db.dialect import id_filters, lock_order
 from signalscore.db.engine import Database
 from signalscore.db.tables import recompute_queue
 from signalscore.db.types import UTCDateTime, utcnow
@@ -46,11 +47,10 @@ from signalscore.engine import BACKENDS
 from signalscore.recompute.compute import (
     ProfileCache,
     RecomputeStats,
-    id_filters,
-    recompute_objects,
+    compute_objects,
+    store_results,
 )
-from signalscore.recompute.locks import lock_organization
-from signalscore.recompute.queue import Lane, lock_order, queue_next_profile_chunk
+from signalscore.recompute.queue import Lane, queue_next_profile_chunk
 
 log = logging.getLogger("signalscore.worker")
 
@@ -333,13 +333,22 @@ def _lease_shares(plan: Sequence[tuple[int, str, int]], now: datetime) -> sa.Upd
     )
 
 
+#: A result computed before a trigger that arrived meanwhile (`rerun`) is not stored: the
+#: trigger may have been a change (an assignment computed in its own request, an
+#: unassignment) that the result would undo until the next round. Unless the entry has been
+#: waiting longer than this, so an object triggered faster than it computes still moves.
+STALE_RESULT_GRACE_SECONDS = 5.0
+
+
 def _owned(
-    conn: Connection, worker_id: str, org_id: str, object_type: str, ids: list[str]
+    conn: Connection, worker_id: str, org_id: str, object_type: str, ids: Sequence[str]
 ) -> list[Any]:
+    """The entries among `ids` still leased to this worker, locked (`FOR UPDATE`) in the
+    order every writer locks queue rows in."""
     owned: list[Any] = []
-    for among in id_filters(conn, q.c.object_id, ids):
+    for among in id_filters(conn, q.c.object_id, list(ids)):
         query = (
-            sa.select(q.c.object_id, q.c.rerun)
+            sa.select(q.c.object_id, q.c.rerun, q.c.enqueued_at)
             .where(
                 q.c.organization_id == org_id,
                 q.c.object_type == object_type,
@@ -354,40 +363,60 @@ def _owned(
 
 
 def compute_claimed(
-    conn: Connection,
+    db: Database,
     worker_id: str,
     org_id: str,
     object_type: str,
-    object_ids: list[str],
+    object_ids: Sequence[str],
     *,
     profiles: ProfileCache | None = None,
     audit: Audit | None = None,
 ) -> RecomputeStats:
-    """Transaction 2 for one (organisation, object type) group of a claimed batch.
+    """Compute one (organisation, object type) group of a claimed batch, in two steps:
 
-    `audit` is told, per object, the interval in which this worker held the object's queue
-    row locked and computed it: the concurrency tests check no two such intervals overlap."""
-    lock_organization(conn, org_id, exclusive=False)
-    owned = _owned(conn, worker_id, org_id, object_type, object_ids)
-    mine = [row.object_id for row in owned]
-    if not mine:  # every lease expired and was taken over: the new owner computes them
-        return RecomputeStats()
+    1. **read and score**, in a read transaction that takes no lock (`compute_objects`): a
+       writer never waits for this part, however long the batch;
+    2. **store**, in a short write transaction: lock the entries still leased to this worker
+       (a writer queueing one of these objects now waits for this step only), store the
+       results of the objects no trigger reached since the claim (`store_results`, which
+       reads the stored rows here), then delete those entries and give back the others for
+       one more round.
+
+    Why nothing is missed: every write that changes an object's score queues the object in
+    its own transaction. One that committed before step 1's reads is in them. One whose
+    queueing ran after the claim set `rerun` on the leased entry (or waits for step 2 and
+    then queues a fresh entry). One whose queueing ran before the claim still held the
+    entry's row lock, and the claim skipped the entry (`SKIP LOCKED`).
+
+    `audit` is told, per object stored, the interval from this group's read to its store,
+    inside which no other worker may compute it: the concurrency tests check that no two
+    such intervals overlap."""
     started = time.monotonic()
-    stats = recompute_objects(conn, org_id, object_type, mine, profiles=profiles)
-    finished = [row.object_id for row in owned if not row.rerun]
-    again = [row.object_id for row in owned if row.rerun]
-    where = (q.c.organization_id == org_id, q.c.object_type == object_type)
-    for among in id_filters(conn, q.c.object_id, finished):
-        conn.execute(sa.delete(q).where(*where, among))
-    for among in id_filters(conn, q.c.object_id, again):
-        # A trigger arrived while this object was being computed: once more, from the top.
-        conn.execute(
-            sa.update(q).where(*where, among).values(lease_until=None, claimed_by=None, rerun=False)
-        )
-    if audit is not None:
-        ended = time.monotonic()  # still inside the transaction: the locks are held
-        for object_id in mine:
-            audit(org_id, object_type, object_id, started, ended)
+    with db.read() as conn:
+        computed = compute_objects(conn, org_id, object_type, object_ids, profiles=profiles)
+    with db.write(notify=False) as conn:
+        owned = _owned(conn, worker_id, org_id, object_type, object_ids)
+        if not owned:  # every lease expired and was taken over: the new owner computes them
+            return RecomputeStats()
+        grace = utcnow() - timedelta(seconds=STALE_RESULT_GRACE_SECONDS)
+        store = [row.object_id for row in owned if not row.rerun or row.enqueued_at < grace]
+        stats = store_results(conn, org_id, object_type, computed, only=store)
+        finished = [row.object_id for row in owned if not row.rerun]
+        again = [row.object_id for row in owned if row.rerun]
+        where = (q.c.organization_id == org_id, q.c.object_type == object_type)
+        for among in id_filters(conn, q.c.object_id, finished):
+            conn.execute(sa.delete(q).where(*where, among))
+        for among in id_filters(conn, q.c.object_id, again):
+            # A trigger arrived while this object was being computed: once more, from the top.
+            conn.execute(
+                sa.update(q)
+                .where(*where, among)
+                .values(lease_until=None, claimed_by=None, rerun=False)
+            )
+        if audit is not None:
+            ended = time.monotonic()  # still inside the transaction: the locks are held
+            for object_id in store:
+                audit(org_id, object_type, object_id, started, ended)
     return stats
 
 
@@ -473,9 +502,7 @@ class Worker:
                 *_groups(claimed[:split]),
                 *_groups(claimed[split:]),
             ]:
-                with self.db.write(notify=False) as conn:
-                    self._compute(conn, self.worker_id, self.profiles, org_id, object_type,
-                                  object_ids)  # fmt: skip
+                self._compute(self.worker_id, self.profiles, org_id, object_type, object_ids)
         finally:
             self.busy.clear()
         return len(claimed)
@@ -495,14 +522,11 @@ class Worker:
                 lanes=(Lane.INTERACTIVE,),
             )
         for org_id, object_type, object_ids in _groups(claimed):
-            with self.db.write(notify=False) as conn:
-                self._compute(conn, worker_id, self._interactive_profiles, org_id,
-                              object_type, object_ids)  # fmt: skip
+            self._compute(worker_id, self._interactive_profiles, org_id, object_type, object_ids)
         return len(claimed)
 
     def _compute(
         self,
-        conn: Connection,
         worker_id: str,
         profiles: ProfileCache,
         org_id: str,
@@ -510,7 +534,7 @@ class Worker:
         object_ids: list[str],
     ) -> None:
         stats = compute_claimed(
-            conn, worker_id, org_id, object_type, object_ids, profiles=profiles, audit=self.audit
+            self.db, worker_id, org_id, object_type, object_ids, profiles=profiles, audit=self.audit
         )
         with self._counting:
             self.computed += stats.objects

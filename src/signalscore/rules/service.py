@@ -14,8 +14,7 @@ from signalscore.db.tables import scoring_rules, signal_templates
 from signalscore.db.types import utcnow
 from signalscore.errors import Invalid, InvalidPointValues, NotFound, Problems
 from signalscore.profiles.service import get_profile
-from signalscore.recompute.locks import lock_organization
-from signalscore.recompute.queue import enqueue_profile_objects
+from signalscore.recompute import enqueue_profile
 from signalscore.rules.point_values import validate_point_values
 from signalscore.rules.schemas import Rule, RuleUpsert
 
@@ -83,7 +82,6 @@ def _checked_point_values(
 def upsert_rule(conn: Connection, org_id: str, profile_id: uuid.UUID, body: RuleUpsert) -> Rule:
     """Create or replace the rule for (profile, template, dimension); a replace keeps the
     rule's id and createdAt. Queues every object assigned to the profile."""
-    lock_organization(conn, org_id, exclusive=True)
     profile = get_profile(conn, org_id, profile_id)
     point_values = _checked_point_values(conn, org_id, profile.type, body)
     now = utcnow()
@@ -128,7 +126,7 @@ def upsert_rule(conn: Connection, org_id: str, profile_id: uuid.UUID, body: Rule
                 updated_at=now,
             )
         )
-    enqueue_profile_objects(conn, org_id, profile_id)
+    enqueue_profile(conn, org_id, profile_id)
     return Rule(
         id=rule_id,
         profileId=profile_id,
@@ -143,7 +141,6 @@ def upsert_rule(conn: Connection, org_id: str, profile_id: uuid.UUID, body: Rule
 
 def delete_rule(conn: Connection, org_id: str, profile_id: uuid.UUID, rule_id: uuid.UUID) -> None:
     """Delete a rule of this profile and queue the profile's objects."""
-    lock_organization(conn, org_id, exclusive=True)
     get_profile(conn, org_id, profile_id)
     deleted = conn.execute(
         sa.delete(r).where(
@@ -152,4 +149,4 @@ def delete_rule(conn: Connection, org_id: str, profile_id: uuid.UUID, rule_id: u
     ).rowcount
     if not deleted:
         raise NotFound("scoring rule not found in this profile", error_code="RULE_NOT_FOUND")
-    enqueue_profile_objects(conn, org_id, profile_id)
+    enqueue_profile(conn, org_id, profile_id)

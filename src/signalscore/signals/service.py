@@ -17,8 +17,7 @@ from sqlalchemy.engine import Connection
 from signalscore.db.tables import scoring_rules, signal_templates, signal_values
 from signalscore.db.types import utcnow
 from signalscore.errors import Conflict, FieldProblem, NotFound, Problems
-from signalscore.recompute.locks import lock_organization
-from signalscore.recompute.queue import Lane, enqueue_objects_for_signal_changes
+from signalscore.recompute import enqueue_value_changes
 from signalscore.signals.schemas import (
     TEMPLATE_ID_RE,
     SignalValue,
@@ -154,11 +153,10 @@ def patch_template(
 def delete_template(conn: Connection, org_id: str, template_id: str) -> None:
     """Delete a template and its values; 409 listing the rules that still use it.
 
-    A structural change: it takes the organisation lock exclusively, as rule writes do, so a
-    rule write on this template either commits first (and this answers 409) or runs after
-    (and finds no template: 422). Without it both passed their checks and one of them failed
-    on the foreign key."""
-    lock_organization(conn, org_id, exclusive=True)
+    A structural change: its unit of work holds the organisation lock exclusively, as rule
+    writes do, so a rule write on this template either commits first (and this answers 409)
+    or runs after (and finds no template: 422). Without it both passed their checks and one
+    of them failed on the foreign key."""
     get_template(conn, org_id, template_id)
     rule_ids = conn.execute(
         sa.select(scoring_rules.c.id)
@@ -269,9 +267,8 @@ def _item_index(path: str) -> int:
 def write_values(conn: Connection, org_id: str, items: Sequence[Any]) -> SignalValuesWriteResult:
     """Write a batch atomically: validate all, then upsert/delete, then enqueue recomputes."""
     now = utcnow()
-    # Locked before the templates are read, so a template deletion (which takes the lock
-    # exclusively) cannot slip between the check and the write.
-    lock_organization(conn, org_id, exclusive=False)
+    # The unit of work holds the organisation lock (shared) from its first statement, so a
+    # template deletion (exclusive) cannot slip between the check and the write.
     valid = _validate_items(conn, org_id, items, now)
     # The last item wins for repeated keys (after normalisation).
     latest = {(i.object_type, i.object_id, i.template_id): i for i in valid}
@@ -358,7 +355,7 @@ def write_values(conn: Connection, org_id: str, items: Sequence[Any]) -> SignalV
             ),
             deletes,
         )
-    enqueue_objects_for_signal_changes(conn, org_id, changed, lane=Lane.INTERACTIVE)
+    enqueue_value_changes(conn, org_id, changed)
     return SignalValuesWriteResult(written=written, deleted=deleted, unchanged=unchanged)
 
 
