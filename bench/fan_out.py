@@ -73,7 +73,7 @@ def setup(db: Database, count: int) -> tuple[str, uuid.UUID, list[str]]:
         pg.commit()
     finally:
         raw.close()
-    with db.write() as conn:
+    with db.write(org=org.id, structure=True) as conn:
         rule(conn, org.id, profile.id, 1)
     clear_queue(db)
     with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
@@ -103,7 +103,7 @@ def clear_queue(db: Database) -> None:
 
 def value_write(db: Database, org_id: str, object_id: str, value: bool) -> float:
     started = time.perf_counter()
-    with db.write() as conn:
+    with db.write(org=org_id) as conn:
         write_values(
             conn,
             org_id,
@@ -121,7 +121,7 @@ def one_round(
 
     def write_rule() -> None:
         started = time.perf_counter()
-        with db.write() as conn:
+        with db.write(org=org_id, structure=True) as conn:
             rule(conn, org_id, profile_id, points)
         rule_seconds.append(time.perf_counter() - started)
 

@@ -95,8 +95,9 @@ STEPS = (
     "load scores",
     "compile",
     "engine",
+    "score (rest)",
     "compare + write",
-    "complete",
+    "lock + complete + 2 transactions",
     "commit + connect",
 )
 
@@ -154,6 +155,7 @@ def build_fixture(db: Database, count: int, seed: int) -> Fixture:
     """Configuration through the services; assignments and values in bulk SQL."""
     with db.write() as conn:
         org, _key = create_organization(conn, "bench")
+    with db.write(org=org.id, structure=True) as conn:
         for template_id, answer_type in TEMPLATES:
             create_template(
                 conn,
@@ -261,7 +263,7 @@ def fan_out_chunk() -> int:
 def change_one_rule(db: Database, fixture: Fixture) -> None:
     """The measured trigger: replace one rule's points; queues all N objects."""
     template_id, dimension, answer_type, point_values = CHANGED_RULE
-    with db.write() as conn:
+    with db.write(org=fixture.org_id, structure=True) as conn:
         upsert_rule(
             conn,
             fixture.org_id,
@@ -296,8 +298,9 @@ def _install_step_timers(totals: dict[str, float]) -> None:
 
     worker_module.claim_batch = timed("claim_batch", worker_module.claim_batch)
     worker_module.compute_claimed = timed("compute_claimed", worker_module.compute_claimed)
-    recompute = timed("recompute_objects", compute_module.recompute_objects)
-    setattr(worker_module, "recompute_objects", recompute)  # noqa: B010
+    # The worker's two steps: read and score (no lock), then store (a short write).
+    for name in ("compute_objects", "store_results"):
+        setattr(worker_module, name, timed(name, getattr(compute_module, name)))
     for name in ("_load_assignments", "_load_rules", "_load_values", "_load_scores"):
         setattr(compute_module, name, timed(name, getattr(compute_module, name)))
     compute_module._compiled = timed("_compiled", compute_module._compiled)
@@ -313,16 +316,19 @@ def step_breakdown(raw: dict[str, float]) -> dict[str, float]:
         "load values": raw.get("_load_values", 0.0),
         "load scores": raw.get("_load_scores", 0.0),
     }
-    recompute = raw.get("recompute_objects", 0.0)
+    read_and_score = raw.get("compute_objects", 0.0)
+    store = raw.get("store_results", 0.0)
     compute_claimed = raw.get("compute_claimed", 0.0)
     engine, compile_ = raw.get("score_many", 0.0), raw.get("_compiled", 0.0)
+    reads = sum(loads.values()) - loads["load scores"]
     return {
         "claim": raw.get("claim_batch", 0.0),
         **loads,
         "compile": compile_,
         "engine": engine,
-        "compare + write": recompute - sum(loads.values()) - engine - compile_,
-        "complete": compute_claimed - recompute,
+        "score (rest)": read_and_score - reads - engine - compile_,
+        "compare + write": store - loads["load scores"],
+        "lock + complete + 2 transactions": compute_claimed - read_and_score - store,
         "commit + connect": raw.get("run_once", 0.0)
         - raw.get("claim_batch", 0.0)
         - compute_claimed,
