@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from signalscore.auth import service as auth_service
 from signalscore.config import Settings
+from signalscore.db.dialect import concurrent_writers
 from signalscore.db.engine import Database, create_db_engine
 from signalscore.db.migrate import upgrade_to_head
 from signalscore.observability import configure_logging
@@ -116,7 +117,7 @@ def serve(
     db = _open_database(settings)
     _bootstrap_default_organization(db, settings)
     if processes > 1:
-        if db.dialect != "postgresql":
+        if not concurrent_writers(db.dialect):
             raise click.UsageError("--workers > 1 needs PostgreSQL (SQLite has one writer)")
         db.dispose()
         # Each process builds its own app from the same settings, passed down in the

@@ -26,20 +26,19 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
-from signalscore.db.dialect import id_filters, is_postgresql
+from signalscore.db import dialect
+from signalscore.db.dialect import id_filters
 from signalscore.db.tables import (
     profile_assignments,
     score_results,
     scoring_profiles,
     scoring_rules,
-    signal_values,
 )
 from signalscore.db.types import utcnow
 from signalscore.engine import CompiledProfile, DimensionResult, Rule, compile_profile
@@ -114,54 +113,19 @@ def _load_values(
     object_ids: Sequence[str],
     template_ids: Sequence[str],
 ) -> dict[str, dict[str, Any]]:
-    """The objects' values for the given templates. The template filter is applied here, not
-    in SQL: with both lists PostgreSQL probes the primary key once per (object, template)."""
-    v = signal_values
-    values: dict[str, dict[str, Any]] = defaultdict(dict)
+    """The objects' values for the given templates (`dialect.load_values`)."""
     wanted = frozenset(template_ids)
     if not wanted:
-        return values
-    if is_postgresql(conn):
-        # One row per object (its values as one JSON object): a sixteenth of the rows and of
-        # the driver's per-row work.
-        by_object = sa.func.jsonb_object_agg(
-            v.c.signal_template_id, v.c.value, type_=postgresql.JSONB
-        )
-        for among in id_filters(conn, v.c.object_id, object_ids):
-            rows = conn.execute(
-                sa.select(v.c.object_id, by_object)
-                .where(v.c.organization_id == org_id, v.c.object_type == object_type, among)
-                .group_by(v.c.object_id)
-            )
-            for object_id, document in rows:
-                values[object_id] = {k: x for k, x in document.items() if k in wanted}
-        return values
-    for among in id_filters(conn, v.c.object_id, object_ids):
-        rows = conn.execute(
-            sa.select(v.c.object_id, v.c.signal_template_id, v.c.value).where(
-                v.c.organization_id == org_id, v.c.object_type == object_type, among
-            )
-        )
-        for object_id, template_id, value in rows:
-            if template_id in wanted:
-                values[object_id][template_id] = value
-    return values
-
-
-# A new row: (profile id, object id, dimension, result, JSON text of its contributions or
-# None), and an update: (row id, result, JSON text or None). The text is made on PostgreSQL.
-_Insert = tuple[uuid.UUID, str, str, DimensionResult, str | None]
-_Update = tuple[uuid.UUID, DimensionResult, str | None]
+        return defaultdict(dict)
+    return dialect.load_values(conn, org_id, object_type, object_ids, wanted)
 
 
 def _load_scores(
     conn: Connection, org_id: str, object_type: str, object_ids: Sequence[str]
 ) -> dict[tuple[uuid.UUID, str, str], Any]:
     """The stored rows of these objects, keyed by (profile, object, dimension). On PostgreSQL
-    `contributions` comes as PostgreSQL's text of the JSONB document (see `_Document`)."""
-    contributions: sa.ColumnElement[Any] = s.c.contributions
-    if is_postgresql(conn):
-        contributions = sa.cast(s.c.contributions, sa.Text)
+    `contributions` comes as PostgreSQL's text of the JSONB document."""
+    contributions = dialect.json_for_comparison(conn, s.c.contributions)
     stored: dict[tuple[uuid.UUID, str, str], Any] = {}
     for among in id_filters(conn, s.c.object_id, object_ids):
         rows = conn.execute(
@@ -177,28 +141,6 @@ def _load_scores(
         for row in rows:
             stored[(row.profile_id, row.object_id, row.dimension)] = row
     return stored
-
-
-# PostgreSQL prints a JSONB object's keys shortest first, then bytewise; `_jsonb_text` writes
-# the new contributions the same way, so an unchanged document usually compares equal as text.
-_key_orders: dict[tuple[str, ...], tuple[str, ...] | None] = {}
-
-
-def _jsonb_order(keys: tuple[str, ...]) -> tuple[str, ...] | None:
-    """JSONB's key order for these keys, or None when they already are in it."""
-    order = _key_orders.get(keys, ())
-    if order == ():
-        ordered = tuple(sorted(keys, key=lambda k: (len(k.encode()), k.encode())))
-        order = _key_orders[keys] = None if ordered == keys else ordered
-    return order
-
-
-def _jsonb_text(contributions: list[dict[str, Any]]) -> str:
-    entries = []
-    for entry in contributions:
-        order = _jsonb_order(tuple(entry))
-        entries.append(entry if order is None else {k: entry[k] for k in order})
-    return json.dumps(entries, ensure_ascii=False)
 
 
 def _same_contributions(stored: Any, new: list[dict[str, Any]], new_text: str | None) -> bool:
@@ -291,11 +233,9 @@ def store_results(
     existing = _existing_profiles(conn, org_id, list({r[0] for r in results}))
     stats = RecomputeStats(objects=len(object_ids))
     stored = _load_scores(conn, org_id, object_type, object_ids)
-    postgresql = is_postgresql(conn)
-
-    inserts: list[_Insert] = []
+    inserts: list[dialect.NewRow] = []
     # Rows whose score or contributions moved.
-    changed: list[_Update] = []
+    changed: list[dialect.ChangedRow] = []
     # Rows that compute identical: only `computed_at` changes.
     touched: list[uuid.UUID] = []
     for profile_id, object_id, by_dimension in results:
@@ -303,7 +243,7 @@ def store_results(
             continue
         for dimension, result in by_dimension.items():
             old = stored.pop((profile_id, object_id, dimension), None)
-            text = _jsonb_text(result.contributions) if postgresql else None
+            text = dialect.contributions_text(conn, result.contributions)
             if old is None:
                 inserts.append((profile_id, object_id, dimension, result, text))
             elif old.score == result.score and _same_contributions(
@@ -315,10 +255,7 @@ def store_results(
     # Whatever is left has no reason to exist any more.
     deleted = [row.id for row in stored.values()]
 
-    if postgresql:
-        _write_postgresql(conn, org_id, object_type, now, inserts, changed)
-    else:
-        _write_generic(conn, org_id, object_type, now, inserts, changed)
+    dialect.write_scores(conn, org_id, object_type, now, inserts, changed)
     for among in id_filters(conn, s.c.id, touched):
         conn.execute(
             sa.update(s).where(s.c.organization_id == org_id, among).values(computed_at=now)
@@ -343,151 +280,6 @@ def recompute_objects(
     changes, all on `conn`. `profiles` is an optional cache of compiled profiles."""
     computed = compute_objects(conn, org_id, object_type, object_ids, profiles=profiles)
     return store_results(conn, org_id, object_type, computed, now=now)
-
-
-def _write_generic(
-    conn: Connection,
-    org_id: str,
-    object_type: str,
-    now: datetime,
-    inserts: list[_Insert],
-    changed: list[_Update],
-) -> None:
-    """Any backend: executemany inserts and updates."""
-    if inserts:
-        conn.execute(
-            s.insert(),
-            [
-                {
-                    "organization_id": org_id,
-                    "id": uuid.uuid4(),
-                    "profile_id": profile_id,
-                    "object_type": object_type,
-                    "object_id": object_id,
-                    "dimension": dimension,
-                    "score": result.score,
-                    "previous_score": None,
-                    "contributions": result.contributions,
-                    "previous_contributions": [],
-                    "signal_coverage": result.signal_coverage,
-                    "total_rules": result.total_rules,
-                    "computed_at": now,
-                    "version": 1,
-                }
-                for profile_id, object_id, dimension, result, _ in inserts
-            ],
-        )
-    if changed:
-        # The old values move into previous_* on the database side: every SET expression
-        # sees the row as it was before the UPDATE.
-        conn.execute(
-            sa.update(s)
-            .where(s.c.organization_id == org_id, s.c.id == sa.bindparam("row_id"))
-            .values(
-                previous_score=s.c.score,
-                previous_contributions=s.c.contributions,
-                version=s.c.version + 1,
-                score=sa.bindparam("score"),
-                contributions=sa.bindparam("contributions", type_=s.c.contributions.type),
-                signal_coverage=sa.bindparam("signal_coverage"),
-                total_rules=sa.bindparam("total_rules"),
-                computed_at=sa.bindparam("computed_at", now, type_=s.c.computed_at.type),
-            ),
-            [
-                {
-                    "row_id": row_id,
-                    "score": result.score,
-                    "contributions": result.contributions,
-                    "signal_coverage": result.signal_coverage,
-                    "total_rules": result.total_rules,
-                }
-                for row_id, result, _ in changed
-            ],
-        )
-
-
-# PostgreSQL: a whole batch per statement, its columns sent as arrays. `%(name)b` asks
-# psycopg for the binary format: its text format for arrays quotes each element in Python,
-# which costs about 0.3 s for 1,000 documents of contributions; binary costs a few ms. The
-# documents go as text[] and PostgreSQL parses them into jsonb.
-_PG_INSERT = """
-    INSERT INTO score_results (
-        organization_id, id, profile_id, object_type, object_id, dimension, score,
-        previous_score, contributions, previous_contributions, signal_coverage, total_rules,
-        computed_at, version
-    )
-    SELECT %(org)s, v.id, v.profile_id, %(object_type)s, v.object_id, v.dimension, v.score,
-        NULL, v.contributions::jsonb, '[]'::jsonb, v.signal_coverage, v.total_rules, %(now)s, 1
-    FROM unnest(
-        %(ids)b::uuid[], %(profile_ids)b::uuid[], %(object_ids)b::text[],
-        %(dimensions)b::text[], %(scores)b::float8[], %(contributions)b::text[],
-        %(coverages)b::int4[], %(totals)b::int4[]
-    ) AS v (
-        id, profile_id, object_id, dimension, score, contributions, signal_coverage,
-        total_rules
-    )
-"""
-
-# The old values move into previous_* on the database side (SET sees the row as it was).
-_PG_UPDATE = """
-    UPDATE score_results AS s SET
-        previous_score = s.score,
-        previous_contributions = s.contributions,
-        version = s.version + 1,
-        score = v.score,
-        contributions = v.contributions::jsonb,
-        signal_coverage = v.signal_coverage,
-        total_rules = v.total_rules,
-        computed_at = %(now)s
-    FROM unnest(
-        %(ids)b::uuid[], %(scores)b::float8[], %(contributions)b::text[],
-        %(coverages)b::int4[], %(totals)b::int4[]
-    ) AS v (id, score, contributions, signal_coverage, total_rules)
-    WHERE s.organization_id = %(org)s AND s.id = v.id
-"""
-
-
-def _write_postgresql(
-    conn: Connection,
-    org_id: str,
-    object_type: str,
-    now: datetime,
-    inserts: list[_Insert],
-    changed: list[_Update],
-) -> None:
-    """PostgreSQL: one INSERT and one UPDATE per batch, each over arrays (`unnest`)."""
-    # The driver gets the timestamp as the column stores it: naive UTC.
-    naive_now = now.astimezone(UTC).replace(tzinfo=None)
-    if inserts:
-        conn.exec_driver_sql(
-            _PG_INSERT,
-            {
-                "org": org_id,
-                "object_type": object_type,
-                "now": naive_now,
-                "ids": [uuid.uuid4() for _ in inserts],
-                "profile_ids": [row[0] for row in inserts],
-                "object_ids": [row[1] for row in inserts],
-                "dimensions": [row[2] for row in inserts],
-                "scores": [float(row[3].score) for row in inserts],
-                "contributions": [row[4] for row in inserts],
-                "coverages": [row[3].signal_coverage for row in inserts],
-                "totals": [row[3].total_rules for row in inserts],
-            },
-        )
-    if changed:
-        conn.exec_driver_sql(
-            _PG_UPDATE,
-            {
-                "org": org_id,
-                "now": naive_now,
-                "ids": [row[0] for row in changed],
-                "scores": [float(row[1].score) for row in changed],
-                "contributions": [row[2] for row in changed],
-                "coverages": [row[1].signal_coverage for row in changed],
-                "totals": [row[1].total_rules for row in changed],
-            },
-        )
 
 
 def _compiled(

@@ -36,9 +36,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
+from signalscore.db import dialect
 from signalscore.db.dialect import id_filters, lock_order
 from signalscore.db.engine import Database
 from signalscore.db.tables import recompute_queue
@@ -229,18 +229,7 @@ def claim_batch(
     a rule change's fan-out (background) stands between an interactive trigger and the next
     claim. Two statements: who is waiting (`_survey`), then the lease of each share. `lanes`
     limits the claim to some lanes (a busy worker's look at the interactive lane)."""
-    postgres = conn.dialect.name == "postgresql"
-    if postgres:
-        # psycopg prepares a statement run five times, and PostgreSQL may then cache a
-        # generic plan. An idle worker runs this claim on an empty queue often enough for
-        # that plan to be made for an empty table; after a large enqueue it ran for minutes.
-        # Plan each claim for the queue as it is now. And no JIT: the survey's estimated cost
-        # passes `jit_above_cost` on a large queue (it cannot know how few rows each LIMIT
-        # reads), and compiling it took 50-60 ms of a claim that runs in 1-6 ms.
-        conn.exec_driver_sql(
-            "SELECT set_config('plan_cache_mode', 'force_custom_plan', true),"
-            " set_config('jit', 'off', true)"
-        )
+    dialect.plan_each_claim(conn)
     now = utcnow()
     plan = _plan(batch_size, _survey(conn, now, batch_size, lanes))
     if not plan:
@@ -251,30 +240,7 @@ def claim_batch(
         "rerun": False,
     }
     returning = (q.c.organization_id, q.c.object_type, q.c.object_id, q.c.lane)
-    rows: list[Any] = []
-    if postgres:
-        rows.extend(conn.execute(_lease_shares(plan, now).values(**lease).returning(*returning)))
-    else:
-        # SQLite: this transaction is the only writer (BEGIN IMMEDIATE), so nothing can claim
-        # meanwhile; one short statement per share.
-        for lane, org_id, n in plan:
-            oldest = (
-                sa.select(q.c.object_type, q.c.object_id)
-                .where(q.c.lane == lane, q.c.organization_id == org_id, _pending(now))
-                .order_by(q.c.enqueued_at)
-                .limit(n)
-            )
-            rows.extend(
-                conn.execute(
-                    sa.update(q)
-                    .where(
-                        q.c.organization_id == org_id,
-                        sa.tuple_(q.c.object_type, q.c.object_id).in_(oldest),
-                    )
-                    .values(**lease)
-                    .returning(*returning)
-                )
-            )
+    rows = dialect.lease_shares(conn, plan, lambda table: _pending(now, table), lease, returning)
     rows.sort(key=lambda r: (r.lane, r.organization_id, r.object_type))
     claim = Claim((r.organization_id, r.object_type, r.object_id) for r in rows)
     claim.interactive = sum(r.lane == Lane.INTERACTIVE for r in rows)
@@ -290,47 +256,6 @@ def interactive_waiting(conn: Connection) -> bool:
         .limit(1)
     ).first()
     return found is not None
-
-
-def _lease_shares(plan: Sequence[tuple[int, str, int]], now: datetime) -> sa.Update:
-    """PostgreSQL: one UPDATE for every share of the plan.
-
-    Each (lane, organisation, n) takes that organisation's n oldest pending entries of the
-    lane (LATERAL, down `ix_recompute_queue_claim`), skipping rows another worker is claiming
-    right now (SKIP LOCKED is applied before LIMIT, so it takes the next ones instead). The
-    UPDATE then finds the rows it locked by their physical address (`ctid = ANY(ARRAY(...))`,
-    a TID scan): joined back by key, the planner may hash the few hundred chosen keys against
-    a sequential scan of the whole queue, which it did here at 200,000 entries with stale and
-    with fresh statistics alike. A row this transaction has locked cannot move, so its
-    address is stable until the UPDATE; and a row that another transaction changed just
-    before the lock (so the lock went to a newer version this statement's snapshot does not
-    see) is simply not leased this time: it stays pending for the next claim."""
-    share = (
-        sa.func.unnest(
-            sa.bindparam("lanes", [p[0] for p in plan], postgresql.ARRAY(sa.SmallInteger())),
-            sa.bindparam("orgs", [p[1] for p in plan], postgresql.ARRAY(sa.String())),
-            sa.bindparam("counts", [p[2] for p in plan], postgresql.ARRAY(sa.Integer())),
-        )
-        .table_valued("lane", "organization_id", "n")
-        .render_derived(name="share")
-    )
-    candidate = q.alias("candidate")
-    picked = (
-        sa.select(sa.literal_column("candidate.ctid").label("tid"))
-        .where(
-            candidate.c.lane == share.c.lane,
-            candidate.c.organization_id == share.c.organization_id,
-            _pending(now, candidate),
-        )
-        .order_by(candidate.c.enqueued_at)
-        .limit(share.c.n)
-        .with_for_update(skip_locked=True)
-        .lateral("picked")
-    )
-    tids = sa.select(picked.c.tid).select_from(share.join(picked, sa.true())).scalar_subquery()
-    return sa.update(q).where(
-        sa.literal_column("recompute_queue.ctid") == sa.any_(sa.func.array(tids))
-    )
 
 
 #: A result computed before a trigger that arrived meanwhile (`rerun`) is not stored: the
@@ -580,7 +505,7 @@ class Worker:
             )
         # SQLite has one writer at a time: a second thread would only queue behind the first.
         helper = None
-        if self.db.dialect == "postgresql":
+        if dialect.concurrent_writers(self.db.dialect):
             helper = threading.Thread(
                 target=self.serve_interactive, args=(stop,), name="signalscore-interactive"
             )

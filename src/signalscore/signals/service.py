@@ -11,9 +11,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from pydantic import ValidationError
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from signalscore.db.dialect import upsert
 from signalscore.db.tables import scoring_rules, signal_templates, signal_values
 from signalscore.db.types import utcnow
 from signalscore.errors import Conflict, FieldProblem, NotFound, Problems
@@ -80,7 +80,7 @@ def create_template(conn: Connection, org_id: str, body: TemplateCreate) -> Temp
     checking first and inserting after let them all pass the check and fail the insert."""
     template_id = body.id or str(uuid.uuid4())
     now = utcnow()
-    insert = postgresql.insert(t) if conn.dialect.name == "postgresql" else sqlite.insert(t)
+    insert = upsert(conn, t)
     inserted = conn.execute(
         insert.values(
             organization_id=org_id,
@@ -328,7 +328,7 @@ def write_values(conn: Connection, org_id: str, items: Sequence[Any]) -> SignalV
         changed[key[0]][key[1]].add(key[2])
 
     if upserts:
-        insert = postgresql.insert(v) if conn.dialect.name == "postgresql" else sqlite.insert(v)
+        insert = upsert(conn, v)
         conn.execute(
             insert.on_conflict_do_update(
                 index_elements=[
