@@ -1,32 +1,60 @@
-"""Load test: a realistic request mix against PostgreSQL, and the framework's ceiling.
+"""Load test: a realistic request mix against the service, and the framework's ceiling.
 
-    .venv/bin/python bench/load.py [--duration 60] [--concurrency 32] [--companies 20000]
+    .venv/bin/python bench/load.py [--backend postgresql|sqlite] [--duration 60] [--warmup 10]
+                                   [--concurrency 32] [--companies 20000]
                                    [--server-processes 4] [--workers 2] [--keys 0]
+
+Deployments (`--backend`, `--server-processes`, `--workers`):
+
+- PostgreSQL (the default), `--workers W` > 0: `signalscore serve --workers P
+  --no-embedded-worker` and `signalscore worker --concurrency W` (defaults P = 4, W = 2).
+- PostgreSQL, `--workers 0`: `signalscore serve --workers P`, each server process with its
+  embedded worker, no `signalscore worker` process.
+- SQLite: a scratch file in the temporary directory, one `signalscore serve` process with its
+  embedded worker (SQLite has one writer: `--server-processes` other than 1 and `--workers`
+  other than 0 are refused). No VACUUM and no periodic ANALYZE: plain `ANALYZE` after setup
+  and after the initial compute.
 
 Phases, all in one run:
 
-1. Setup (not measured): a scratch PostgreSQL database, `signalscore org create`, then
+1. Setup (not measured): a scratch database, `signalscore org create`, then
    `signalscore demo --companies N` (9 templates, a company profile with 10 rules, N companies
    with values, assigned and queued), then ANALYZE.
-2. `signalscore serve --workers P --no-embedded-worker` and `signalscore worker --concurrency W`
-   start; the initial compute drains (timed, not a target); VACUUM ANALYZE.
+2. The servers (and standalone workers, if any) start; the initial compute drains (timed, not
+   a target); VACUUM ANALYZE (SQLite: ANALYZE). The freshness probe's company (one of the demo
+   companies, taken out of the mix) gets a small headcount and the queue drains again.
 3. Warm-up, then the measured run: `--concurrency` closed-loop connections (a small asyncio
    HTTP/1.1 keep-alive driver, cheaper per request than an HTTP library, so the driver takes
    less of the shared CPU) for `--duration` seconds, each request drawn from the mix: 80% score
    reads of 20 random companies, 15% value writes (one company, 1-2 values), 2.5% rule upserts
    (the profile's `demo.recent_funding` urgency rule, alternating between two point sets, so
    every assigned company is queued), 2.5% `POST /compute` of 20 random companies. Queue lag:
-   `GET /v1/scoring/compute/status` every second on a separate connection.
+   `GET /v1/scoring/compute/status` every second on a separate connection. PostgreSQL: ANALYZE
+   of the queue and score tables every `--analyze-every` seconds (autovacuum is off here).
+   Freshness under the mix, on another connection of its own: about every 0.5 s the probe
+   writes the probe company's `demo.employees` (alternating between the < 50 and the 1000+
+   range of the `fit` rule, always a new value, so the fit score always moves), then polls
+   `GET /v1/scoring/scores?objectType=company&objectId=...` every 10 ms until the `fit` row's
+   `version` increases; latency runs from just before the PUT to the end of the first GET
+   showing the new version. A write in flight when the run ends is still awaited (30 s at most;
+   longer counts as a timeout). The probe's requests are not part of the mix's figures.
 4. Load stops; the time until the queue is empty is the drain time. A sample of stored scores
    is then recomputed from the database with `signalscore.engine` and compared.
 5. Ceiling: the servers and workers stop, and the same driver, concurrency and duration run
-   against a minimal ASGI callable under uvicorn with the same number of processes, returning
-   the bytes of a real 20-company score response captured in phase 2 (`--ceilings asgi`), and
-   against a bare FastAPI app with one sync route returning the same bytes (`fastapi`).
+   against a minimal ASGI callable under uvicorn with as many processes as the measured run
+   had server processes, returning the bytes of a real 20-company score response captured in
+   phase 2 (`--ceilings asgi`), and against a bare FastAPI app with one sync route returning
+   the same bytes (`fastapi`).
+
+The summary prints the targets of issue 11 next to the figures, each MET or NOT MET: service /
+bare-ASGI ceiling >= 0.5 at 0 errors; value write p95 <= 250 ms; score read p95 <= 100 ms; rule
+upsert p95 <= 500 ms; freshness under the mix p95 <= 1 s (and no probe timeouts). The exit
+status is 1 on request errors or consistency mismatches, not on a missed latency target.
 
 Rate limits: by default the servers run with `SIGNALSCORE_RATE_LIMIT_READS_PER_MINUTE=0` and
 `SIGNALSCORE_RATE_LIMIT_WRITES_PER_MINUTE=0` (limits off). `--keys K` keeps the default limits
-and spreads the connections over K API keys instead; any 429 then counts as an error.
+and spreads the connections over K API keys instead; any 429 then counts as an error (the
+freshness probe gets a key of its own and only counts its 429s).
 """
 
 from __future__ import annotations
@@ -75,6 +103,15 @@ KINDS = ("read", "write_values", "upsert_rule", "compute")
 # `maxPoints` of `urgency`, so every assigned company gets a new urgency score each time).
 UPSERT_RULE = ("demo.recent_funding", "urgency", "boolean")
 UPSERT_POINTS = ({"true": 25, "false": 0}, {"true": 24, "false": 0})
+# The freshness probe writes this template of its own company: the demo's `fit` rule gives a
+# headcount under 50 two points and one of 1000+ twenty-five, so alternating between the two
+# ranges always moves the fit score (and the rule upserts above never touch `fit`).
+PROBE_TEMPLATE, PROBE_DIMENSION = "demo.employees", "fit"
+PROBE_SMALL, PROBE_LARGE = 20, 5_000
+# Issue 11's targets.
+TARGET_RATIO = 0.5
+TARGET_P95 = {"write_values": 0.250, "read": 0.100, "upsert_rule": 0.500}
+TARGET_FRESHNESS_P95 = 1.0
 
 
 # --- the minimal apps of the ceiling phase (imported by uvicorn from this file) ------------------
@@ -410,6 +447,119 @@ async def wait_drained(
     raise RuntimeError(f"the queue did not drain within {timeout:.0f} s")
 
 
+# --- freshness under the mix ---------------------------------------------------------------------
+
+
+class FreshnessProbe:
+    """Value write → fresh score, on a connection of its own, one write at a time."""
+
+    def __init__(
+        self,
+        port: int,
+        header: bytes,
+        company: str,
+        *,
+        every: float = 0.5,
+        poll: float = 0.01,
+        timeout: float = 30.0,
+    ) -> None:
+        self.port, self.header, self.company = port, header, company
+        self.every, self.poll, self.timeout = every, poll, timeout
+        self.read_target = "/v1/scoring/scores?objectType=company&objectId=" + quote(
+            company, safe=""
+        )
+        self.large = False  # whether the stored headcount is in the 1000+ range
+        self.writes = 0
+        self.latencies: list[float] = []
+        self.timeouts = 0
+        self.failures: Counter[str] = Counter()  # non-2xx answers and transport errors
+
+    def _write_body(self, large: bool) -> bytes:
+        self.writes += 1
+        value = PROBE_LARGE + self.writes if large else PROBE_SMALL + self.writes % 20
+        item = {
+            "objectType": "company",
+            "objectId": self.company,
+            "signalTemplateId": PROBE_TEMPLATE,
+            "value": value,
+        }
+        return orjson.dumps({"values": [item]})
+
+    async def write(self, conn: HttpConnection, large: bool) -> bool:
+        status, data = await conn.request("PUT", "/v1/signals/values", self._write_body(large))
+        if status != 200:
+            self.failures[f"PUT {status}"] += 1
+            return False
+        if orjson.loads(data).get("written") != 1:
+            self.failures["PUT did not change the value"] += 1
+            return False
+        self.large = large
+        return True
+
+    async def version(self, conn: HttpConnection) -> int | None:
+        """The `fit` row's version (0 before the first score); None on a failed read."""
+        status, data = await conn.request("GET", self.read_target)
+        if status != 200:
+            self.failures[f"GET {status}"] += 1
+            return None
+        for row in orjson.loads(data):
+            if row["dimension"] == PROBE_DIMENSION:
+                return int(row["version"])
+        return 0
+
+    async def one(self, conn: HttpConnection) -> None:
+        before = await self.version(conn)
+        if before is None:
+            return
+        started = time.perf_counter()
+        if not await self.write(conn, not self.large):
+            return
+        while True:
+            current = await self.version(conn)
+            done = time.perf_counter()
+            if current is not None and current > before:
+                self.latencies.append(done - started)
+                return
+            if done - started > self.timeout:
+                self.timeouts += 1
+                return
+            await asyncio.sleep(self.poll)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until `stop`; a write in flight then is still awaited (up to `timeout`)."""
+        loop = asyncio.get_running_loop()
+        conn = HttpConnection("127.0.0.1", self.port, self.header)
+        try:
+            while not stop.is_set():
+                started = loop.time()
+                try:
+                    await self.one(conn)
+                except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
+                    self.failures[type(exc).__name__] += 1
+                rest = self.every - (loop.time() - started)
+                if rest > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), rest)
+        finally:
+            conn.close()
+
+    def summary(self) -> str:
+        if not self.latencies:
+            text = "no write became fresh"
+        else:
+            p50, p95 = percentile(self.latencies, 50), percentile(self.latencies, 95)
+            text = (
+                f"n {len(self.latencies)}, p50 {_ms(p50)} ms, p95 {_ms(p95)} ms, max "
+                f"{_ms(max(self.latencies))} ms"
+            )
+        text += f"; {self.timeouts} timeouts (> {self.timeout:.0f} s)"
+        if self.failures:
+            text += "; failed requests: " + ", ".join(
+                f"{k}: {n}" for k, n in sorted(self.failures.items())
+            )
+        return text
+
+
 # --- processes and CPU accounting ----------------------------------------------------------------
 
 
@@ -489,17 +639,20 @@ class Managed:
     def pids(self) -> list[int]:
         return _descendants(self.process.pid) if self.process.poll() is None else []
 
-    def check(self, children: int) -> None:
-        """Raise unless the process runs with at least `children` spawned children."""
+    def check(self, processes: int) -> None:
+        """Raise unless the process runs, with `processes` spawned children if more than one
+        (`serve --workers 1` and `worker --concurrency 1` run in the process itself)."""
         alive = 0
         if self.process.poll() is None:
+            if processes <= 1:
+                return
             for pid in _descendants(self.process.pid)[1:]:
                 with contextlib.suppress(OSError):
                     if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
                         alive += 1
-        if alive < children:
+        if alive < processes:
             tail = "\n  ".join(self.tail[-15:])
-            raise RuntimeError(f"{self.name}: {alive} of {children} processes alive:\n  {tail}")
+            raise RuntimeError(f"{self.name}: {alive} of {processes} processes alive:\n  {tail}")
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -552,7 +705,11 @@ def _engine(url: str) -> sa.Engine:
 def maintenance(url: str, *, vacuum: bool) -> None:
     engine = _engine(url)
     with engine.connect() as conn:
-        if vacuum:
+        if engine.dialect.name == "sqlite":
+            # No VACUUM (it rewrites the whole file under the running server) and no
+            # autovacuum to stand in for: fresh planner statistics only.
+            conn.exec_driver_sql("ANALYZE")
+        elif vacuum:
             conn.exec_driver_sql("VACUUM ANALYZE")
         else:
             # Stand-in for autovacuum (off on this server): the churning queue and the tables
@@ -582,13 +739,15 @@ def setup(scratch: ScratchDatabase, companies: int, extra_keys: int) -> Fixture:
     engine = _engine(scratch.url)
     with engine.connect() as conn:
         conn.exec_driver_sql("ANALYZE")
-        profile_id = conn.exec_driver_sql(
-            "SELECT id FROM scoring_profiles WHERE organization_id = %(o)s", {"o": org_id}
+        profile_id = conn.execute(
+            sa.text("SELECT id FROM scoring_profiles WHERE organization_id = :o"), {"o": org_id}
         ).scalar_one()
         ids = list(
-            conn.exec_driver_sql(
-                "SELECT object_id FROM profile_assignments WHERE organization_id = %(o)s "
-                "ORDER BY object_id",
+            conn.execute(
+                sa.text(
+                    "SELECT object_id FROM profile_assignments WHERE organization_id = :o "
+                    "ORDER BY object_id"
+                ),
                 {"o": org_id},
             ).scalars()
         )
@@ -744,27 +903,30 @@ def measured(
     groups: dict[str, Callable[[], list[int]]],
     lag: list[LagSample] | None = None,
     status_header: bytes = b"",
+    probe: FreshnessProbe | None = None,
 ) -> Phase:
     async def run() -> Phase:
         if args.warmup > 0:
             await drive(port, headers, draw, args.concurrency, args.warmup)
         stop = asyncio.Event()
-        sampler = None
+        background = []
         if lag is not None:
-            sampler = asyncio.create_task(sample_lag(port, status_header, lag, stop))
+            background.append(asyncio.create_task(sample_lag(port, status_header, lag, stop)))
+        if probe is not None:
+            background.append(asyncio.create_task(probe.run(stop)))
         before = {name: cpu_by_pid(pids()) for name, pids in groups.items()}
         busy0 = machine_busy_seconds()
         stats = await drive(port, headers, draw, args.concurrency, args.duration)
         busy = machine_busy_seconds() - busy0
         after = {name: cpu_by_pid(pids()) for name, pids in groups.items()}
         stop.set()
-        if sampler is not None:
-            await sampler
+        for task in background:
+            await task
         used = {name: cpu_used(before[name], after[name]) for name in groups}
         shares = {"driver": stats.driver_cpu / stats.elapsed}
         shares.update({name: seconds / stats.elapsed for name, seconds in used.items()})
         rest = busy - sum(used.values()) - stats.driver_cpu
-        shares["rest (other tenants, other PostgreSQL)"] = rest / stats.elapsed
+        shares["rest (other tenants, other processes)"] = rest / stats.elapsed
         shares["whole machine"] = busy / stats.elapsed
         return Phase(stats, shares)
 
@@ -777,8 +939,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--companies", type=int, default=20_000)
-    parser.add_argument("--server-processes", type=int, default=4)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--backend", choices=["postgresql", "sqlite"], default="postgresql")
+    parser.add_argument(
+        "--server-processes",
+        type=int,
+        default=None,
+        help="`serve --workers P` [PostgreSQL 4; SQLite 1, the only choice]",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="`signalscore worker --concurrency W`; 0: serve's embedded worker instead "
+        "[PostgreSQL 2; SQLite 0, the only choice]",
+    )
     parser.add_argument(
         "--mix",
         default="80,15,2.5,2.5",
@@ -791,7 +965,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="0: rate limits off; K: default limits on, connections spread over K API keys",
     )
     parser.add_argument("--ceilings", default="asgi,fastapi", help="asgi, fastapi, or both")
-    parser.add_argument("--analyze-every", type=float, default=10.0)
+    parser.add_argument(
+        "--analyze-every",
+        type=float,
+        default=10.0,
+        help="PostgreSQL: ANALYZE the queue and score tables this often (s); 0 = never",
+    )
     parser.add_argument("--drain-timeout", type=float, default=900.0)
     parser.add_argument("--verify", type=int, default=200, help="objects to recompute and compare")
     parser.add_argument("--log-level", default="warning")
@@ -804,6 +983,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     shares = [float(x) for x in args.mix.split(",")]
     if len(shares) != 4:
         parser.error("--mix needs four numbers")
+    if args.backend == "sqlite":
+        if args.server_processes not in (None, 1) or args.workers not in (None, 0):
+            parser.error(
+                "--backend sqlite runs one `signalscore serve` process with its embedded worker "
+                "(SQLite has one writer): use --server-processes 1 --workers 0 or leave them out"
+            )
+        args.server_processes, args.workers = 1, 0
+        args.analyze_every = 0.0  # no autovacuum to stand in for
+    else:
+        args.server_processes = 4 if args.server_processes is None else args.server_processes
+        args.workers = 2 if args.workers is None else args.workers
+    if args.server_processes < 1 or args.workers < 0:
+        parser.error("--server-processes must be at least 1, --workers at least 0")
+    if args.workers:
+        deployment = (
+            f"{args.server_processes} server processes (--no-embedded-worker) + "
+            f"{args.workers} standalone workers"
+        )
+    else:
+        deployment = (
+            "1 server process with its embedded worker"
+            if args.server_processes == 1
+            else f"{args.server_processes} server processes, each with its embedded worker"
+        )
 
     head = subprocess.run(
         ["git", "-C", str(BENCH_DIR.parent), "rev-parse", "--short", "HEAD"],
@@ -817,19 +1020,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"mix {args.mix} (read/values/rule/compute), concurrency {args.concurrency}, duration "
         f"{args.duration:.0f} s (+{args.warmup:.0f} s warm-up), {args.companies:,} companies, "
-        f"{args.server_processes} server processes, {args.workers} workers, "
+        f"{args.backend}: {deployment}, "
         + ("rate limits off" if args.keys == 0 else f"default rate limits over {args.keys} keys")
     )
-    scratch = create_scratch("postgresql", "load")
+    scratch = create_scratch(args.backend, "load")
     processes: list[Managed] = []
     body_file = Path(tempfile.gettempdir()) / f"signalscore_load_body_{os.getpid()}.json"
     failures = 0
     try:
         t0 = time.perf_counter()
-        fixture = setup(scratch, args.companies, max(0, args.keys - 1))
+        # With --keys K: K - 1 more keys for the mix, and one for the freshness probe.
+        fixture = setup(scratch, args.companies, max(0, args.keys - 1) + (args.keys > 0))
+        probe_key = fixture.keys.pop() if args.keys > 0 else fixture.keys[0]
+        # The probe's company: out of the mix (no write, compute or read of the mix touches
+        # it), so nothing but the probe moves its fit version.
+        probe_company = random.Random(args.seed + 2).choice(fixture.companies)
+        mix_fixture = Fixture(
+            fixture.org_id,
+            fixture.profile_id,
+            [c for c in fixture.companies if c != probe_company],
+            fixture.keys,
+        )
         print(
             f"setup (org, demo --companies {args.companies}, ANALYZE): "
-            f"{time.perf_counter() - t0:.1f} s, {len(fixture.companies):,} companies"
+            f"{time.perf_counter() - t0:.1f} s, {len(fixture.companies):,} companies; "
+            f"freshness probe company {probe_company}"
         )
         env = dict(os.environ)
         if args.keys == 0:
@@ -837,38 +1052,57 @@ def main(argv: Sequence[str] | None = None) -> int:
             env["SIGNALSCORE_RATE_LIMIT_WRITES_PER_MINUTE"] = "0"
         port = free_port()
         common = ["--database-url", scratch.url, "--log-level", args.log_level]
-        procs = ["--workers", str(args.server_processes)]
-        server = Managed(
-            "server",
-            [SIGNALSCORE, "serve", "--no-embedded-worker", "--port", str(port), *common, *procs],
-            env,
-        )
+        serve = [SIGNALSCORE, "serve", "--port", str(port), *common]
+        serve += ["--workers", str(args.server_processes)]
+        if args.workers:
+            serve.append("--no-embedded-worker")
+        server = Managed("server", serve, env)
         processes.append(server)
-        workers = Managed(
-            "workers",
-            [SIGNALSCORE, "worker", "--concurrency", str(args.workers), *common],
-            env,
-        )
-        processes.append(workers)
+        workers: Managed | None = None
+        if args.workers:
+            workers = Managed(
+                "workers",
+                [SIGNALSCORE, "worker", "--concurrency", str(args.workers), *common],
+                env,
+            )
+            processes.append(workers)
         wait_http(port, "/readyz", server)
         headers = [f"Authorization: Bearer {k}\r\n".encode() for k in fixture.keys]
+        probe_header = f"Authorization: Bearer {probe_key}\r\n".encode()
 
         t0 = time.perf_counter()
         maintainer = Maintainer(scratch.url, args.analyze_every)
 
         def check() -> None:
             server.check(args.server_processes)
-            workers.check(args.workers)
+            if workers is not None:
+                workers.check(args.workers)
 
         initial = asyncio.run(wait_drained(port, headers[0], args.drain_timeout, check))
         maintainer.stop()
         maintenance(scratch.url, vacuum=True)
         print(
             f"initial compute of {len(fixture.companies):,} companies: {initial:.1f} s "
-            f"(+ VACUUM ANALYZE, {time.perf_counter() - t0:.1f} s in all)"
+            f"(+ {'ANALYZE' if args.backend == 'sqlite' else 'VACUUM ANALYZE'}, "
+            f"{time.perf_counter() - t0:.1f} s in all)"
         )
 
-        mix = Mix(fixture, shares, args.seed)
+        probe = FreshnessProbe(port, probe_header, probe_company)
+
+        async def prime() -> float:
+            # A known starting point: a small headcount, scored, before the run.
+            conn = HttpConnection("127.0.0.1", port, probe_header)
+            try:
+                if not await probe.write(conn, large=False):
+                    raise RuntimeError(f"freshness probe: first write failed: {probe.failures}")
+            finally:
+                conn.close()
+            return await wait_drained(port, headers[0], args.drain_timeout, check)
+
+        asyncio.run(prime())
+        probe.failures.clear()
+
+        mix = Mix(mix_fixture, shares, args.seed)
         captured = random.Random(args.seed).sample(fixture.companies, 20)
 
         async def capture() -> tuple[int, bytes]:
@@ -893,13 +1127,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
 
         lag: list[LagSample] = []
-        groups = {
-            "servers": server.pids,
-            "workers": workers.pids,
-            "PostgreSQL backends of this database": postgres_backends(scratch.url),
-        }
+        groups = {"servers": server.pids}
+        if workers is not None:
+            groups["workers"] = workers.pids
+        if args.backend == "postgresql":
+            groups["PostgreSQL backends of this database"] = postgres_backends(scratch.url)
         maintainer = Maintainer(scratch.url, args.analyze_every)
-        service = measured(port, headers, mix.next, args, groups, lag, headers[0])
+        service = measured(port, headers, mix.next, args, groups, lag, headers[0], probe)
         stopped = time.perf_counter()
         drain_lag: list[LagSample] = []
 
@@ -916,12 +1150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         drain_time = asyncio.run(drain())
         maintainer.stop()
         since_stop = time.perf_counter() - stopped
-        report_run(
-            f"SERVICE: mix against {args.server_processes} server processes + "
-            f"{args.workers} workers",
-            service.stats,
-            service.cpu,
-        )
+        report_run(f"SERVICE: mix against {args.backend}, {deployment}", service.stats, service.cpu)
         print(f"queue lag during the run: {lag_summary(lag)}")
         print(
             f"drain after the load stopped: {drain_time:.1f} s (queue empty {since_stop:.1f} s "
@@ -944,6 +1173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"during the run) recomputed from the database: {mismatches} mismatches"
             )
         for process in (server, workers):
+            if process is None:
+                continue
             process.stop()
             if process.errors:
                 print(f"{process.name} logged {len(process.errors)} error lines, e.g.:")
@@ -991,6 +1222,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             name: str, phase: Phase, sample: Sequence[float], kind: str | None = None
         ) -> None:
             stats = phase.stats
+            if not sample:
+                print(f"| {name} | 0 | - | - | - | - | - |")
+                return
             p50, p95, p99 = (percentile(sample, p) for p in (50, 95, 99))
             errors = sum(
                 n
@@ -1004,17 +1238,72 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         summary_row("service, mix (all requests)", service, svc.all_latencies())
         summary_row("service, mix (score reads only)", service, read_lat, "read")
+        summary_row(
+            "service, mix (value writes only)",
+            service,
+            svc.latencies["write_values"],
+            "write_values",
+        )
+        summary_row(
+            "service, mix (rule upserts only)", service, svc.latencies["upsert_rule"], "upsert_rule"
+        )
+        fresh = probe.latencies
         for name, phase in ceilings.items():
             summary_row(f"ceiling: {name}", phase, phase.stats.all_latencies())
+        ratios: dict[str, float] = {}
         for name, phase in ceilings.items():
             ceiling_rps = phase.stats.ok() / phase.stats.elapsed
+            ratios[name] = service_rps / ceiling_rps
             print(
-                f"ratio service / ceiling ({name}): {service_rps / ceiling_rps:.3f} "
+                f"ratio service / ceiling ({name}): {ratios[name]:.3f} "
                 f"({service_rps:,.1f} / {ceiling_rps:,.1f} req/s); the service reaches "
-                f"{service_rps / ceiling_rps:.1%} of this machine's {name} ceiling"
+                f"{ratios[name]:.1%} of this machine's {name} ceiling"
             )
+        print(f"freshness under the mix: {probe.summary()}")
         errors = sum(svc.errors().values())
         print(f"target 0 errors: {'MET' if errors == 0 else f'NOT MET ({errors})'}")
+
+        def verdict(met: bool) -> str:
+            return "MET" if met else "NOT MET"
+
+        print("\ntargets of issue 11:")
+        if "asgi" in ratios:
+            ratio = ratios["asgi"]
+            print(
+                f"  ratio vs bare-ASGI ceiling >= {TARGET_RATIO} at 0 errors: {ratio:.3f} at "
+                f"{errors} errors: {verdict(ratio >= TARGET_RATIO and errors == 0)}"
+            )
+        else:
+            print(
+                f"  ratio vs bare-ASGI ceiling >= {TARGET_RATIO} at 0 errors: NOT MEASURED "
+                "(--ceilings without asgi)"
+            )
+        for kind, label in (
+            ("write_values", "value write"),
+            ("read", "score read"),
+            ("upsert_rule", "rule upsert"),
+        ):
+            limit, kind_latencies = TARGET_P95[kind], svc.latencies[kind]
+            if not kind_latencies:
+                print(f"  {label} p95 <= {limit * 1000:.0f} ms: NOT MEASURED (no such request)")
+                continue
+            p95 = percentile(kind_latencies, 95)
+            print(
+                f"  {label} p95 <= {limit * 1000:.0f} ms: {_ms(p95)} ms "
+                f"(n {len(kind_latencies):,}): {verdict(p95 <= limit)}"
+            )
+        if fresh:
+            p95 = percentile(fresh, 95)
+            print(
+                f"  freshness under the mix p95 <= {TARGET_FRESHNESS_P95:.0f} s: {_ms(p95)} ms "
+                f"(n {len(fresh)}, max {_ms(max(fresh))} ms, {probe.timeouts} timeouts): "
+                f"{verdict(p95 <= TARGET_FRESHNESS_P95 and probe.timeouts == 0)}"
+            )
+        else:
+            print(
+                f"  freshness under the mix p95 <= {TARGET_FRESHNESS_P95:.0f} s: NOT MET (no "
+                f"write became fresh; {probe.timeouts} timeouts)"
+            )
         print(f"load average at the end: {load_average()}")
         failures += errors
     finally:
