@@ -103,7 +103,7 @@ def clear_queue(db: Database) -> None:
 
 def value_write(db: Database, org_id: str, object_id: str, value: bool) -> float:
     started = time.perf_counter()
-    with db.write(org=org_id) as conn:
+    with db.write(org=org_id, value_templates=["b2b"]) as conn:
         write_values(
             conn,
             org_id,

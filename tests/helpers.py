@@ -180,3 +180,17 @@ def assert_scores_fresh(database: Database) -> None:
     )
     for key, value in expected.items():
         assert stored[key] == value, (key, stored[key], value)
+
+
+def fan_out(database: Database) -> int:
+    """Do every pending profile fan-out step (what workers do before each claim): queue the
+    objects of profiles whose rules changed. Returns how many it queued."""
+    from signalscore.recompute.queue import queue_next_profile_chunk
+
+    queued = 0
+    while True:
+        with database.write() as conn:
+            step = queue_next_profile_chunk(conn)
+        if step is None:
+            return queued
+        queued += step

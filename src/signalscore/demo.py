@@ -231,7 +231,7 @@ def _organization(conn: Connection, org_id: str | None) -> tuple[str, str | None
 
 def load_demo(conn: Connection, *, org_id: str | None = None, companies: int = 1000) -> DemoResult:
     org_id, new_key = _organization(conn, org_id)
-    take_organization_lock(conn, org_id, structure=True)
+    take_organization_lock(conn, org_id)
     rng = random.Random(42)
     existing = set(
         conn.execute(

@@ -13,7 +13,7 @@ from signalscore.db.tables import profile_assignments, recompute_queue
 from signalscore.db.types import utcnow
 from tests.api.conftest import World
 from tests.api.test_profiles import ts
-from tests.helpers import assert_error
+from tests.helpers import assert_error, fan_out
 
 RULE_KEYS = {
     "id",
@@ -160,9 +160,13 @@ def test_rule_writes_queue_every_assigned_object(world: World, database: Databas
     _assign(database, world, "acme.com", "beta.io")
     _clear_queue(database)
     upsert(world, "is_b2b", "fit", "boolean", {"true": 1})
+    # The rule write leaves the profile's fan-out to the workers; it counts as pending now.
+    assert world.call("GET", "/v1/scoring/compute/status").json()["pending"] == 2
+    assert fan_out(database) == 2
     assert _queued(database) == {"acme.com", "beta.io"}
     _clear_queue(database)
     assert world.call("DELETE", RULES + "/{rid}").status_code == 204
+    assert fan_out(database) == 2
     assert _queued(database) == {"acme.com", "beta.io"}
 
 
@@ -226,6 +230,7 @@ def test_a_pending_object_is_queued_once(world: World, database: Database) -> No
     _clear_queue(database)
     for points in (1, 2, 3):
         upsert(world, "is_b2b", "fit", "boolean", {"true": points})
+        fan_out(database)
     with database.read() as conn:
         rows = conn.execute(sa.select(recompute_queue)).all()
     assert len(rows) == 1

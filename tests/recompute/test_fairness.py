@@ -33,7 +33,7 @@ from signalscore.rules.schemas import RuleUpsert
 from signalscore.rules.service import upsert_rule
 from signalscore.signals.schemas import SignalValueIn, TemplateCreate
 from signalscore.signals.service import create_template, write_values
-from tests.helpers import Tenant, make_tenant
+from tests.helpers import Tenant, fan_out, make_tenant
 
 q = recompute_queue
 
@@ -284,7 +284,7 @@ def _rule(points: int) -> RuleUpsert:
 
 
 def _value(database: Database, org_id: str, object_id: str) -> None:
-    with database.write(org=org_id) as conn:
+    with database.write(org=org_id, value_templates=["b2b"]) as conn:
         write_values(
             conn,
             org_id,
@@ -320,6 +320,7 @@ def test_a_value_write_is_scored_in_the_next_batch_behind_rule_changes(
         upsert_rule(conn, other_tenant.org_id, b_profile, _rule(7))  # B's rule change first
     with database.write(org=tenant.org_id, structure=True) as conn:
         upsert_rule(conn, tenant.org_id, a_profile, _rule(9))
+    fan_out(database)  # as workers do before their claims
     _value(database, tenant.org_id, a_objects[-1])  # queued by A's fan-out already
     _value(database, other_tenant.org_id, b_objects[-1])  # queued by B's fan-out already
     with database.read() as conn:

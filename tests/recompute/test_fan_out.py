@@ -1,7 +1,8 @@
 """Rule writes on profiles larger than one fan-out chunk (recompute/queue.py).
 
-The rule write queues the first FAN_OUT_CHUNK objects itself and leaves a cursor; workers
-queue the rest, a chunk per batch. Here the chunk is 2 so that six companies need three.
+The rule write queues no object itself: it leaves a cursor at the start of the profile, and
+workers queue its objects, a chunk per batch. Here the chunk is 2 so that six companies need
+three.
 """
 
 from __future__ import annotations
@@ -114,12 +115,12 @@ def world(
     return built
 
 
-def test_a_rule_write_queues_one_chunk_and_workers_the_rest(
+def test_a_rule_write_leaves_a_cursor_and_workers_queue_its_objects(
     world: World, database: Database
 ) -> None:
     world.rule(5)
-    assert world.queued() == COMPANIES[:2]
-    assert world.cursor() == COMPANIES[1]
+    assert world.queued() == []
+    assert world.cursor() == ""
     # Status counts every object still to compute, queued or not yet fanned out.
     assert world.status()["pending"] == 6
     assert "\nsignalscore_profile_fan_outs 1.0\n" in world.client.get("/metrics").text
@@ -133,24 +134,26 @@ def test_a_rule_write_queues_one_chunk_and_workers_the_rest(
 def test_a_worker_continues_the_fan_out_a_chunk_per_batch(world: World, database: Database) -> None:
     world.rule(5)
     worker = Worker(database, WorkerConfig(batch_size=1))
-    worker.run_once()  # queues co2, co3; computes co0
-    assert world.queued() == COMPANIES[1:4]
-    assert world.cursor() == COMPANIES[3]
+    worker.run_once()  # queues co0, co1; computes co0
+    assert world.queued() == COMPANIES[1:2]
+    assert world.cursor() == COMPANIES[1]
     assert world.status()["pending"] == 5
-    worker.run_once()  # queues co4, co5: the last chunk ends the fan-out
+    worker.run_once()  # queues co2, co3; computes co1
+    worker.run_once()  # queues co4, co5: the last chunk ends the fan-out; computes co2
     assert world.cursor() is None
-    assert world.queued() == COMPANIES[2:]
+    assert world.queued() == COMPANIES[3:]
 
 
 def test_a_new_rule_change_restarts_the_fan_out(world: World, database: Database) -> None:
     """Objects an earlier fan-out already queued and computed must be computed again."""
     world.rule(5)
     worker = Worker(database, WorkerConfig(batch_size=10))
-    worker.run_once()  # fans out co2, co3; computes co0..co3 with 5 points
+    worker.run_once()  # fans out co0, co1; computes them with 5 points
+    worker.run_once()  # fans out co2, co3; computes them
     assert world.cursor() == COMPANIES[3]
     assert {k: v for k, v in world.earned().items() if v == 5} == dict.fromkeys(COMPANIES[:4], 5)
     world.rule(9)
-    assert world.cursor() == COMPANIES[1]  # restarted from the first object
+    assert world.cursor() == ""  # restarted from the first object
     drain(database)
     assert_scores_fresh(database)
     assert world.earned() == dict.fromkeys(COMPANIES, 9)
@@ -167,7 +170,7 @@ def test_status_counts_an_object_queued_and_not_yet_fanned_out_once(
             json={"objectType": "company", "objectIds": COMPANIES[4:]},
         )
     )
-    assert world.queued() == [*COMPANIES[:2], *COMPANIES[4:]]
+    assert world.queued() == COMPANIES[4:]
     assert world.status()["pending"] == 6
 
 

@@ -106,7 +106,7 @@ def test_fan_out_steps_and_value_writes_never_deadlock(icu_database: Database) -
                 for c in CONTACTS[::2]
             ]
             try:
-                with db.write(org=org) as conn:
+                with db.write(org=org, value_templates=["b2b"]) as conn:
                     write_values(conn, org, items)
                 rounds["values"] += 1
             except sa.exc.DBAPIError as exc:

@@ -16,7 +16,12 @@ from fastapi.testclient import TestClient
 
 from signalscore.db.engine import Database
 from signalscore.db.tables import recompute_queue, score_results
-from signalscore.recompute import LockNotHeld, enqueue_profile, enqueue_value_changes
+from signalscore.recompute import (
+    LockNotHeld,
+    compute_now,
+    enqueue_profile,
+    enqueue_value_changes,
+)
 from signalscore.recompute.compute import compute_objects
 from signalscore.recompute.worker import Worker, WorkerConfig
 from tests.helpers import Tenant, assert_scores_fresh, drain
@@ -305,13 +310,21 @@ def test_structural_writes_race_value_writes_and_workers(
 
 
 def test_queueing_decisions_need_the_unit_of_work_lock(database: Database, tenant: Tenant) -> None:
-    """A service that reads structure to decide what to queue fails loudly outside
-    `db.write(org=...)`, on every backend, rather than racing silently on PostgreSQL."""
+    """A service that reads structure to decide what to queue fails loudly outside a unit of
+    work that declared (and so locked) what it decides on, on every backend, rather than
+    racing silently on PostgreSQL."""
+    changed = {"company": {"a.com": {"b2b"}}}
     with pytest.raises(LockNotHeld), database.write() as conn:
-        enqueue_value_changes(conn, tenant.org_id, {"company": {"a.com": {"b2b"}}})
+        enqueue_value_changes(conn, tenant.org_id, changed)
     with pytest.raises(LockNotHeld), database.write(org=tenant.org_id) as conn:
-        enqueue_profile(conn, tenant.org_id, "00000000-0000-0000-0000-000000000000")
+        enqueue_value_changes(conn, tenant.org_id, changed)  # b2b not declared
     with pytest.raises(LockNotHeld), database.write(org="another-org-id-xxxxxxxx") as conn:
-        enqueue_value_changes(conn, tenant.org_id, {"company": {"a.com": {"b2b"}}})
+        enqueue_value_changes(conn, tenant.org_id, changed)
+    with pytest.raises(LockNotHeld), database.write(org=tenant.org_id) as conn:
+        compute_now(conn, tenant.org_id, "company", ["a.com"])  # assignments not declared
+    with pytest.raises(LockNotHeld), database.write() as conn:
+        enqueue_profile(conn, tenant.org_id, "00000000-0000-0000-0000-000000000000")
+    with database.write(org=tenant.org_id, value_templates=["b2b"]) as conn:
+        enqueue_value_changes(conn, tenant.org_id, changed)  # declared: fine (nothing assigned)
     with database.read() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(recompute_queue)).scalar() == 0

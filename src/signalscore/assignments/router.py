@@ -49,7 +49,7 @@ def assign(
 ) -> Assignment:
     """Assign a profile to one object and compute its score before answering (201), or
     return the existing assignment (200). 422 `OBJECT_TYPE_MISMATCH` if the types differ."""
-    with db.write(org=org_id, structure=True) as conn:
+    with db.write(org=org_id, assignments=True) as conn:
         assignment, created = service.assign(
             conn, org_id, body.profileId, body.objectType, body.objectId
         )
@@ -68,7 +68,7 @@ def assign_many(
     ids already assigned or repeated are skipped. One invalid id rejects the whole request.
     The new objects' scores are queued."""
     object_ids = normalize_object_ids(body.objectType, body.objectIds, field="objectIds")
-    with db.write(org=org_id, structure=True) as conn:
+    with db.write(org=org_id, assignments=True) as conn:
         return service.assign_many(conn, org_id, body.profileId, body.objectType, object_ids)
 
 
@@ -76,7 +76,7 @@ def assign_many(
 def unassign(assignment_id: str, org_id: CurrentOrgId, db: DatabaseDep) -> Response:
     """Remove an assignment and the score rows of that (profile, object)."""
     aid = uuid_or_404(assignment_id, "assignment", "ASSIGNMENT_NOT_FOUND")
-    with db.write(org=org_id, structure=True) as conn:
+    with db.write(org=org_id, assignments=True) as conn:
         service.unassign(conn, org_id, aid)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

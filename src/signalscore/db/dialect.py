@@ -36,14 +36,19 @@ def is_postgresql(conn: Connection) -> bool:
     return conn.dialect.name == "postgresql"
 
 
-def lock_organization(conn: Connection, org_id: str, *, exclusive: bool) -> None:
-    """The organisation's transaction-scoped lock (PostgreSQL: an advisory lock on the hash
-    of its id). SQLite needs none: every write transaction starts with BEGIN IMMEDIATE, so
-    writers are serialised anyway."""
-    if not is_postgresql(conn):
+def advisory_locks(conn: Connection, locks: Sequence[tuple[str, bool]]) -> None:
+    """Transaction-scoped advisory locks on the hash of each key, in the given order, in one
+    statement: (key, exclusive) pairs (PostgreSQL evaluates a select list left to right).
+    SQLite needs none: every write transaction starts with BEGIN IMMEDIATE, so writers are
+    serialised anyway."""
+    if not is_postgresql(conn) or not locks:
         return
-    function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
-    conn.execute(sa.text(f"SELECT {function}(hashtext(:org))"), {"org": "org:" + org_id})
+    calls = ", ".join(
+        f"{'pg_advisory_xact_lock' if exclusive else 'pg_advisory_xact_lock_shared'}"
+        f"(hashtext(:k{i}))"
+        for i, (_, exclusive) in enumerate(locks)
+    )
+    conn.execute(sa.text(f"SELECT {calls}"), {f"k{i}": key for i, (key, _) in enumerate(locks)})
 
 
 def upsert(conn: Connection, table: sa.Table) -> Any:

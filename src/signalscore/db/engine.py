@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
-from signalscore.db.dialect import lock_organization
+from signalscore.db.dialect import advisory_locks
 from signalscore.vocabulary import MAX_EXACT_INT
 
 
@@ -95,24 +96,79 @@ def _create_sqlite_engine(parsed: URL, connect_timeout: float) -> Engine:
     return engine
 
 
-_ORG_LOCK = "signalscore.organization_lock"
+_LOCKS = "signalscore.organization_locks"
 
 
-def take_organization_lock(conn: Connection, org_id: str, *, structure: bool) -> None:
-    """Take the organisation lock in a transaction already under way: only for one that
+@dataclass
+class Locks:
+    """What a write unit of work may change in one organisation, declared when it opens
+    (`Database.write(org=...)`); it decides the advisory locks the unit takes (PostgreSQL;
+    docs/architecture.md, "the lock protocol"). Two levels, always in this order:
+
+    1. the organisation: exclusive for `structure` (the whole organisation: profile deletion,
+       set-ups that write everything in one transaction), shared for everything else;
+    2. within it: `assignments` (exclusive), `rule_template` (exclusive: a rule on that
+       template, or the template itself), `value_templates` (shared, in sorted order: values
+       of these templates) and, for a value write, the assignments shared from its queueing
+       decision to its commit (`hold_assignments`).
+
+    Value writes to different templates never wait for each other or for a rule write on
+    another template; a rule write waits only for value writes to its template."""
+
+    org_id: str
+    structure: bool = False
+    assignments: bool = False
+    rule_template: str | None = None
+    value_templates: tuple[str, ...] = ()
+    assignments_held: bool = False
+
+    def covers_values(self, template_ids: set[str]) -> bool:
+        return self.structure or template_ids <= set(self.value_templates)
+
+    def covers_assignments(self) -> bool:
+        return self.structure or self.assignments
+
+
+def _key(org_id: str, part: str) -> str:
+    return f"org:{org_id}" if not part else f"org:{org_id}:{part}"
+
+
+def _take(conn: Connection, locks: Locks) -> None:
+    org = locks.org_id
+    keys = [(_key(org, ""), locks.structure)]
+    if not locks.structure:
+        if locks.assignments:
+            keys.append((_key(org, "assignments"), True))
+        if locks.rule_template is not None:
+            keys.append((_key(org, "template:" + locks.rule_template), True))
+        for template_id in sorted(set(locks.value_templates) - {locks.rule_template}):
+            keys.append((_key(org, "template:" + template_id), False))
+    advisory_locks(conn, keys)
+    locks.assignments_held = locks.covers_assignments()
+
+
+def take_organization_lock(conn: Connection, org_id: str) -> None:
+    """Lock the whole organisation now, in a transaction already under way: only for one that
     created the organisation itself (`signalscore demo`), which nothing else can contend
     for yet. Everything else opens its unit of work with `Database.write(org=...)`."""
-    lock_organization(conn, org_id, exclusive=structure)
-    conn.info[_ORG_LOCK] = (org_id, structure)
+    locks = conn.info[_LOCKS] = Locks(org_id, structure=True)
+    _take(conn, locks)
 
 
-def held_organization_lock(conn: Connection, org_id: str) -> bool | None:
-    """The organisation lock this unit of work holds: None when none, else whether it is the
-    exclusive (structure) one."""
-    held = conn.info.get(_ORG_LOCK)
-    if held is None or held[0] != org_id:
+def declared_locks(conn: Connection, org_id: str) -> Locks | None:
+    """The locks this unit of work declared for `org_id`, or None."""
+    declared: Locks | None = conn.info.get(_LOCKS)
+    if declared is None or declared.org_id != org_id:
         return None
-    return bool(held[1])
+    return declared
+
+
+def hold_assignments(conn: Connection, locks: Locks) -> None:
+    """A value write's queueing decision reads assignments: hold them shared from here to
+    the commit (an assignment write holds them exclusively)."""
+    if not locks.assignments_held:
+        advisory_locks(conn, [(_key(locks.org_id, "assignments"), False)])
+        locks.assignments_held = True
 
 
 class Database:
@@ -133,26 +189,38 @@ class Database:
 
     @contextmanager
     def write(
-        self, *, org: str | None = None, structure: bool = False, notify: bool = True
+        self,
+        *,
+        org: str | None = None,
+        structure: bool = False,
+        assignments: bool = False,
+        rule_template: str | None = None,
+        value_templates: Iterable[str] = (),
+        notify: bool = True,
     ) -> Iterator[Connection]:
         """A write transaction. `notify=False` keeps `after_write` quiet: the worker's own
         claims must not wake the worker, or it would spin on an empty queue.
 
-        `org`: a write that can change that organisation's scores. Its first statement takes
-        the organisation's lock (docs/architecture.md, "the lock protocol"): shared for value
-        writes, exclusive with `structure=True` (rules, assignments, profiles, templates), so
-        a value write's decision of what to queue never misses a structural change committed
-        meanwhile. Workers never take it. The recompute functions that depend on it check that
-        it is held (`held_organization_lock`)."""
+        `org`: a write that can change that organisation's scores. The other arguments
+        declare what it may change (`Locks`), and its first statement takes the locks that
+        follow, so a value write's decision of what to queue never misses a rule or an
+        assignment committed meanwhile. Workers take none."""
         with self.engine.connect() as conn:
             conn = conn.execution_options(sqlite_write=True)
             with conn.begin():
                 if org is not None:
-                    take_organization_lock(conn, org, structure=structure)
+                    locks = conn.info[_LOCKS] = Locks(
+                        org,
+                        structure=structure,
+                        assignments=assignments,
+                        rule_template=rule_template,
+                        value_templates=tuple(sorted(set(value_templates))),
+                    )
+                    _take(conn, locks)
                 try:
                     yield conn
                 finally:
-                    conn.info.pop(_ORG_LOCK, None)
+                    conn.info.pop(_LOCKS, None)
         if notify and self.after_write is not None:
             self.after_write()
 

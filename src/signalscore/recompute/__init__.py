@@ -6,8 +6,9 @@
   (every object of a profile whose rules changed), and `compute_now` (an assignment's scores
   inside its own request).
 - **Locking**: a write that can change scores opens its unit of work with
-  `db.write(org=..., structure=...)`; the queueing functions that depend on that lock check
-  it is held (`LockNotHeld` otherwise). Workers take no organisation lock.
+  `db.write(org=..., ...)`, declaring what it changes (`db.engine.Locks`), and the unit of
+  work takes the locks; the queueing functions check the declaration covers what they
+  decide on (`LockNotHeld` otherwise). Workers take no organisation lock.
 - **Reading**: `queue_status` (one organisation, for `GET /compute/status`) and
   `queue_figures` (every organisation, counts only, for `/metrics`).
 - **Running**: `Worker` (worker.py) and `EmbeddedWorker` / `run_workers` (runner.py).
@@ -22,7 +23,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from signalscore.db.engine import held_organization_lock
+from signalscore.db.engine import Locks, declared_locks, hold_assignments
 from signalscore.recompute import queue
 from signalscore.recompute.compute import RecomputeStats, recompute_objects
 from signalscore.recompute.queue import Lane, QueueFigures, queue_figures, queue_status
@@ -41,14 +42,14 @@ __all__ = [
 
 
 class LockNotHeld(RuntimeError):
-    """A programming error: a queueing decision made outside the unit of work's lock."""
+    """A programming error: queueing outside a unit of work that declared what it changes."""
 
 
-def _require(conn: Connection, org_id: str, *, structure: bool) -> None:
-    held = held_organization_lock(conn, org_id)
-    if held is None or (structure and not held):
-        kind = "db.write(org=..., structure=True)" if structure else "db.write(org=...)"
-        raise LockNotHeld(f"this write must run in {kind}")
+def _declared(conn: Connection, org_id: str, what: str) -> Locks:
+    locks = declared_locks(conn, org_id)
+    if locks is None:
+        raise LockNotHeld(f"{what} must run in db.write(org=...) for its organisation")
+    return locks
 
 
 def enqueue_objects(
@@ -60,7 +61,11 @@ def enqueue_objects(
     lane: Lane = Lane.INTERACTIVE,
 ) -> int:
     """Queue these objects (already normalised); how many distinct ids. Decides nothing from
-    other rows, so it needs no lock."""
+    other rows, so it needs no lock of its own (`POST /compute`); in a unit of work that
+    declared one, it is held first: the organisation lock comes before queue rows."""
+    locks = declared_locks(conn, org_id)
+    if locks is not None and not locks.covers_assignments():
+        raise LockNotHeld("queueing assigned objects needs db.write(org=..., assignments=True)")
     return queue.enqueue_objects(conn, org_id, object_type, object_ids, lane=lane)
 
 
@@ -69,15 +74,22 @@ def enqueue_value_changes(
 ) -> None:
     """Queue (interactive lane) the objects whose changed values a rule of one of their
     profiles reads. `changed`: objectType → objectId → template ids whose value changed.
-    Reads assignments and rules, so it needs the organisation lock (shared is enough)."""
-    _require(conn, org_id, structure=False)
+    Reads assignments and rules: the unit of work holds these templates' rules (shared,
+    `value_templates`), and the assignments are held shared from here to the commit."""
+    locks = _declared(conn, org_id, "queueing after value changes")
+    templates = {t for by_object in changed.values() for ids in by_object.values() for t in ids}
+    if not locks.covers_values(templates):
+        raise LockNotHeld("the unit of work must declare value_templates for every template")
+    hold_assignments(conn, locks)
     queue.enqueue_objects_for_signal_changes(conn, org_id, changed, lane=Lane.INTERACTIVE)
 
 
 def enqueue_profile(conn: Connection, org_id: str, profile_id: Any) -> None:
-    """Queue every object assigned to the profile (background lane, in chunks): its rules
-    changed. Needs the exclusive lock."""
-    _require(conn, org_id, structure=True)
+    """Queue every object assigned to the profile (background lane): its rules changed. The
+    workers queue them, in chunks, after this commits (`queue.enqueue_profile_objects`), so
+    they see every assignment committed by then, and this decides nothing: no lock beyond
+    the unit of work's own."""
+    _declared(conn, org_id, "queueing a profile")
     queue.enqueue_profile_objects(conn, org_id, profile_id)
 
 
@@ -87,10 +99,10 @@ def compute_now(
     """Compute these objects' scores in this transaction (a new assignment: its response
     shows them), after queueing them: that locks their entries, so a worker that read them
     before this change stores nothing over it (it finds `rerun`), and a write queueing them
-    meanwhile waits for this one. The entries this transaction could settle (not leased to a
-    live worker) are removed again. Needs the exclusive lock."""
-    _require(conn, org_id, structure=True)
+    meanwhile waits for this one. The entries stay: a worker computes the objects once more
+    after this commits, seeing any rule change this computation could not. Needs the
+    assignments lock."""
+    if not _declared(conn, org_id, "computing now").covers_assignments():
+        raise LockNotHeld("computing now needs db.write(org=..., assignments=True)")
     queue.enqueue_objects(conn, org_id, object_type, object_ids, lane=Lane.INTERACTIVE)
-    stats = recompute_objects(conn, org_id, object_type, object_ids)
-    queue.settle(conn, org_id, object_type, object_ids)
-    return stats
+    return recompute_objects(conn, org_id, object_type, object_ids)

@@ -117,11 +117,9 @@ def _fan_out_chunk(raw: str) -> int:
     return int(raw)
 
 
-#: How many of a profile's objects a rule write queues in its own transaction. A profile with
-#: more leaves a `recompute_profiles` row, and workers queue the rest, a chunk per batch. This
-#: keeps a rule write short (it holds the organisation's exclusive lock, which value writes
-#: wait for) however many objects the profile has.
-FAN_OUT_CHUNK = _fan_out_chunk(os.environ.get("SIGNALSCORE_FAN_OUT_CHUNK", "2000"))
+#: How many of a profile's objects a worker queues per batch after a rule change
+#: (`queue_next_profile_chunk`): one chunk per batch, in its own short transaction.
+FAN_OUT_CHUNK = _fan_out_chunk(os.environ.get("SIGNALSCORE_FAN_OUT_CHUNK", "500"))
 
 _START = ("", "")  # before every (object_type, object_id)
 
@@ -168,14 +166,16 @@ def _save_cursor(
 def enqueue_profile_objects(conn: Connection, org_id: str, profile_id: Any) -> None:
     """Queue every object assigned to a profile (its rules changed), in the background lane.
 
-    The first FAN_OUT_CHUNK objects are queued here; if there are more, the profile's
-    `recompute_profiles` row keeps a cursor and workers queue the rest
-    (`queue_next_profile_chunk`). A new change restarts the cursor: every object must then be
-    computed with the newest rules, including those an earlier fan-out already queued.
+    This records the profile in `recompute_profiles` with a cursor at the start, and workers
+    queue its objects, FAN_OUT_CHUNK per batch (`queue_next_profile_chunk`), after this
+    commits. So the rule write stays one small statement however large the profile, and the
+    fan-out sees every assignment committed before it reads them (an assignment committed
+    later queues its object itself): a rule write needs no lock against assignment writes. A
+    new change restarts the cursor: every object must then be computed with the newest
+    rules, including those an earlier fan-out already queued. An older row keeps its
+    `enqueued_at`.
     """
     insert = upsert(conn, recompute_profiles)
-    # The profile's row first: a worker continuing a fan-out locks it before queue rows, so
-    # taking them in the same order cannot deadlock. An older row keeps its `enqueued_at`.
     conn.execute(
         insert.values(
             organization_id=org_id,
@@ -188,8 +188,6 @@ def enqueue_profile_objects(conn: Connection, org_id: str, profile_id: Any) -> N
             set_={"cursor_type": _START[0], "cursor_id": _START[1]},
         )
     )
-    _, cursor = _queue_profile_chunk(conn, org_id, profile_id, _START)
-    _save_cursor(conn, org_id, profile_id, cursor)
 
 
 def queue_next_profile_chunk(conn: Connection) -> int | None:
@@ -251,20 +249,6 @@ def enqueue_objects_for_signal_changes(
             .order_by(object_id),
             lane,
         )
-
-
-def settle(conn: Connection, org_id: str, object_type: str, object_ids: list[str]) -> None:
-    """Remove these objects' entries that no live worker holds: the caller has just computed
-    them, in the transaction that locked the entries."""
-    q = recompute_queue
-    conn.execute(
-        sa.delete(q).where(
-            q.c.organization_id == org_id,
-            q.c.object_type == object_type,
-            q.c.object_id.in_(object_ids),
-            sa.not_(_running(q, utcnow())),
-        )
-    )
 
 
 @dataclass(frozen=True)

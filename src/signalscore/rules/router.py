@@ -28,7 +28,7 @@ def upsert_rule(profile_id: str, body: RuleUpsert, org_id: CurrentOrgId, db: Dat
     """Create or replace the rule for (profile, signalTemplateId, dimension). Triggers a
     recompute of every object assigned to the profile."""
     pid = uuid_or_404(profile_id, "scoring profile", "PROFILE_NOT_FOUND")
-    with db.write(org=org_id, structure=True) as conn:
+    with db.write(org=org_id, rule_template=body.signalTemplateId) as conn:
         return service.upsert_rule(conn, org_id, pid, body)
 
 
@@ -37,6 +37,6 @@ def delete_rule(profile_id: str, rule_id: str, org_id: CurrentOrgId, db: Databas
     """Remove a rule and recompute every object assigned to the profile."""
     pid = uuid_or_404(profile_id, "scoring profile", "PROFILE_NOT_FOUND")
     rid = uuid_or_404(rule_id, "scoring rule", "RULE_NOT_FOUND")
-    with db.write(org=org_id, structure=True) as conn:
+    with db.write(org=org_id) as conn:
         service.delete_rule(conn, org_id, pid, rid)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -71,7 +71,7 @@ def patch_template(
 )
 def delete_template(template_id: str, org_id: CurrentOrgId, db: DatabaseDep) -> Response:
     """Delete a template and all its values (409 while rules use it)."""
-    with db.write(org=org_id, structure=True) as conn:
+    with db.write(org=org_id, rule_template=template_id) as conn:
         service.delete_template(conn, org_id, template_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -82,8 +82,9 @@ def write_values(
 ) -> SignalValuesWriteResult:
     """Write 1-1000 signal values atomically (`null` deletes). One bad item rejects the batch,
     with every bad item listed. Affected scores are queued for recomputation."""
-    with db.write(org=org_id) as conn:
-        return service.write_values(conn, org_id, body.values)
+    items, templates = service.shape_items(body.values)
+    with db.write(org=org_id, value_templates=templates) as conn:
+        return service.write_values(conn, org_id, items)
 
 
 @router.get("/values", response_model=list[SignalValue])

@@ -189,6 +189,15 @@ class _ValidItem:
     observed_at: datetime
 
 
+def shape_items(items: Sequence[Any]) -> tuple[list[Any], list[str]]:
+    """Items converted to `SignalValueIn` where they have its shape (the others stay as they
+    are, for `write_values` to report), and the template ids of the well-shaped ones: what a
+    value write's unit of work declares (`db.write(value_templates=...)`) before it opens."""
+    shaped = _shaped_items(items, Problems())
+    converted = [shaped.get(index, item) for index, item in enumerate(items)]
+    return converted, sorted({item.signalTemplateId for item in shaped.values()})
+
+
 def _shaped_items(items: Sequence[Any], problems: Problems) -> dict[int, SignalValueIn]:
     """Every item that has the shape of `SignalValueIn`, by position; the others' errors go
     to `problems` as `values[i]...`."""
@@ -267,8 +276,9 @@ def _item_index(path: str) -> int:
 def write_values(conn: Connection, org_id: str, items: Sequence[Any]) -> SignalValuesWriteResult:
     """Write a batch atomically: validate all, then upsert/delete, then enqueue recomputes."""
     now = utcnow()
-    # The unit of work holds the organisation lock (shared) from its first statement, so a
-    # template deletion (exclusive) cannot slip between the check and the write.
+    # A template deleted between this check and the upsert fails the upsert on its foreign
+    # key, and the whole batch is refused (db/integrity.py): nothing half-written. The
+    # organisation lock (shared) is taken later, only around the queueing decision.
     valid = _validate_items(conn, org_id, items, now)
     # The last item wins for repeated keys (after normalisation).
     latest = {(i.object_type, i.object_id, i.template_id): i for i in valid}
