@@ -107,10 +107,13 @@ class Locks:
 
     1. the organisation: exclusive for `structure` (the whole organisation: profile deletion,
        set-ups that write everything in one transaction), shared for everything else;
-    2. within it: `assignments` (exclusive), `rule_template` (exclusive: a rule on that
-       template, or the template itself), `value_templates` (shared, in sorted order: values
-       of these templates) and, for a value write, the assignments shared from its queueing
-       decision to its commit (`hold_assignments`).
+    2. within it: `assignments` (exclusive), `value_templates` (shared, in sorted order:
+       values of these templates) and, taken later: for a value write, the assignments
+       shared from its queueing decision to its commit (`hold_assignments`); for a rule
+       write, `rule_template` exclusive from the moment its profile's fan-out is recorded
+       (`hold_rule_template`, after that row's lock, which may wait for a worker's fan-out
+       step: holding the template meanwhile would hold up value writes to it), and at the
+       latest before the commit.
 
     Value writes to different templates never wait for each other or for a rule write on
     another template; a rule write waits only for value writes to its template."""
@@ -121,6 +124,7 @@ class Locks:
     rule_template: str | None = None
     value_templates: tuple[str, ...] = ()
     assignments_held: bool = False
+    rule_template_held: bool = False
 
     def covers_values(self, template_ids: set[str]) -> bool:
         return self.structure or template_ids <= set(self.value_templates)
@@ -139,9 +143,7 @@ def _take(conn: Connection, locks: Locks) -> None:
     if not locks.structure:
         if locks.assignments:
             keys.append((_key(org, "assignments"), True))
-        if locks.rule_template is not None:
-            keys.append((_key(org, "template:" + locks.rule_template), True))
-        for template_id in sorted(set(locks.value_templates) - {locks.rule_template}):
+        for template_id in locks.value_templates:
             keys.append((_key(org, "template:" + template_id), False))
     advisory_locks(conn, keys)
     locks.assignments_held = locks.covers_assignments()
@@ -161,6 +163,14 @@ def declared_locks(conn: Connection, org_id: str) -> Locks | None:
     if declared is None or declared.org_id != org_id:
         return None
     return declared
+
+
+def hold_rule_template(conn: Connection, locks: Locks) -> None:
+    """Take the declared rule template's lock (exclusive) if not held yet."""
+    if locks.rule_template is not None and not locks.rule_template_held and not locks.structure:
+        key = _key(locks.org_id, "template:" + locks.rule_template)
+        advisory_locks(conn, [(key, True)])
+        locks.rule_template_held = True
 
 
 def hold_assignments(conn: Connection, locks: Locks) -> None:
@@ -219,6 +229,8 @@ class Database:
                     _take(conn, locks)
                 try:
                     yield conn
+                    if org is not None:  # a declared lock not taken yet: before the commit
+                        hold_rule_template(conn, locks)
                 finally:
                     conn.info.pop(_LOCKS, None)
         if notify and self.after_write is not None:

@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from signalscore.db.engine import Locks, declared_locks, hold_assignments
+from signalscore.db.engine import Locks, declared_locks, hold_assignments, hold_rule_template
 from signalscore.recompute import queue
 from signalscore.recompute.compute import RecomputeStats, recompute_objects
 from signalscore.recompute.queue import Lane, QueueFigures, queue_figures, queue_status
@@ -87,10 +87,12 @@ def enqueue_value_changes(
 def enqueue_profile(conn: Connection, org_id: str, profile_id: Any) -> None:
     """Queue every object assigned to the profile (background lane): its rules changed. The
     workers queue them, in chunks, after this commits (`queue.enqueue_profile_objects`), so
-    they see every assignment committed by then, and this decides nothing: no lock beyond
-    the unit of work's own."""
-    _declared(conn, org_id, "queueing a profile")
+    they see every assignment committed by then. The rule's template lock, if the unit of
+    work declared one, is taken right after (value writes to that template decide what to
+    queue from its rules): call this before changing the rule."""
+    locks = _declared(conn, org_id, "queueing a profile")
     queue.enqueue_profile_objects(conn, org_id, profile_id)
+    hold_rule_template(conn, locks)
 
 
 def compute_now(

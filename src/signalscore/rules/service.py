@@ -83,6 +83,9 @@ def upsert_rule(conn: Connection, org_id: str, profile_id: uuid.UUID, body: Rule
     """Create or replace the rule for (profile, template, dimension); a replace keeps the
     rule's id and createdAt. Queues every object assigned to the profile."""
     profile = get_profile(conn, org_id, profile_id)
+    # First: the profile's fan-out, then the template's lock, then the checks against the
+    # template and the change (recompute.enqueue_profile). Rolled back if a check fails.
+    enqueue_profile(conn, org_id, profile_id)
     point_values = _checked_point_values(conn, org_id, profile.type, body)
     now = utcnow()
     existing = conn.execute(
@@ -126,7 +129,6 @@ def upsert_rule(conn: Connection, org_id: str, profile_id: uuid.UUID, body: Rule
                 updated_at=now,
             )
         )
-    enqueue_profile(conn, org_id, profile_id)
     return Rule(
         id=rule_id,
         profileId=profile_id,

@@ -71,7 +71,7 @@ def patch_template(
 )
 def delete_template(template_id: str, org_id: CurrentOrgId, db: DatabaseDep) -> Response:
     """Delete a template and all its values (409 while rules use it)."""
-    with db.write(org=org_id, rule_template=template_id) as conn:
+    with db.write(org=org_id, structure=True) as conn:
         service.delete_template(conn, org_id, template_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
