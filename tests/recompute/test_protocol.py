@@ -24,6 +24,8 @@ from signalscore.recompute import (
 )
 from signalscore.recompute.compute import compute_objects
 from signalscore.recompute.worker import Worker, WorkerConfig
+from signalscore.rules.schemas import RuleUpsert
+from signalscore.rules.service import upsert_rule
 from tests.helpers import Tenant, assert_scores_fresh, drain
 from tests.recompute.test_invariant import Session
 
@@ -328,3 +330,69 @@ def test_queueing_decisions_need_the_unit_of_work_lock(database: Database, tenan
         enqueue_value_changes(conn, tenant.org_id, changed)  # declared: fine (nothing assigned)
     with database.read() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(recompute_queue)).scalar() == 0
+
+
+def test_a_rule_write_in_progress_stalls_no_value_write_to_another_template(
+    client: TestClient, tenant: Tenant, database: Database, world: dict[str, str], backend: str
+) -> None:
+    """A rule upsert holds its own template's lock until it commits; value writes to other
+    templates go through meanwhile, and one to its template waits for it and then queues
+    with the new rule. (PostgreSQL: SQLite has one writer at a time by design.)"""
+    if backend != "postgresql":
+        pytest.skip("SQLite serialises writers by design")
+    h, main = tenant.headers, world["main"]
+    inside, finish = threading.Event(), threading.Event()
+    failures: list[BaseException] = []
+
+    def slow_rule_write() -> None:
+        try:
+            with database.write(org=tenant.org_id, rule_template="employees") as conn:
+                upsert_rule(
+                    conn,
+                    tenant.org_id,
+                    uuid.UUID(main),
+                    RuleUpsert(
+                        signalTemplateId="employees",
+                        dimension="fit",
+                        answerType="number",
+                        pointValues={"ranges": [{"min": 0, "points": 3}]},
+                    ),
+                )
+                inside.set()
+                assert finish.wait(30)
+        except BaseException as exc:
+            failures.append(exc)
+            inside.set()
+
+    writer = threading.Thread(target=slow_rule_write)
+    writer.start()
+    assert inside.wait(30)
+    assert not failures, failures
+
+    def value(template: str, value: Any) -> Callable[[], None]:
+        def put() -> None:
+            ok(
+                client.put(
+                    "/v1/signals/values",
+                    headers=h,
+                    json={"values": [{"objectType": "company", "objectId": COMPANIES[1],
+                                      "signalTemplateId": template, "value": value}]},
+                )
+            )  # fmt: skip
+
+        return put
+
+    try:
+        assert within(10, value("b2b", True)), "a value write to another template waited"
+        same = threading.Thread(target=value("employees", 120))
+        same.start()
+        same.join(1)
+        assert same.is_alive(), "a value write to the rule's template did not wait for it"
+    finally:
+        finish.set()
+        writer.join(30)
+    same.join(30)
+    assert not same.is_alive()
+    assert not failures, failures
+    drain(database)
+    assert_scores_fresh(database)
