@@ -7,12 +7,14 @@ One code path for SQLite and PostgreSQL: SQLAlchemy Core on a synchronous driver
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
@@ -36,11 +38,27 @@ def _json_int(text: str) -> int | float:
     return float(number) if abs(number) > MAX_EXACT_INT else number
 
 
+# Sixteen digits in a row: possibly an integer past 2**53 (which has 16), so the careful path.
+_LONG_NUMBER = re.compile(r"\d{16}")
+_LONG_NUMBER_BYTES = re.compile(rb"\d{16}")
+
+
 def load_json(text: str | bytes) -> Any:
     """JSON documents as read from either backend. PostgreSQL's `jsonb` keeps numbers as
     exact decimals and prints `1e308` as a 309-digit integer; the API only ever stores
     integers up to 2**53 (larger ones become floats on write), so a larger integer read
-    back is that float, and both backends give the same number."""
+    back is that float, and both backends give the same number.
+
+    orjson reads the common document (no run of 16 digits, so no integer past 2**53; a
+    float it reads is the same nearest double), about four times as fast as the standard
+    library, which reads the rest (and anything orjson refuses, such as an escaped lone
+    surrogate stored before the API refused them)."""
+    pattern = _LONG_NUMBER_BYTES if isinstance(text, bytes) else _LONG_NUMBER
+    if pattern.search(text) is None:  # type: ignore[arg-type]
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
     return json.loads(text, parse_int=_json_int)
 
 
