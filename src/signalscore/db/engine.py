@@ -7,7 +7,6 @@ One code path for SQLite and PostgreSQL: SQLAlchemy Core on a synchronous driver
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -38,12 +37,13 @@ def _json_int(text: str) -> int | float:
     return float(number) if abs(number) > MAX_EXACT_INT else number
 
 
-# Sixteen digits in a row: possibly an integer past 2**53 (which has 16), so the careful path.
-_LONG_NUMBER = re.compile(r"\d{16}")
-_LONG_NUMBER_BYTES = re.compile(rb"\d{16}")
+# Every digit made a zero, so that sixteen digits in a row (possibly an integer past 2**53,
+# which has 16) is a plain substring search: both in C, a few microseconds per document.
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_SIXTEEN_DIGITS = b"0" * 16
 
 
-def load_json(text: str | bytes) -> Any:
+def load_json(text: str | bytes | memoryview) -> Any:
     """JSON documents as read from either backend. PostgreSQL's `jsonb` keeps numbers as
     exact decimals and prints `1e308` as a 309-digit integer; the API only ever stores
     integers up to 2**53 (larger ones become floats on write), so a larger integer read
@@ -53,13 +53,13 @@ def load_json(text: str | bytes) -> Any:
     float it reads is the same nearest double), about four times as fast as the standard
     library, which reads the rest (and anything orjson refuses, such as an escaped lone
     surrogate stored before the API refused them)."""
-    pattern = _LONG_NUMBER_BYTES if isinstance(text, bytes) else _LONG_NUMBER
-    if pattern.search(text) is None:  # type: ignore[arg-type]
+    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
+    if _SIXTEEN_DIGITS not in data.translate(_DIGITS_TO_ZERO):
         try:
-            return orjson.loads(text)
+            return orjson.loads(data)
         except orjson.JSONDecodeError:
             pass
-    return json.loads(text, parse_int=_json_int)
+    return json.loads(text if isinstance(text, str) else data, parse_int=_json_int)
 
 
 def create_db_engine(url: str, *, connect_timeout: float = 5.0, pool_size: int = 10) -> Engine:
