@@ -53,7 +53,12 @@ def load_json(text: str | bytes | memoryview) -> Any:
     float it reads is the same nearest double), about four times as fast as the standard
     library, which reads the rest (and anything orjson refuses, such as an escaped lone
     surrogate stored before the API refused them)."""
-    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
+    if isinstance(text, str):
+        data = text.encode("utf-8", "surrogatepass")
+    elif isinstance(text, bytes | bytearray | memoryview):
+        data = bytes(text)
+    else:  # SQLite hands over a JSON number as a number: TypeError, as drivers expect
+        return json.loads(text, parse_int=_json_int)
     if _SIXTEEN_DIGITS not in data.translate(_DIGITS_TO_ZERO):
         try:
             return orjson.loads(data)
