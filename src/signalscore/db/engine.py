@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager as ContextManager
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -258,6 +259,31 @@ class Database:
                     conn.info.pop(_LOCKS, None)
         if notify and self.after_write is not None:
             self.after_write()
+
+    @contextmanager
+    def read_then_write(
+        self,
+    ) -> Iterator[
+        tuple[Callable[[], ContextManager[Connection]], Callable[[], ContextManager[Connection]]]
+    ]:
+        """A read transaction, then a write one (no `after_write` call), on one connection:
+        a worker's read-and-score then store steps, without a second pool checkout (and its
+        ping) per group."""
+        with self.engine.connect() as conn:
+
+            @contextmanager
+            def read() -> Iterator[Connection]:
+                conn.execution_options(sqlite_write=False)
+                with conn.begin():
+                    yield conn
+
+            @contextmanager
+            def write() -> Iterator[Connection]:
+                conn.execution_options(sqlite_write=True)
+                with conn.begin():
+                    yield conn
+
+            yield read, write
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

@@ -230,7 +230,6 @@ def store_results(
     object_ids = computed.object_ids if only is None else list(dict.fromkeys(only))
     wanted = frozenset(object_ids)
     results = [r for r in computed.results if r[1] in wanted]
-    existing = _existing_profiles(conn, org_id, list({r[0] for r in results}))
     stats = RecomputeStats(objects=len(object_ids))
     stored = _load_scores(conn, org_id, object_type, object_ids)
     inserts: list[dialect.NewRow] = []
@@ -239,8 +238,6 @@ def store_results(
     # Rows that compute identical: only `computed_at` changes.
     touched: list[uuid.UUID] = []
     for profile_id, object_id, by_dimension in results:
-        if profile_id not in existing:
-            continue
         for dimension, result in by_dimension.items():
             old = stored.pop((profile_id, object_id, dimension), None)
             text = dialect.contributions_text(conn, result.contributions)
@@ -254,6 +251,9 @@ def store_results(
                 changed.append((old.id, result, text))
     # Whatever is left has no reason to exist any more.
     deleted = [row.id for row in stored.values()]
+    if inserts:  # only new rows need their profile: one deleted since the read gets none
+        existing = _existing_profiles(conn, org_id, list({row[0] for row in inserts}))
+        inserts = [row for row in inserts if row[0] in existing]
 
     dialect.write_scores(conn, org_id, object_type, now, inserts, changed)
     for among in id_filters(conn, s.c.id, touched):

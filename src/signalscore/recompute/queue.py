@@ -119,7 +119,7 @@ def _fan_out_chunk(raw: str) -> int:
 
 #: How many of a profile's objects a worker queues per batch after a rule change
 #: (`queue_next_profile_chunk`): one chunk per batch, in its own short transaction.
-FAN_OUT_CHUNK = _fan_out_chunk(os.environ.get("SIGNALSCORE_FAN_OUT_CHUNK", "500"))
+FAN_OUT_CHUNK = _fan_out_chunk(os.environ.get("SIGNALSCORE_FAN_OUT_CHUNK", "2000"))
 
 _START = ("", "")  # before every (object_type, object_id)
 

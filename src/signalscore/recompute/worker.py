@@ -317,31 +317,32 @@ def compute_claimed(
     inside which no other worker may compute it: the concurrency tests check that no two
     such intervals overlap."""
     started = time.monotonic()
-    with db.read() as conn:
-        computed = compute_objects(conn, org_id, object_type, object_ids, profiles=profiles)
-    with db.write(notify=False) as conn:
-        owned = _owned(conn, worker_id, org_id, object_type, object_ids)
-        if not owned:  # every lease expired and was taken over: the new owner computes them
-            return RecomputeStats()
-        grace = utcnow() - timedelta(seconds=STALE_RESULT_GRACE_SECONDS)
-        store = [row.object_id for row in owned if not row.rerun or row.enqueued_at < grace]
-        stats = store_results(conn, org_id, object_type, computed, only=store)
-        finished = [row.object_id for row in owned if not row.rerun]
-        again = [row.object_id for row in owned if row.rerun]
-        where = (q.c.organization_id == org_id, q.c.object_type == object_type)
-        for among in id_filters(conn, q.c.object_id, finished):
-            conn.execute(sa.delete(q).where(*where, among))
-        for among in id_filters(conn, q.c.object_id, again):
-            # A trigger arrived while this object was being computed: once more, from the top.
-            conn.execute(
-                sa.update(q)
-                .where(*where, among)
-                .values(lease_until=None, claimed_by=None, rerun=False)
-            )
-        if audit is not None:
-            ended = time.monotonic()  # still inside the transaction: the locks are held
-            for object_id in store:
-                audit(org_id, object_type, object_id, started, ended)
+    with db.read_then_write() as (read, write):
+        with read() as conn:
+            computed = compute_objects(conn, org_id, object_type, object_ids, profiles=profiles)
+        with write() as conn:
+            owned = _owned(conn, worker_id, org_id, object_type, object_ids)
+            if not owned:  # every lease expired and was taken over: the new owner computes them
+                return RecomputeStats()
+            grace = utcnow() - timedelta(seconds=STALE_RESULT_GRACE_SECONDS)
+            store = [row.object_id for row in owned if not row.rerun or row.enqueued_at < grace]
+            stats = store_results(conn, org_id, object_type, computed, only=store)
+            finished = [row.object_id for row in owned if not row.rerun]
+            again = [row.object_id for row in owned if row.rerun]
+            where = (q.c.organization_id == org_id, q.c.object_type == object_type)
+            for among in id_filters(conn, q.c.object_id, finished):
+                conn.execute(sa.delete(q).where(*where, among))
+            for among in id_filters(conn, q.c.object_id, again):
+                # A trigger arrived while this object was being computed: once more, from the top.
+                conn.execute(
+                    sa.update(q)
+                    .where(*where, among)
+                    .values(lease_until=None, claimed_by=None, rerun=False)
+                )
+            if audit is not None:
+                ended = time.monotonic()  # still inside the transaction: the locks are held
+                for object_id in store:
+                    audit(org_id, object_type, object_id, started, ended)
     return stats
 
 
