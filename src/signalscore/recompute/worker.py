@@ -1,18 +1,21 @@
 """Workers that drain the recompute queue (SPEC §7).
 
-A batch goes through two kinds of transaction:
+A batch goes through three kinds of transaction:
 
 1. **claim**: up to `batch_size` pending entries (no lease, or an expired one) get a lease
    (`lease_until`, `claimed_by`) and `rerun = false`: interactive entries before background
    ones, each lane shared fairly between the organisations with pending work in it, and each
    organisation's oldest first (`claim_batch`). On PostgreSQL the rows are picked with
    `FOR UPDATE SKIP LOCKED`, so any number of workers claim disjoint sets.
-2. **compute**: the entries still leased to this worker are locked (`FOR UPDATE`), their
-   objects recomputed from the rules, assignments and values current now, the changed score
-   rows written, and the entries deleted, or released for one more round when a trigger set
-   `rerun` meanwhile. A writer that queues one of these objects during this transaction waits
-   for the row lock and then queues it afresh, so no change is ever missed. One such
-   transaction per (organisation, type) group, the interactive entries first.
+2. **read and score**, per (organisation, type) group, interactive entries first: the
+   objects' rules, assignments and values are read and scored in a read transaction that
+   takes no lock, so no writer waits for it (`compute_claimed`).
+3. **store**, in a short write transaction on the same connection: the entries still leased
+   to this worker are locked (`FOR UPDATE`), the changed score rows written, and the entries
+   deleted, or released for one more round when a trigger set `rerun` meanwhile. A writer
+   that queued one of these objects after the claim set `rerun`; one that queues it during
+   this step waits for the row lock and then queues it afresh, so no change is ever missed
+   (docs/architecture.md, "the lock protocol").
 
 On PostgreSQL a second thread per worker serves the interactive lane while the worker
 computes a batch (`Worker.serve_interactive`), so a value write never waits for a batch of
