@@ -15,8 +15,10 @@ Two steps, which a worker runs in two transactions (`worker.compute_claimed`) an
   - rows that should no longer exist (a dimension that lost its rules, an assignment that is
     gone) are deleted.
 
-On PostgreSQL every id list is one array parameter (`= ANY(:ids)`), and inserts and updates
-are one statement per batch over arrays (`unnest`); SQLite gets `IN` lists and executemany.
+On PostgreSQL every id list is one array parameter, and inserts and updates are one
+statement per batch over arrays (`unnest`); SQLite gets `IN` lists and executemany. Rows are
+looked up by object or by id with `dialect.rows_by_key` / `dialect.key_filters`, which probe
+the index with the full key once per id whatever the planner's statistics say.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from signalscore.db import dialect
-from signalscore.db.dialect import id_filters
+from signalscore.db.dialect import id_filters, key_filters, rows_by_key
 from signalscore.db.tables import (
     profile_assignments,
     score_results,
@@ -70,13 +72,15 @@ def _load_assignments(
 ) -> dict[uuid.UUID, list[str]]:
     a = profile_assignments
     by_profile: dict[uuid.UUID, list[str]] = defaultdict(list)
-    for among in id_filters(conn, a.c.object_id, object_ids):
-        rows = conn.execute(
-            sa.select(a.c.profile_id, a.c.object_id).where(
-                a.c.organization_id == org_id, a.c.object_type == object_type, among
-            )
-        )
-        for profile_id, object_id in rows:
+    for select in rows_by_key(
+        conn,
+        a,
+        "object_id",
+        object_ids,
+        [a.c.profile_id, a.c.object_id],
+        match={"organization_id": org_id, "object_type": object_type},
+    ):
+        for profile_id, object_id in conn.execute(select):
             by_profile[profile_id].append(object_id)
     return by_profile
 
@@ -127,18 +131,22 @@ def _load_scores(
     `contributions` comes as PostgreSQL's text of the JSONB document."""
     contributions = dialect.json_for_comparison(conn, s.c.contributions)
     stored: dict[tuple[uuid.UUID, str, str], Any] = {}
-    for among in id_filters(conn, s.c.object_id, object_ids):
-        rows = conn.execute(
-            sa.select(
-                s.c.id,
-                s.c.profile_id,
-                s.c.object_id,
-                s.c.dimension,
-                s.c.score,
-                contributions.label("contributions"),
-            ).where(s.c.organization_id == org_id, s.c.object_type == object_type, among)
-        )
-        for row in rows:
+    for select in rows_by_key(
+        conn,
+        s,
+        "object_id",
+        object_ids,
+        [
+            s.c.id,
+            s.c.profile_id,
+            s.c.object_id,
+            s.c.dimension,
+            s.c.score,
+            contributions.label("contributions"),
+        ],
+        match={"organization_id": org_id, "object_type": object_type},
+    ):
+        for row in conn.execute(select):
             stored[(row.profile_id, row.object_id, row.dimension)] = row
     return stored
 
@@ -256,12 +264,11 @@ def store_results(
         inserts = [row for row in inserts if row[0] in existing]
 
     dialect.write_scores(conn, org_id, object_type, now, inserts, changed)
-    for among in id_filters(conn, s.c.id, touched):
-        conn.execute(
-            sa.update(s).where(s.c.organization_id == org_id, among).values(computed_at=now)
-        )
-    for among in id_filters(conn, s.c.id, deleted):
-        conn.execute(sa.delete(s).where(s.c.organization_id == org_id, among))
+    same_org = {"organization_id": org_id}
+    for among in key_filters(conn, s, "id", touched, match=same_org):
+        conn.execute(sa.update(s).where(among).values(computed_at=now))
+    for among in key_filters(conn, s, "id", deleted, match=same_org):
+        conn.execute(sa.delete(s).where(among))
     stats.inserted, stats.updated = len(inserts), len(changed)
     stats.unchanged, stats.deleted = len(touched), len(deleted)
     return stats

@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from signalscore.db.dialect import lock_order, upsert
+from signalscore.db.dialect import lock_order, rows_by_key, upsert
 from signalscore.db.tables import (
     profile_assignments,
     recompute_profiles,
@@ -223,32 +223,38 @@ def enqueue_objects_for_signal_changes(
         if not by_object:
             continue
         template_ids = set().union(*by_object.values())
-        object_id = lock_order(conn, a.c.object_id).label("object_id")
-        _enqueue_from_select(
+        # The objects' assignments, each object's looked up with the full key (`rows_by_key`).
+        for select in rows_by_key(
             conn,
-            sa.select(
-                a.c.organization_id,
-                a.c.object_type,
-                object_id,
-                _now_literal(),
-                sa.literal(int(lane), sa.SmallInteger()),
+            a,
+            "object_id",
+            list(by_object),
+            [a.c.organization_id, a.c.object_type, a.c.object_id, a.c.profile_id],
+            match={"organization_id": org_id, "object_type": object_type},
+        ):
+            assigned = select.subquery("assigned")
+            object_id = lock_order(conn, assigned.c.object_id).label("object_id")
+            _enqueue_from_select(
+                conn,
+                sa.select(
+                    assigned.c.organization_id,
+                    assigned.c.object_type,
+                    object_id,
+                    _now_literal(),
+                    sa.literal(int(lane), sa.SmallInteger()),
+                )
+                .join(
+                    r,
+                    sa.and_(
+                        r.c.organization_id == assigned.c.organization_id,
+                        r.c.profile_id == assigned.c.profile_id,
+                    ),
+                )
+                .where(r.c.signal_template_id.in_(sorted(template_ids)))
+                .distinct()
+                .order_by(object_id),
+                lane,
             )
-            .join(
-                r,
-                sa.and_(
-                    r.c.organization_id == a.c.organization_id, r.c.profile_id == a.c.profile_id
-                ),
-            )
-            .where(
-                a.c.organization_id == org_id,
-                a.c.object_type == object_type,
-                a.c.object_id.in_(list(by_object)),
-                r.c.signal_template_id.in_(sorted(template_ids)),
-            )
-            .distinct()
-            .order_by(object_id),
-            lane,
-        )
 
 
 @dataclass(frozen=True)

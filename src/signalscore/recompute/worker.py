@@ -42,7 +42,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from signalscore.db import dialect
-from signalscore.db.dialect import id_filters, lock_order
+from signalscore.db.dialect import key_filters, rows_by_key
 from signalscore.db.engine import Database
 from signalscore.db.tables import recompute_queue
 from signalscore.db.types import UTCDateTime, utcnow
@@ -272,20 +272,18 @@ def _owned(
     conn: Connection, worker_id: str, org_id: str, object_type: str, ids: Sequence[str]
 ) -> list[Any]:
     """The entries among `ids` still leased to this worker, locked (`FOR UPDATE`) in the
-    order every writer locks queue rows in."""
+    order every writer locks queue rows in (`rows_by_key` with `lock`)."""
     owned: list[Any] = []
-    for among in id_filters(conn, q.c.object_id, list(ids)):
-        query = (
-            sa.select(q.c.object_id, q.c.rerun, q.c.enqueued_at)
-            .where(
-                q.c.organization_id == org_id,
-                q.c.object_type == object_type,
-                among,
-                q.c.claimed_by == worker_id,
-            )
-            .order_by(lock_order(conn, q.c.object_id))  # the order every writer locks in
-            .with_for_update()
-        )
+    for query in rows_by_key(
+        conn,
+        q,
+        "object_id",
+        list(ids),
+        [q.c.object_id, q.c.rerun, q.c.enqueued_at],
+        match={"organization_id": org_id, "object_type": object_type},
+        where=[q.c.claimed_by == worker_id],
+        lock=True,
+    ):
         owned.extend(conn.execute(query))
     return owned
 
@@ -332,15 +330,14 @@ def compute_claimed(
             stats = store_results(conn, org_id, object_type, computed, only=store)
             finished = [row.object_id for row in owned if not row.rerun]
             again = [row.object_id for row in owned if row.rerun]
-            where = (q.c.organization_id == org_id, q.c.object_type == object_type)
-            for among in id_filters(conn, q.c.object_id, finished):
-                conn.execute(sa.delete(q).where(*where, among))
-            for among in id_filters(conn, q.c.object_id, again):
+            # Entries this transaction has locked (`_owned`): nobody else changes them.
+            match = {"organization_id": org_id, "object_type": object_type}
+            for among in key_filters(conn, q, "object_id", finished, match=match):
+                conn.execute(sa.delete(q).where(among))
+            for among in key_filters(conn, q, "object_id", again, match=match):
                 # A trigger arrived while this object was being computed: once more, from the top.
                 conn.execute(
-                    sa.update(q)
-                    .where(*where, among)
-                    .values(lease_until=None, claimed_by=None, rerun=False)
+                    sa.update(q).where(among).values(lease_until=None, claimed_by=None, rerun=False)
                 )
             if audit is not None:
                 ended = time.monotonic()  # still inside the transaction: the locks are held

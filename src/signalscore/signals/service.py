@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlalchemy.engine import Connection
 
-from signalscore.db.dialect import upsert
+from signalscore.db.dialect import rows_by_key, upsert
 from signalscore.db.tables import scoring_rules, signal_templates, signal_values
 from signalscore.db.types import utcnow
 from signalscore.errors import Conflict, FieldProblem, NotFound, Problems
@@ -289,19 +289,21 @@ def write_values(conn: Connection, org_id: str, items: Sequence[Any]) -> SignalV
         by_type[object_type].add(object_id)
     template_ids = sorted({key[2] for key in latest})
     for object_type, object_ids in by_type.items():
-        rows = conn.execute(
-            sa.select(v.c.object_id, v.c.signal_template_id, v.c.value, v.c.updated_at).where(
-                v.c.organization_id == org_id,
-                v.c.object_type == object_type,
-                v.c.object_id.in_(sorted(object_ids)),
-                v.c.signal_template_id.in_(template_ids),
-            )
-        )
-        for row in rows:
-            existing[(object_type, row.object_id, row.signal_template_id)] = (
-                row.value,
-                row.updated_at,
-            )
+        # Each object's values down the primary key, whatever the statistics (`rows_by_key`).
+        for select in rows_by_key(
+            conn,
+            v,
+            "object_id",
+            sorted(object_ids),
+            [v.c.object_id, v.c.signal_template_id, v.c.value, v.c.updated_at],
+            match={"organization_id": org_id, "object_type": object_type},
+            where=[v.c.signal_template_id.in_(template_ids)],
+        ):
+            for row in conn.execute(select):
+                existing[(object_type, row.object_id, row.signal_template_id)] = (
+                    row.value,
+                    row.updated_at,
+                )
 
     upserts: list[dict[str, Any]] = []
     deletes: list[dict[str, Any]] = []

@@ -1,0 +1,317 @@
+"""The hot lookups keep the full key when PostgreSQL's statistics are stale (issue 12).
+
+A fresh database during its first big load: the tables were analysed while empty (or never),
+then 100,000 values arrive and nothing analyses them (autovacuum is off on these machines,
+and in production it lags a large load). With `object_id = ANY(:ids)` the planner then took
+500 ids for every row, used only the (organisation, object type) prefix of the index and
+filtered `object_id` over every row of the organisation.
+
+These tests read the plans, not the clock: they capture the statements of one worker batch
+(and of one value write) while the real code runs them, EXPLAIN each with its parameters at
+that moment, in its transaction, and check that every scan of a hot table is an index probe
+whose Index Cond has the lookup's key column (the full key), or a TID scan of rows such a
+probe found in the same statement. PostgreSQL only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from signalscore.db.engine import Database
+from signalscore.db.migrate import upgrade_to_head
+from signalscore.recompute.queue import enqueue_objects
+from signalscore.recompute.worker import claim_batch, compute_claimed
+from signalscore.signals import service as signals
+from signalscore.signals.schemas import SignalValueIn
+from tests.conftest import scratch_postgres_engine
+from tests.helpers import make_tenant
+
+COMPANIES = 5_000
+TEMPLATES = 20  # 100,000 values
+BATCH = 500
+
+HOT = ("signal_values", "score_results", "profile_assignments", "recompute_queue")
+# The column each table is looked up by: an object's rows, or a score row by its id.
+KEYS = {
+    "signal_values": ("object_id",),
+    "score_results": ("object_id", "id"),
+    "profile_assignments": ("object_id",),
+    "recompute_queue": ("object_id",),
+}
+INDEX_SCANS = ("Index Scan", "Index Only Scan", "Bitmap Index Scan")
+
+
+# Templates t00..t19 (boolean); a profile with rules on every other template, on both
+# dimensions; every company assigned to it; 100,000 values; stored scores: outdated rows for
+# every other company (the batch updates them) and rows of a profile no company is assigned to
+# (the batch deletes them); and every company queued, as the load would have.
+LOAD = (
+    """INSERT INTO signal_templates (organization_id, id, name, object_type, answer_type,
+        created_at, updated_at)
+    SELECT :org, 't' || to_char(t, 'FM00'), 'T', 'company', 'boolean', now(), now()
+    FROM generate_series(0, :templates - 1) AS t""",
+    """INSERT INTO scoring_profiles (organization_id, id, type, name, created_at, updated_at)
+    VALUES (:org, CAST(:profile AS uuid), 'company', 'ICP', now(), now()),
+        (:org, CAST(:other AS uuid), 'company', 'Other', now(), now())""",
+    """INSERT INTO scoring_rules (organization_id, id, profile_id, signal_template_id,
+        dimension, answer_type, point_values, created_at, updated_at)
+    SELECT :org, gen_random_uuid(), CAST(:profile AS uuid), 't' || to_char(t, 'FM00'),
+        CASE WHEN t % 4 = 0 THEN 'urgency' ELSE 'fit' END, 'boolean',
+        '{"true": 10, "false": 1}', now(), now()
+    FROM generate_series(0, :templates - 1, 2) AS t""",
+    """INSERT INTO profile_assignments (organization_id, id, profile_id, object_type, object_id,
+        assigned_at)
+    SELECT :org, gen_random_uuid(), CAST(:profile AS uuid), 'company', 'c' || g || '.com', now()
+    FROM generate_series(1, :companies) AS g""",
+    """INSERT INTO signal_values (organization_id, object_type, object_id, signal_template_id,
+        value, observed_at, updated_at)
+    SELECT :org, 'company', 'c' || g || '.com', 't' || to_char(t, 'FM00'), to_jsonb(g % 3 = 0),
+        now(), now()
+    FROM generate_series(1, :companies) AS g, generate_series(0, :templates - 1) AS t""",
+    """INSERT INTO score_results (organization_id, id, profile_id, object_type, object_id,
+        dimension, score, previous_score, contributions, previous_contributions,
+        signal_coverage, total_rules, computed_at, version)
+    SELECT :org, gen_random_uuid(), CAST(p AS uuid), 'company', 'c' || g || '.com', d, 0, NULL,
+        '[]', '[]', 0, 0, now(), 1
+    FROM generate_series(1, :companies) AS g, unnest(ARRAY['fit', 'urgency']) AS d,
+        unnest(ARRAY[:profile, :other]) AS p
+    WHERE g % 2 = 0 OR p = :other""",
+    """INSERT INTO recompute_queue (organization_id, object_type, object_id, enqueued_at, lane)
+    SELECT :org, 'company', 'c' || g || '.com', now() AT TIME ZONE 'UTC', 0
+    FROM generate_series(1, :companies) AS g""",
+)
+
+
+@dataclass
+class Stale:
+    db: Database
+    org_id: str
+    profile: str
+    other_profile: str
+
+
+def _analyse(engine: sa.Engine) -> None:
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as admin:
+        admin.exec_driver_sql("ANALYZE")
+
+
+@pytest.fixture(
+    scope="module", params=["analysed empty", "never analysed", "analysed after the load"]
+)
+def stale(request: pytest.FixtureRequest) -> Iterator[Stale]:
+    """A migrated database loaded in bulk, with the statistics of empty tables (analysed
+    before the load), with none, or (the control) with statistics of the loaded tables."""
+    with scratch_postgres_engine("signalscore_stale") as engine:
+        upgrade_to_head(engine)
+        if request.param == "analysed empty":
+            _analyse(engine)
+        db = Database(engine)
+        org_id = make_tenant(db, "Stale").org_id
+        profile, other = str(uuid.uuid4()), str(uuid.uuid4())
+        p: dict[str, Any] = {"org": org_id, "profile": profile, "other": other}
+        p |= {"companies": COMPANIES, "templates": TEMPLATES}
+        with db.engine.begin() as conn:
+            for statement in LOAD:
+                conn.execute(sa.text(statement), p)
+        if request.param == "analysed after the load":
+            _analyse(engine)
+        yield Stale(db, org_id, profile, other)
+        db.dispose()
+
+
+@dataclass
+class Plans:
+    """The plan of every statement on a hot table run inside `capture()`: (statement, plan)."""
+
+    plans: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    active: bool = False
+
+    @contextlib.contextmanager
+    def capture(self) -> Iterator[None]:
+        self.active = True
+        try:
+            yield
+        finally:
+            self.active = False
+
+
+@pytest.fixture
+def plans(stale: Stale) -> Iterator[Plans]:
+    """The plans of each statement right before it runs, on its connection (so in its
+    transaction, with its parameters, against the data it sees): the custom plan PostgreSQL
+    makes for these parameters, and the generic plan it may switch to once psycopg has
+    prepared the statement (after 5 runs on a connection; with stale statistics the generic
+    plan of `object_id = ANY($3)` took seconds per batch)."""
+    captured = Plans()
+
+    def explain(
+        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
+    ) -> None:
+        if not captured.active or many or not any(table in statement for table in HOT):
+            return
+        driver = cursor.connection
+        found = driver.execute(f"EXPLAIN (FORMAT JSON) {statement}", parameters)
+        captured.plans.append((statement, found.fetchone()[0][0]["Plan"]))
+        captured.plans.append(
+            (f"(generic) {statement}", _generic_plan(driver, statement, parameters))
+        )
+
+    sa.event.listen(stale.db.engine, "before_cursor_execute", explain)
+    try:
+        yield captured
+    finally:
+        sa.event.remove(stale.db.engine, "before_cursor_execute", explain)
+
+
+_PLACEHOLDER = re.compile(r"%\((\w+)\)[sb]")
+
+
+def _generic_plan(driver: psycopg.Connection[Any], statement: str, parameters: Any) -> Any:
+    """The generic plan of a driver statement: PREPAREd with $n parameters, EXPLAIN EXECUTE
+    under `plan_cache_mode = force_generic_plan` (for this moment only), arguments as literals
+    of the types PostgreSQL inferred."""
+    names = list(dict.fromkeys(m.group(1) for m in _PLACEHOLDER.finditer(statement)))
+    numbered = _PLACEHOLDER.sub(lambda m: f"${names.index(m.group(1)) + 1}", statement)
+    driver.execute("PREPARE stale_check AS " + numbered.replace("%%", "%"))
+    try:
+        types = driver.execute(
+            "SELECT parameter_types::text[] FROM pg_prepared_statements WHERE name = 'stale_check'"
+        ).fetchone()
+        assert types is not None
+        arguments = ", ".join(f"CAST(%({n})s AS {t})" for n, t in zip(names, types[0], strict=True))
+        mode = driver.execute(
+            "SELECT current_setting('plan_cache_mode'),"
+            " set_config('plan_cache_mode', 'force_generic_plan', true)"
+        ).fetchone()
+        assert mode is not None
+        literal = psycopg.ClientCursor(driver)
+        literal.execute(f"EXPLAIN (FORMAT JSON) EXECUTE stale_check({arguments})", parameters)
+        found = literal.fetchone()
+        assert found is not None
+        driver.execute("SELECT set_config('plan_cache_mode', %s, true)", [mode[0]])
+        return found[0][0]["Plan"]
+    finally:
+        driver.execute("DEALLOCATE stale_check")
+
+
+def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _nodes(child)
+
+
+def _mentions(text: str | None, column: str) -> bool:
+    """Whether a plan condition names this column of the scanned table (`(object_id)::text`,
+    `id`; not `wanted.id` nor `organization_id`)."""
+    return text is not None and re.search(rf"(?<![\w.]){column}\b", text) is not None
+
+
+def _table(node: dict[str, Any]) -> str | None:
+    """The hot table a plan node scans (a Bitmap Index Scan names only its index)."""
+    if node["Node Type"] == "Bitmap Index Scan":
+        return next((t for t in HOT if t in node["Index Name"]), None)
+    table = node.get("Relation Name")
+    return table if table in HOT else None
+
+
+def _check(plans: Plans) -> set[str]:
+    """Assert every scan of a hot table is a full-key index probe, or a TID scan of rows a
+    full-key probe of the same statement found; return the tables looked up."""
+    looked_up: set[str] = set()
+    problems: list[str] = []
+    for statement, plan in plans.plans:
+        nodes = [(node, _table(node)) for node in _nodes(plan)]
+        probed = {
+            table
+            for node, table in nodes
+            if table is not None
+            and node["Node Type"] in INDEX_SCANS
+            and any(_mentions(node.get("Index Cond"), key) for key in KEYS[table])
+        }
+        for node, table in nodes:
+            kind = node["Node Type"]
+            if table is None or kind == "ModifyTable":
+                continue
+            where = f"{kind} on {table} in: {' '.join(statement.split())[:160]}"
+            if _mentions(node.get("Filter"), "object_id"):
+                problems.append(f"object_id filtered, not probed ({node['Filter'][:80]}), {where}")
+            elif kind in INDEX_SCANS:
+                condition = node.get("Index Cond")
+                if any(_mentions(condition, key) for key in KEYS[table]):
+                    looked_up.add(table)
+                else:
+                    problems.append(f"index prefix only ({condition}), {where}")
+            elif kind == "Tid Scan":
+                if table not in probed:
+                    problems.append(f"TID scan without a full-key probe, {where}")
+            elif kind != "Bitmap Heap Scan":  # its Bitmap Index Scan is checked
+                problems.append(where)
+    assert not problems, "\n".join(problems)
+    return looked_up
+
+
+def test_a_worker_batch_keeps_the_full_key_on_postgresql(stale: Stale, plans: Plans) -> None:
+    db = stale.db
+    with db.write(notify=False) as conn:
+        claimed = claim_batch(conn, "stale-worker", BATCH, 60)
+    assert len(claimed) == BATCH
+    ids = [object_id for _, _, object_id in claimed]
+    with db.write(notify=False) as conn:  # a trigger while computing: `rerun`, released again
+        conn.execute(
+            sa.text("UPDATE recompute_queue SET rerun = true WHERE object_id = ANY(:ids)"),
+            {"ids": ids[:10]},
+        )
+    with plans.capture():
+        stats = compute_claimed(db, "stale-worker", stale.org_id, "company", ids)
+    assert stats.objects == BATCH - 10
+    assert stats.inserted > 0
+    assert stats.updated > 0
+    assert stats.deleted > 0
+    # The same objects once more (now the oldest): their rows compute identical, so they get
+    # `computed_at` touches.
+    with db.write(notify=False) as conn:
+        enqueue_objects(conn, stale.org_id, "company", ids[10:])
+        conn.execute(
+            sa.text(
+                "UPDATE recompute_queue SET enqueued_at = '2000-01-01' WHERE object_id = ANY(:ids)"
+            ),
+            {"ids": ids},
+        )
+        again = claim_batch(conn, "stale-worker", BATCH, 60)
+    assert sorted(again) == sorted(claimed)
+    with plans.capture():
+        stats = compute_claimed(db, "stale-worker", stale.org_id, "company", ids)
+    assert stats.unchanged == 2 * (BATCH - 10)
+
+    assert _check(plans) == set(HOT)
+
+
+def test_a_value_write_keeps_the_full_key_on_postgresql(stale: Stale, plans: Plans) -> None:
+    items = [
+        SignalValueIn.model_validate(
+            {
+                "objectType": "company",
+                "objectId": f"c{n}.com",
+                "signalTemplateId": f"t{t:02d}",
+                "value": n % 3 != 0,  # the opposite of the load: every value changes
+            }
+        )
+        for n in range(4001, 4501)
+        for t in (0, 1)
+    ]
+    shaped, templates = signals.shape_items(items)
+    with plans.capture(), stale.db.write(org=stale.org_id, value_templates=templates) as conn:
+        result = signals.write_values(conn, stale.org_id, shaped)
+    assert result.written == len(items)
+    # The existing values, and the assignments of the objects whose changed values a rule
+    # reads (t00 has rules, t01 none).
+    assert _check(plans) >= {"signal_values", "profile_assignments"}
