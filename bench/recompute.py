@@ -26,7 +26,8 @@ For each backend and size, in a scratch database created (and dropped) by this r
 Workers are the real code path: `--runner mp` (default) starts K processes that each run
 `signalscore.recompute.worker.Worker.run` (what `signalscore worker` runs in each process) and
 times its steps with thin wrappers around the worker's own functions (claim, the four loads,
-the engine, the rest); `--runner cli` starts `signalscore worker --concurrency K` itself.
+the engine, the rest); `--runner cli` starts `signalscore worker --concurrency K` itself, and
+`--runner serve` starts `signalscore serve` (its embedded worker: the default deployment).
 SQLite always uses one worker. Peak RSS is each worker process's VmHWM.
 """
 
@@ -65,6 +66,7 @@ from _common import (
     company_values,
     copy_assignments,
     count_mismatches,
+    free_port,
     load_average,
     peak_rss_mb,
     scratch_database,
@@ -493,8 +495,11 @@ def drain_with_cli(
     trigger: Callable[[], None],
     label: str,
     analyze_every: float = 0.0,
+    *,
+    serve: bool = False,
 ) -> DrainResult:
-    """The same, with `signalscore worker --concurrency K` as the workers."""
+    """The same, with `signalscore worker --concurrency K` as the workers, or (`serve=True`)
+    with `signalscore serve` and its embedded worker, as a new user runs it."""
     command = [
         str(VENV_BIN / "signalscore"),
         "worker",
@@ -507,6 +512,10 @@ def drain_with_cli(
         "--log-level",
         "info",
     ]
+    if serve:
+        command = [str(VENV_BIN / "signalscore"), "serve", "--database-url", scratch.url,
+                   "--port", str(free_port()), "--log-level", "info"]  # fmt: skip
+        workers = 1
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     started_lines: list[str] = []
     stopped_lines: list[str] = []
@@ -515,7 +524,7 @@ def drain_with_cli(
     def read_log() -> None:
         assert process.stderr is not None
         for line in process.stderr:
-            if " started" in line and "worker" in line:
+            if (" started" in line and "worker" in line) or (serve and "Uvicorn running" in line):
                 started_lines.append(line)
                 if len(started_lines) == workers:
                     ready.set()
@@ -676,9 +685,15 @@ def run_size(backend: str, count: int, args: argparse.Namespace) -> SizeResult:
         print(f"  setup: {count:,} assignments, {fixture.values:,} values in {setup_s:.1f} s")
 
         def drain(trigger: Callable[[], None], label: str, profile: bool) -> DrainResult:
-            if args.runner == "cli":
+            if args.runner in ("cli", "serve"):
                 return drain_with_cli(
-                    scratch, workers, args.batch_size, trigger, label, analyze_every
+                    scratch,
+                    workers,
+                    args.batch_size,
+                    trigger,
+                    label,
+                    analyze_every,
+                    serve=args.runner == "serve",
                 )
             profile_dir = args.cprofile if profile else None
             return drain_with_processes(
@@ -804,7 +819,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--objects", type=int, default=200_000)
     parser.add_argument("--backend", choices=["postgresql", "sqlite", "both"], default="both")
     parser.add_argument("--workers", type=int, default=2, help="PostgreSQL workers [2]")
-    parser.add_argument("--runner", choices=["mp", "cli"], default="mp")
+    parser.add_argument("--runner", choices=["mp", "cli", "serve"], default="mp")
     parser.add_argument("--batch-size", type=int, default=500, help="the worker's default [500]")
     parser.add_argument(
         "--sizes",

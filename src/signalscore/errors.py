@@ -166,6 +166,14 @@ class PayloadTooLarge(AppError):
     error_action = "FIX_REQUEST"
 
 
+class UnsupportedMediaType(AppError):
+    status = 415
+    type = "VALIDATION"
+    code = "UNSUPPORTED_MEDIA_TYPE"
+    default_error_code = "UNSUPPORTED_MEDIA_TYPE"
+    error_action = "FIX_REQUEST"
+
+
 class Invalid(AppError):
     status = 422
     type = "VALIDATION"
@@ -307,7 +315,8 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     404: "Unknown route, or the resource does not exist in your organisation",
     405: "Wrong method on a known path",
     409: "Conflict with the current state (duplicate id, resource in use)",
-    413: "Body over 5 MiB",
+    413: "Body over 5 MiB (8 GiB for a bulk import)",
+    415: "A bulk import's body is neither NDJSON nor CSV",
     422: "A field is invalid; every bad field is listed in `fields`",
     429: "Rate limit exceeded",
     500: "Unexpected failure",

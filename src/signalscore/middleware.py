@@ -17,6 +17,8 @@ access_log = logging.getLogger("signalscore.access")
 error_log = logging.getLogger("signalscore.error")
 
 MAX_BODY_BYTES = 5 * 1024 * 1024
+# Bulk imports (paths ending in `/import`) stream their bodies and hold a chunk at a time.
+MAX_IMPORT_BODY_BYTES = 8 * 1024 * 1024 * 1024
 
 
 def _incoming_request_id(scope: Scope) -> str:
@@ -100,24 +102,33 @@ class RequestContextMiddleware:
 
 class BodyLimitMiddleware:
     """Refuses bodies over `max_bytes` (413) from the Content-Length header, or while streaming
-    a chunked body, so an oversized request is never read into memory in full."""
+    a chunked body, so an oversized request is never read into memory in full. Bulk imports
+    (a path ending in `/import`), which read their bodies as a stream, get `import_max_bytes`."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int = MAX_BODY_BYTES) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_bytes: int = MAX_BODY_BYTES,
+        import_max_bytes: int = MAX_IMPORT_BODY_BYTES,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.import_max_bytes = import_max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.import_max_bytes if scope["path"].endswith("/import") else self.max_bytes
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     declared = 0
-                if declared > self.max_bytes:
-                    await self._reject(scope, receive, send)
+                if declared > limit:
+                    await self._reject(scope, receive, send, limit)
                     return
         received = 0
         too_large = False
@@ -128,7 +139,7 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     too_large = True
                     raise _BodyTooLarge
             return message
@@ -141,20 +152,20 @@ class BodyLimitMiddleware:
                 await send(message)
             elif message["type"] == "http.response.start" and not rejected:
                 rejected = True
-                await self._reject(scope, receive, send)
+                await self._reject(scope, receive, send, limit)
 
         try:
             await self.app(scope, limited_receive, guarded_send)
         except _BodyTooLarge:
             if not rejected:
                 rejected = True
-                await self._reject(scope, receive, send)
+                await self._reject(scope, receive, send, limit)
 
-    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _reject(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         request_id = scope.get("state", {}).get("request_id", str(uuid.uuid4()))
         error = PayloadTooLarge(
-            f"request body is larger than {self.max_bytes // (1024 * 1024)} MiB",
-            details={"maxBytes": self.max_bytes},
+            f"request body is larger than {limit // (1024 * 1024)} MiB",
+            details={"maxBytes": limit},
         )
         await error_response(error, request_id)(scope, receive, send)
 

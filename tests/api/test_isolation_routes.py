@@ -24,6 +24,14 @@ Body = Callable[[World], Any]
 A_OBJECT = {"objectType": "company", "objectId": "acme.com"}
 
 
+class Raw:
+    """A body that is not JSON: a bulk import's NDJSON or CSV."""
+
+    def __init__(self, content_type: str, content: str) -> None:
+        self.content_type = content_type
+        self.content = content.encode()
+
+
 def _rule(world: World) -> dict[str, Any]:
     return {
         "signalTemplateId": "employees",
@@ -48,6 +56,11 @@ CALLS: dict[tuple[str, str], tuple[Expect, Body | None, dict[str, Any] | None]] 
     ("PUT", "/v1/scoring/profiles/{profile_id}/rules"): ("404", _rule, None),
     ("DELETE", "/v1/scoring/profiles/{profile_id}/rules/{rule_id}"): ("404", None, None),
     ("GET", "/v1/scoring/assignments"): ("empty", None, A_OBJECT),
+    ("POST", "/v1/scoring/assignments/import"): (
+        "404",
+        lambda w: Raw("text/csv", "objectId\nacme.com\nb.com\n"),
+        None,  # the profile id goes in the query: set per call below
+    ),
     ("POST", "/v1/scoring/assignments"): (
         "404",
         lambda w: {"profileId": w.profile_id, **A_OBJECT},
@@ -87,6 +100,16 @@ CALLS: dict[tuple[str, str], tuple[Expect, Body | None, dict[str, Any] | None]] 
         None,
     ),
     ("GET", "/v1/signals/values"): ("empty", None, A_OBJECT),
+    ("POST", "/v1/signals/values/import"): (
+        # Like PUT /values: lands in B's own "employees" template.
+        "own",
+        lambda w: Raw(
+            "application/x-ndjson",
+            '{"objectType": "company", "objectId": "acme.com", '
+            '"signalTemplateId": "employees", "value": 7}\n',
+        ),
+        None,
+    ),
 }
 
 
@@ -137,13 +160,25 @@ def test_other_organization_cannot_reach_any_route(
     for method, template in v1_operations(client):
         expect, body, params = CALLS[(method, template)]
         before = org_snapshot(database, a_world.tenant.org_id)
-        response = client.request(
-            method,
-            template.format(**ids),
-            headers=other_tenant.headers,
-            json=body(a_world) if body else None,
-            params=params,
-        )
+        payload = body(a_world) if body else None
+        if template.endswith("/assignments/import"):
+            params = {"profileId": a_world.profile_id}
+        if isinstance(payload, Raw):
+            response = client.request(
+                method,
+                template.format(**ids),
+                headers={**other_tenant.headers, "content-type": payload.content_type},
+                content=payload.content,
+                params=params,
+            )
+        else:
+            response = client.request(
+                method,
+                template.format(**ids),
+                headers=other_tenant.headers,
+                json=payload,
+                params=params,
+            )
         where = f"{method} {template}: {response.status_code} {response.text[:200]}"
         if expect == "404":
             assert response.status_code == 404, where

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
+from starlette.concurrency import run_in_threadpool
 
-from signalscore import recompute
-from signalscore.assignments import service
+from signalscore import imports, recompute
+from signalscore.assignments import bulk, service
 from signalscore.assignments.schemas import (
     Assignment,
     AssignmentCreate,
+    AssignmentsImportResult,
     BulkAssignmentCreate,
     ObjectIdBatch,
 )
@@ -70,6 +72,33 @@ def assign_many(
     object_ids = normalize_object_ids(body.objectType, body.objectIds, field="objectIds")
     with db.write(org=org_id, assignments=True) as conn:
         return service.assign_many(conn, org_id, body.profileId, body.objectType, object_ids)
+
+
+@router.post(
+    "/assignments/import",
+    response_model=AssignmentsImportResult,
+    responses=error_responses(404, 413, 415),
+    openapi_extra=imports.openapi_body(
+        'One object per line: NDJSON (`{"objectId": "acme.com"}`, optionally with '
+        "`objectType`, which must be the profile's) or CSV with the header `objectId` "
+        "(optionally `objectType`)."
+    ),
+)
+async def import_assignments(
+    request: Request,
+    org_id: CurrentOrgId,
+    db: DatabaseDep,
+    profileId: Annotated[str, Query(description="The profile to assign the objects to.")],
+) -> AssignmentsImportResult:
+    """Assign any number of objects to a profile from a streamed NDJSON or CSV body, all or
+    nothing: one bad line rejects the import, with the bad lines listed. Objects already
+    assigned, or repeated, are skipped. The new objects' scores are queued (background
+    lane)."""
+    profile_id = uuid_or_404(profileId, "scoring profile", "PROFILE_NOT_FOUND")
+    fmt = imports.body_format(request)
+    return await run_in_threadpool(
+        bulk.import_assignments, db, org_id, profile_id, fmt, imports.body_chunks(request)
+    )
 
 
 @router.delete("/assignments/{assignment_id}", status_code=status.HTTP_204_NO_CONTENT)

@@ -54,3 +54,12 @@ class Assignment(ResponseModel):
     objectType: ObjectType
     objectId: str
     assignedAt: datetime
+
+
+class AssignmentsImportResult(ResponseModel):
+    records: int = Field(description="Object records read from the body.")
+    assigned: int = Field(description="Objects newly assigned to the profile (and queued).")
+    alreadyAssigned: int = Field(
+        description="Distinct objects that were assigned already (and repeats are counted "
+        "once): `assigned + alreadyAssigned` counts distinct objects."
+    )

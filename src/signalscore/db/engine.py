@@ -181,6 +181,18 @@ def take_organization_lock(conn: Connection, org_id: str) -> None:
     _take(conn, locks)
 
 
+def declare_locks(conn: Connection, locks: Locks) -> None:
+    """Declare a unit of work's locks after it opened, and take them now: for a write opened
+    with `Database.write()` (no `org`) that learns what it changes only from its input. A bulk
+    import stages its whole body in temporary tables first, touching no shared table, then
+    declares the templates or assignments it is about to change. The locks are the same as
+    if declared at the start, taken later: the unit changes nothing shared before them."""
+    if conn.info.get(_LOCKS) is not None:
+        raise RuntimeError("this unit of work has declared its locks already")
+    conn.info[_LOCKS] = locks
+    _take(conn, locks)
+
+
 def declared_locks(conn: Connection, org_id: str) -> Locks | None:
     """The locks this unit of work declared for `org_id`, or None."""
     declared: Locks | None = conn.info.get(_LOCKS)

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from signalscore.db.engine import Locks, declared_locks, hold_assignments, hold_rule_template
@@ -33,6 +34,8 @@ __all__ = [
     "LockNotHeld",
     "QueueFigures",
     "compute_now",
+    "enqueue_changed_values",
+    "enqueue_new_assignments",
     "enqueue_objects",
     "enqueue_profile",
     "enqueue_value_changes",
@@ -82,6 +85,27 @@ def enqueue_value_changes(
         raise LockNotHeld("the unit of work must declare value_templates for every template")
     hold_assignments(conn, locks)
     queue.enqueue_objects_for_signal_changes(conn, org_id, changed, lane=Lane.INTERACTIVE)
+
+
+def enqueue_changed_values(conn: Connection, org_id: str, templates: set[str]) -> None:
+    """A bulk import's `enqueue_value_changes`: queue (background lane: a bulk load is not
+    something a caller waits to see object by object) the objects whose values it changed
+    (`db.dialect.changed_values`, of these templates) that a rule of theirs reads."""
+    locks = _declared(conn, org_id, "queueing after value changes")
+    if not locks.covers_values(templates):
+        raise LockNotHeld("the unit of work must declare value_templates for every template")
+    hold_assignments(conn, locks)
+    queue.enqueue_objects_for_changed_values(conn, org_id, lane=Lane.BACKGROUND)
+
+
+def enqueue_new_assignments(
+    conn: Connection, org_id: str, object_type: str, object_ids: sa.Select[Any]
+) -> None:
+    """A bulk import's new assignments: queue the objects `object_ids` selects (background
+    lane). Needs the assignments lock, as every assignment write."""
+    if not _declared(conn, org_id, "queueing assigned objects").covers_assignments():
+        raise LockNotHeld("queueing assigned objects needs the assignments lock")
+    queue.enqueue_selected(conn, org_id, object_type, object_ids, lane=Lane.BACKGROUND)
 
 
 def enqueue_profile(conn: Connection, org_id: str, profile_id: Any) -> None:

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
+from starlette.concurrency import run_in_threadpool
 
+from signalscore import imports
 from signalscore.body import V1Route
 from signalscore.deps import CurrentOrgId, DatabaseDep, ObjectIdsQuery
 from signalscore.errors import error_responses
 from signalscore.objects import normalize_object_ids
 from signalscore.responses import bounded_json_list
-from signalscore.signals import service
+from signalscore.signals import bulk, service
 from signalscore.signals.schemas import (
     SignalValue,
+    SignalValuesImportResult,
     SignalValuesWrite,
     SignalValuesWriteResult,
     Template,
@@ -85,6 +88,27 @@ def write_values(
     items, templates = service.shape_items(body.values)
     with db.write(org=org_id, value_templates=templates) as conn:
         return service.write_values(conn, org_id, items)
+
+
+@router.post(
+    "/values/import",
+    response_model=SignalValuesImportResult,
+    responses=error_responses(409, 413, 415),
+    openapi_extra=imports.openapi_body(
+        "One value item per line (NDJSON, as the items of `PUT /values`), or CSV with the "
+        "header `objectType,objectId,signalTemplateId,value[,observedAt]` (`value` as JSON)."
+    ),
+)
+async def import_values(
+    request: Request, org_id: CurrentOrgId, db: DatabaseDep
+) -> SignalValuesImportResult:
+    """Write any number of signal values from a streamed NDJSON or CSV body, all or nothing:
+    one bad line rejects the import, with the bad lines listed (`lines[7].value`). The last
+    record wins for a repeated key. Affected scores are queued (background lane)."""
+    fmt = imports.body_format(request)
+    return await run_in_threadpool(
+        bulk.import_values, db, org_id, fmt, imports.body_chunks(request)
+    )
 
 
 @router.get("/values", response_model=list[SignalValue])

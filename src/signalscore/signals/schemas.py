@@ -170,3 +170,14 @@ class SignalValue(ResponseModel):
     value: Any
     observedAt: datetime
     updatedAt: datetime
+
+
+class SignalValuesImportResult(ResponseModel):
+    records: int = Field(description="Value records read from the body.")
+    written: int = Field(description="Values created or changed.")
+    deleted: int = Field(description="Values removed by `null`.")
+    unchanged: int = Field(
+        description="Values equal to what was stored (and `null` for absent values). "
+        "`written + deleted + unchanged` counts distinct keys: the last record wins for a "
+        "repeated (objectType, objectId, signalTemplateId)."
+    )

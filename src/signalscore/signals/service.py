@@ -234,39 +234,45 @@ def _validate_items(
     }
     valid: list[_ValidItem] = []
     for index, item in shaped.items():
-        path = f"values[{index}]"
-        template = templates.get(item.signalTemplateId)
-        if template is None:
-            problems.add(
-                f"{path}.signalTemplateId",
-                "TEMPLATE_NOT_FOUND",
-                f"unknown signal template {item.signalTemplateId!r}",
-            )
-            continue
-        if template.object_type != item.objectType:
-            problems.add(
-                f"{path}.signalTemplateId",
-                "OBJECT_TYPE_MISMATCH",
-                f"signal template {item.signalTemplateId!r} is for {template.object_type} "
-                f"objects, not {item.objectType}",
-            )
-            continue
-        value = item.value
-        if value is not None:
-            try:
-                value = normalize_value(template.answer_type, value)
-            except FieldProblem as problem:
-                problems.fields.append(problem.at(f"{path}.value"))
-                continue
-        valid.append(
-            _ValidItem(
-                item.objectType, item.objectId, item.signalTemplateId, value, item.observedAt or now
-            )
-        )
+        try:
+            valid.append(checked_item(item, templates.get(item.signalTemplateId), now))
+        except FieldProblem as problem:
+            problems.fields.append(problem.at(f"values[{index}]"))
     # Request order: item 1's shape error before item 2's template error.
     problems.fields.sort(key=lambda f: _item_index(f.field))
     problems.raise_if_any(what="values")
     return valid
+
+
+def checked_item(item: SignalValueIn, template: Any, now: datetime) -> _ValidItem:
+    """A well-shaped item checked against its template and normalised (`checked_value`)."""
+    value = checked_value(item.objectType, item.signalTemplateId, item.value, template)
+    return _ValidItem(
+        item.objectType, item.objectId, item.signalTemplateId, value, item.observedAt or now
+    )
+
+
+def checked_value(object_type: str, template_id: str, value: Any, template: Any) -> Any:
+    """The value of a well-shaped item, checked against its template (a row with
+    `object_type` and `answer_type`, or None when there is none) and normalised; or
+    `FieldProblem`, whose suffix is the item's field (`.signalTemplateId`, `.value[3]`)."""
+    if template is None:
+        raise FieldProblem(
+            "TEMPLATE_NOT_FOUND", f"unknown signal template {template_id!r}", ".signalTemplateId"
+        )
+    if template.object_type != object_type:
+        raise FieldProblem(
+            "OBJECT_TYPE_MISMATCH",
+            f"signal template {template_id!r} is for {template.object_type} "
+            f"objects, not {object_type}",
+            ".signalTemplateId",
+        )
+    if value is None:
+        return None
+    try:
+        return normalize_value(template.answer_type, value)
+    except FieldProblem as problem:
+        raise FieldProblem(problem.code, problem.message, ".value" + problem.suffix) from None
 
 
 def _item_index(path: str) -> int:
