@@ -18,10 +18,8 @@ import codecs
 import csv
 import enum
 import json
-import queue
-import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import anyio.from_thread
 import orjson
@@ -31,8 +29,6 @@ from starlette.requests import Request
 from signalscore.body import MAX_DEPTH, MAX_KEYS, check_structure
 from signalscore.errors import FieldError, Invalid, UnsupportedMediaType
 from signalscore.validation import validation_error
-
-Row = TypeVar("Row")
 
 # Records staged per statement.
 STAGE_CHUNK = 5_000
@@ -134,21 +130,16 @@ def _lines(chunks: Iterable[bytes], problems: LineProblems) -> Iterator[tuple[in
     pending = b""
     skipping = False
     for chunk in chunks:
-        data = pending + chunk if pending else chunk
-        start = 0
-        while True:
-            end = data.find(b"\n", start)
-            if end < 0:
-                break
+        parts = (pending + chunk if pending else chunk).split(b"\n")
+        pending = parts.pop()
+        for part in parts:
             number += 1
             if skipping:
                 skipping = False
-            elif end - start > MAX_LINE_BYTES:
+            elif len(part) > MAX_LINE_BYTES:
                 _too_long(problems, number)
             else:
-                yield number, data[start:end].rstrip(b"\r")
-            start = end + 1
-        pending = data[start:]
+                yield number, part.rstrip(b"\r")
         if len(pending) > MAX_LINE_BYTES:
             if not skipping:
                 _too_long(problems, number + 1)
@@ -181,16 +172,20 @@ def _json_record(raw: bytes, line: int, problems: LineProblems) -> dict[str, Any
     if not isinstance(data, dict):
         problems.add(line, "", "INVALID_LINE", "each line must be a JSON object")
         return None
-    if (
+    if _plain(raw):
+        return data
+    return _checked(data, line, problems)
+
+
+def _plain(raw: bytes) -> bool:
+    """Whether a JSON line has nothing for the structural checks to find: JSON text holds a
+    NUL or a lone surrogate only as a \\u escape, a line nests no deeper than it has
+    brackets, and it has no more keys than colons. Most lines are plain."""
+    return (
         b"\\u" not in raw
         and raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH
         and raw.count(b":") <= MAX_KEYS
-    ):
-        # Nothing for the structural checks to find: JSON text can hold a NUL or a lone
-        # surrogate only as a \\u escape, a line nests no deeper than it has brackets, and
-        # it has no more keys than colons. Most lines take this path.
-        return data
-    return _checked(data, line, problems)
+    )
 
 
 def _checked(record: dict[str, Any], line: int, problems: LineProblems) -> dict[str, Any] | None:
@@ -285,6 +280,13 @@ def read_records(
     lines = _lines(chunks, problems)
     if fmt is Format.NDJSON:
         for line, raw in lines:
+            try:
+                data = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                data = None
+            if type(data) is dict and _plain(raw):
+                yield line, data  # the common line, without a further call
+                continue
             if not raw.strip():
                 continue
             record = _json_record(raw, line, problems)
@@ -307,58 +309,6 @@ def read_records(
                 bad = True
         if not bad and _checked(converted, line, problems) is not None:
             yield line, converted
-
-
-class Stager(Generic[Row]):
-    """Stages rows a chunk at a time on a thread of its own, so the database writes one chunk
-    while the request's thread reads and checks the next (both drivers release the GIL while
-    the database works). At most two chunks wait, so memory stays flat. Use as a context
-    manager: `add` rows, then `finish()` once every row is added, which waits for the last
-    write and raises its error, if any; leaving the block early stops the thread.
-
-    The connection is used by the thread only between the first `add` and `finish`: the
-    caller runs nothing else on it meanwhile."""
-
-    def __init__(self, write: Callable[[list[Row]], None]) -> None:
-        self._write = write
-        self._rows: list[Row] = []
-        self._chunks: queue.Queue[list[Row] | None] = queue.Queue(maxsize=2)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="import-stager", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (chunk := self._chunks.get()) is not None:
-            if self._error is None:
-                try:
-                    self._write(chunk)
-                except BaseException as exc:  # re-raised in the request's thread
-                    self._error = exc
-
-    def add(self, row: Row) -> None:
-        self._rows.append(row)
-        if len(self._rows) >= STAGE_CHUNK:
-            self._chunks.put(self._rows)
-            self._rows = []
-
-    def finish(self) -> None:
-        if self._rows:
-            self._chunks.put(self._rows)
-            self._rows = []
-        self._stop()
-        if self._error is not None:
-            raise self._error
-
-    def _stop(self) -> None:
-        if self._thread.is_alive():
-            self._chunks.put(None)
-            self._thread.join()
-
-    def __enter__(self) -> Stager[Row]:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop()
 
 
 def openapi_body(description: str) -> dict[str, Any]:

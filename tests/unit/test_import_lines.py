@@ -50,34 +50,3 @@ def test_an_overlong_line_is_skipped_without_being_held(monkeypatch: pytest.Monk
         ]
         assert [f.field for f in problems.fields] == ["lines[2]", "lines[4]"]
         assert problems.bad_lines == 2
-
-
-def test_the_stager_writes_every_row_in_order_and_reports_a_failed_write() -> None:
-    written: list[int] = []
-    with imports.Stager[int](written.extend) as stager:
-        for row in range(12_345):
-            stager.add(row)
-        stager.finish()
-    assert written == list(range(12_345))
-
-    def failing(rows: list[int]) -> None:
-        raise RuntimeError("the database refused the chunk")
-
-    with imports.Stager[int](failing) as stager:
-        for row in range(3 * imports.STAGE_CHUNK):  # more chunks than the queue holds
-            stager.add(row)
-        with pytest.raises(RuntimeError, match="refused"):
-            stager.finish()
-
-
-def test_leaving_the_stager_early_stops_its_thread() -> None:
-    stager = imports.Stager[int](lambda rows: None)
-
-    def read_a_bad_line() -> None:
-        with stager:
-            stager.add(1)
-            raise ValueError("a bad line")
-
-    with pytest.raises(ValueError, match="a bad line"):
-        read_a_bad_line()
-    assert not stager._thread.is_alive()

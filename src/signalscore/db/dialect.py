@@ -602,6 +602,7 @@ staged_assignments = sa.Table(
     sa.Column("id", sa.Uuid()),
     sa.Column("object_id", sa.String(), primary_key=True),
     prefixes=["TEMPORARY"],
+    sqlite_with_rowid=False,
 )
 
 _staged_values = sa.Table(
@@ -614,6 +615,7 @@ _staged_values = sa.Table(
     sa.Column("value", sa.JSON(none_as_null=True)),
     sa.Column("observed_at", UTCDateTime()),
     prefixes=["TEMPORARY"],
+    sqlite_with_rowid=False,  # one b-tree, keyed like the target: cheaper to fill and drop
 )
 
 # A staged value row: (line, object type, object id, template id, value or None, observed at).
@@ -843,7 +845,8 @@ def merge_staged_values(conn: Connection, org_id: str, now: datetime) -> tuple[i
         )
     ).one()
     conn.execute(sa.text(_SQLITE_UPSERT_VALUES), {"org": org_id, "now": stored_now})
-    conn.execute(sa.text(_SQLITE_DELETE_VALUES), {"org": org_id})
+    if deleted:
+        conn.execute(sa.text(_SQLITE_DELETE_VALUES), {"org": org_id})
     return int(keys), int(written), int(deleted)
 
 
