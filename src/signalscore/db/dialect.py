@@ -10,7 +10,7 @@ look at the backend.
 
 from __future__ import annotations
 
-import json
+import hashlib
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -205,37 +205,22 @@ def key_filters(
 # --- The recompute pipeline's statements ----------------------------------------------------
 
 
-def json_for_comparison(conn: Connection, column: Any) -> Any:
-    """A JSON column as the worker compares it with a new result: on PostgreSQL, the JSONB
-    document's text (equal text is a fast yes, see `contributions_text`)."""
-    return sa.cast(column, sa.Text) if is_postgresql(conn) else column
+_NUMBERS = (int, float)
 
 
-def contributions_text(conn: Connection, contributions: list[dict[str, Any]]) -> str | None:
-    """PostgreSQL: new contributions as JSONB would print them; elsewhere None."""
-    return _jsonb_text(contributions) if is_postgresql(conn) else None
-
-
-# PostgreSQL prints a JSONB object's keys shortest first, then bytewise; `contributions_text` writes
-# the new contributions the same way, so an unchanged document usually compares equal as text.
-_key_orders: dict[tuple[str, ...], tuple[str, ...] | None] = {}
-
-
-def _jsonb_order(keys: tuple[str, ...]) -> tuple[str, ...] | None:
-    """JSONB's key order for these keys, or None when they already are in it."""
-    order = _key_orders.get(keys, ())
-    if order == ():
-        ordered = tuple(sorted(keys, key=lambda k: (len(k.encode()), k.encode())))
-        order = _key_orders[keys] = None if ordered == keys else ordered
-    return order
-
-
-def _jsonb_text(contributions: list[dict[str, Any]]) -> str:
-    entries = []
-    for entry in contributions:
-        order = _jsonb_order(tuple(entry))
-        entries.append(entry if order is None else {k: entry[k] for k in order})
-    return json.dumps(entries, ensure_ascii=False)
+def contributions_fingerprint(contributions: list[dict[str, Any]]) -> int:
+    """A 64-bit fingerprint of a result's contributions, stored with the row
+    (`score_results.contributions_hash`) so the worker compares a new result with the stored
+    one without loading the stored document. Equal as Python compares them, equal
+    fingerprint: every number counts as the float it equals (5 and 5.0, 0.0 and -0.0 are one
+    number), over the entries' values in the engine's key order. Different documents collide
+    with probability 2**-64."""
+    canonical = [
+        [value + 0.0 if type(value) in _NUMBERS else value for value in entry.values()]
+        for entry in contributions
+    ]
+    digest = hashlib.blake2b(orjson.dumps(canonical), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def load_values(
@@ -290,10 +275,10 @@ def load_values(
     return values
 
 
-# A new row: (profile id, object id, dimension, result, JSON text of its contributions or
-# None), and an update: (row id, result, JSON text or None). The text is made on PostgreSQL.
-NewRow = tuple[uuid.UUID, str, str, "DimensionResult", str | None]
-ChangedRow = tuple[uuid.UUID, "DimensionResult", str | None]
+# A new row: (profile id, object id, dimension, result, fingerprint of its contributions), and
+# an update: (row id, result, fingerprint).
+NewRow = tuple[uuid.UUID, str, str, "DimensionResult", int]
+ChangedRow = tuple[uuid.UUID, "DimensionResult", int]
 
 
 def write_scores(
@@ -336,13 +321,14 @@ def _write_scores_generic(
                     "score": result.score,
                     "previous_score": None,
                     "contributions": result.contributions,
+                    "contributions_hash": fingerprint,
                     "previous_contributions": [],
                     "signal_coverage": result.signal_coverage,
                     "total_rules": result.total_rules,
                     "computed_at": now,
                     "version": 1,
                 }
-                for profile_id, object_id, dimension, result, _ in inserts
+                for profile_id, object_id, dimension, result, fingerprint in inserts
             ],
         )
     if changed:
@@ -357,6 +343,7 @@ def _write_scores_generic(
                 version=s.c.version + 1,
                 score=sa.bindparam("score"),
                 contributions=sa.bindparam("contributions", type_=s.c.contributions.type),
+                contributions_hash=sa.bindparam("contributions_hash"),
                 signal_coverage=sa.bindparam("signal_coverage"),
                 total_rules=sa.bindparam("total_rules"),
                 computed_at=sa.bindparam("computed_at", now, type_=s.c.computed_at.type),
@@ -366,10 +353,11 @@ def _write_scores_generic(
                     "row_id": row_id,
                     "score": result.score,
                     "contributions": result.contributions,
+                    "contributions_hash": fingerprint,
                     "signal_coverage": result.signal_coverage,
                     "total_rules": result.total_rules,
                 }
-                for row_id, result, _ in changed
+                for row_id, result, fingerprint in changed
             ],
         )
 
@@ -381,17 +369,18 @@ def _write_scores_generic(
 _PG_INSERT = """
     INSERT INTO score_results (
         organization_id, id, profile_id, object_type, object_id, dimension, score,
-        previous_score, contributions, previous_contributions, signal_coverage, total_rules,
-        computed_at, version
+        previous_score, contributions, contributions_hash, previous_contributions,
+        signal_coverage, total_rules, computed_at, version
     )
     SELECT %(org)s, v.id, v.profile_id, %(object_type)s, v.object_id, v.dimension, v.score,
-        NULL, v.contributions::jsonb, '[]'::jsonb, v.signal_coverage, v.total_rules, %(now)s, 1
+        NULL, v.contributions::jsonb, v.hash, '[]'::jsonb, v.signal_coverage, v.total_rules,
+        %(now)s, 1
     FROM unnest(
         %(ids)b::uuid[], %(profile_ids)b::uuid[], %(object_ids)b::text[],
         %(dimensions)b::text[], %(scores)b::float8[], %(contributions)b::text[],
-        %(coverages)b::int4[], %(totals)b::int4[]
+        %(hashes)b::int8[], %(coverages)b::int4[], %(totals)b::int4[]
     ) AS v (
-        id, profile_id, object_id, dimension, score, contributions, signal_coverage,
+        id, profile_id, object_id, dimension, score, contributions, hash, signal_coverage,
         total_rules
     )
 """
@@ -407,13 +396,14 @@ _PG_UPDATE = """
         version = s.version + 1,
         score = v.score,
         contributions = v.contributions::jsonb,
+        contributions_hash = v.hash,
         signal_coverage = v.signal_coverage,
         total_rules = v.total_rules,
         computed_at = %(now)s
     FROM unnest(
-        %(ids)b::uuid[], %(scores)b::float8[], %(contributions)b::text[],
+        %(ids)b::uuid[], %(scores)b::float8[], %(contributions)b::text[], %(hashes)b::int8[],
         %(coverages)b::int4[], %(totals)b::int4[]
-    ) AS v (id, score, contributions, signal_coverage, total_rules)
+    ) AS v (id, score, contributions, hash, signal_coverage, total_rules)
     WHERE s.ctid = ANY(ARRAY(
             SELECT found.tid FROM unnest(%(ids)b::uuid[]) AS wanted (id)
             CROSS JOIN LATERAL (
@@ -423,6 +413,11 @@ _PG_UPDATE = """
         ))
         AND s.id = v.id
 """
+
+
+def _json_text(document: Any) -> str:
+    """JSON text for PostgreSQL to parse into jsonb (orjson: a few times faster than json)."""
+    return orjson.dumps(document).decode()
 
 
 def _write_scores_postgresql(
@@ -448,7 +443,8 @@ def _write_scores_postgresql(
                 "object_ids": [row[1] for row in inserts],
                 "dimensions": [row[2] for row in inserts],
                 "scores": [float(row[3].score) for row in inserts],
-                "contributions": [row[4] for row in inserts],
+                "contributions": [_json_text(row[3].contributions) for row in inserts],
+                "hashes": [row[4] for row in inserts],
                 "coverages": [row[3].signal_coverage for row in inserts],
                 "totals": [row[3].total_rules for row in inserts],
             },
@@ -461,7 +457,8 @@ def _write_scores_postgresql(
                 "now": naive_now,
                 "ids": [row[0] for row in changed],
                 "scores": [float(row[1].score) for row in changed],
-                "contributions": [row[2] for row in changed],
+                "contributions": [_json_text(row[1].contributions) for row in changed],
+                "hashes": [row[2] for row in changed],
                 "coverages": [row[1].signal_coverage for row in changed],
                 "totals": [row[1].total_rules for row in changed],
             },

@@ -232,6 +232,9 @@ score_results = sa.Table(
     sa.Column("score", sa.Float(), nullable=False),
     sa.Column("previous_score", sa.Float(), nullable=True),
     sa.Column("contributions", JSON_DOCUMENT, nullable=False),
+    # A fingerprint of `contributions` (recompute/compute.py compares a new result with it
+    # instead of loading the document); NULL on rows stored before it existed.
+    sa.Column("contributions_hash", sa.BigInteger(), nullable=True),
     sa.Column("previous_contributions", JSON_DOCUMENT, nullable=False),
     sa.Column("signal_coverage", sa.Integer(), nullable=False),
     sa.Column("total_rules", sa.Integer(), nullable=False),

@@ -23,7 +23,6 @@ the index with the full key once per id whatever the planner's statistics say.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -127,9 +126,10 @@ def _load_values(
 def _load_scores(
     conn: Connection, org_id: str, object_type: str, object_ids: Sequence[str]
 ) -> dict[tuple[uuid.UUID, str, str], Any]:
-    """The stored rows of these objects, keyed by (profile, object, dimension). On PostgreSQL
-    `contributions` comes as PostgreSQL's text of the JSONB document."""
-    contributions = dialect.json_for_comparison(conn, s.c.contributions)
+    """The stored rows of these objects, keyed by (profile, object, dimension): their score
+    and the fingerprint of their contributions; the contributions themselves only for a row
+    without a fingerprint (stored before it existed)."""
+    legacy = sa.case((s.c.contributions_hash.is_(None), s.c.contributions), else_=sa.null())
     stored: dict[tuple[uuid.UUID, str, str], Any] = {}
     for select in rows_by_key(
         conn,
@@ -142,7 +142,8 @@ def _load_scores(
             s.c.object_id,
             s.c.dimension,
             s.c.score,
-            contributions.label("contributions"),
+            s.c.contributions_hash,
+            sa.type_coerce(legacy, s.c.contributions.type).label("contributions"),
         ],
         match={"organization_id": org_id, "object_type": object_type},
     ):
@@ -151,14 +152,13 @@ def _load_scores(
     return stored
 
 
-def _same_contributions(stored: Any, new: list[dict[str, Any]], new_text: str | None) -> bool:
-    """Whether the stored contributions equal the new ones, exactly as comparing the decoded
-    documents in Python. `stored` is text on PostgreSQL: equal text is a fast yes (the text
-    decodes to `new`); any other text is decoded and compared, so a difference in spelling
-    (say `1e-05` against `0.00001`) never counts as a change."""
-    if isinstance(stored, str):
-        return stored == new_text or bool(json.loads(stored) == new)
-    return bool(stored == new)
+def _same_contributions(stored: Any, new: list[dict[str, Any]], fingerprint: int) -> bool:
+    """Whether the stored row's contributions equal the new ones, as Python compares them:
+    by fingerprint (`dialect.contributions_fingerprint`), or for a row stored without one,
+    by its decoded document."""
+    if stored.contributions_hash is not None:
+        return bool(stored.contributions_hash == fingerprint)
+    return bool(stored.contributions == new)
 
 
 @dataclass
@@ -248,15 +248,15 @@ def store_results(
     for profile_id, object_id, by_dimension in results:
         for dimension, result in by_dimension.items():
             old = stored.pop((profile_id, object_id, dimension), None)
-            text = dialect.contributions_text(conn, result.contributions)
+            fingerprint = dialect.contributions_fingerprint(result.contributions)
             if old is None:
-                inserts.append((profile_id, object_id, dimension, result, text))
+                inserts.append((profile_id, object_id, dimension, result, fingerprint))
             elif old.score == result.score and _same_contributions(
-                old.contributions, result.contributions, text
+                old, result.contributions, fingerprint
             ):
                 touched.append(old.id)
             else:
-                changed.append((old.id, result, text))
+                changed.append((old.id, result, fingerprint))
     # Whatever is left has no reason to exist any more.
     deleted = [row.id for row in stored.values()]
     if inserts:  # only new rows need their profile: one deleted since the read gets none
