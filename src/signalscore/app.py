@@ -67,7 +67,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         embedded = EmbeddedWorker(owned_database, settings) if settings.embedded_worker else None
         if embedded is not None:
-            metrics.computed_sources.append(lambda: embedded.worker.computed)
+            metrics.computed_sources.append(lambda: embedded.computed)
             embedded.start()
         yield
         if embedded is not None:

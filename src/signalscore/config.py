@@ -86,6 +86,13 @@ class Settings(BaseSettings):
     embedded_worker: bool = Field(
         default=True, description="Run a recompute worker inside `serve` (the embedded mode)."
     )
+    embedded_worker_threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=16,
+        description="Worker threads of the embedded worker; by default 2 on PostgreSQL, 1 on "
+        "SQLite (one writer at a time).",
+    )
     worker_batch_size: int = Field(default=500, ge=1, le=10_000)
     worker_lease_seconds: float = Field(
         default=60.0, gt=0, description="A claimed batch is reclaimed this long after a crash."

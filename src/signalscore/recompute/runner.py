@@ -11,6 +11,7 @@ from types import FrameType
 from typing import Any
 
 from signalscore.config import Settings
+from signalscore.db.dialect import concurrent_writers
 from signalscore.db.engine import Database, create_db_engine
 from signalscore.observability import configure_logging
 from signalscore.recompute.worker import Worker, WorkerConfig
@@ -40,24 +41,45 @@ def audit_writer(path: str | None, worker_id: str) -> Any:
 
 
 class EmbeddedWorker:
-    """A worker thread inside the API process; woken up by every committed write."""
+    """Worker threads inside the API process, woken up by every committed write: one on
+    SQLite (it has one writer at a time), `embedded_worker_threads` (2 by default) on
+    PostgreSQL, where a worker spends most of its time waiting for the database, so a second
+    thread drains a large backlog (a rule change over a big profile) almost twice as fast."""
 
     def __init__(self, db: Database, settings: Settings) -> None:
-        self.worker = Worker(db, worker_config(settings))
-        self.worker.audit = audit_writer(settings.worker_audit_log, self.worker.worker_id)
+        threads = settings.embedded_worker_threads
+        if threads is None:
+            threads = 2 if concurrent_writers(db.dialect) else 1
+        self.workers = [Worker(db, worker_config(settings)) for _ in range(threads)]
+        for worker in self.workers:
+            worker.audit = audit_writer(settings.worker_audit_log, worker.worker_id)
         self.stop = threading.Event()
-        self.thread = threading.Thread(
-            target=self.worker.run, args=(self.stop,), name="signalscore-worker", daemon=True
-        )
-        db.after_write = self.worker.wakeup.set
+        self.threads = [
+            threading.Thread(
+                target=worker.run, args=(self.stop,), name=f"signalscore-worker-{i}", daemon=True
+            )
+            for i, worker in enumerate(self.workers)
+        ]
+        db.after_write = self._wake
+
+    def _wake(self) -> None:
+        for worker in self.workers:
+            worker.wakeup.set()
+
+    @property
+    def computed(self) -> int:
+        return sum(worker.computed for worker in self.workers)
 
     def start(self) -> None:
-        self.thread.start()
+        for thread in self.threads:
+            thread.start()
 
     def shutdown(self, timeout: float = 30.0) -> None:
         self.stop.set()
-        self.worker.wakeup.set()
-        self.thread.join(timeout)
+        self._wake()
+        deadline = time.monotonic() + timeout
+        for thread in self.threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def _run_worker_process(settings_json: str) -> None:
