@@ -10,6 +10,8 @@ half checks the same outcomes without a real race, with fewer trials.
 from __future__ import annotations
 
 import threading
+import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +28,7 @@ from signalscore.profiles import service as profiles
 from signalscore.profiles.schemas import ProfileCreate
 from signalscore.signals import service as signals
 from signalscore.signals.schemas import TemplateCreate
+from tests.api.conftest import build_world
 from tests.helpers import Tenant, assert_error
 
 Call = tuple[str, str, dict[str, Any]]
@@ -278,3 +281,63 @@ def test_template_patches_racing_each_other_keep_both_fields(
         return "name first" if first_name else "description first"
 
     run_trials(count, trial)
+
+
+def test_a_rule_deletion_and_an_upsert_of_that_rule_take_their_locks_in_one_order(
+    backend: str, client: TestClient, tenant: Tenant, database: Database
+) -> None:
+    """An upsert records its profile's fan-out (the `recompute_profiles` row) before it changes
+    the rule's row; a deletion must take them in that order too. Deleting first deadlocked:
+    the upsert, holding the fan-out row, waited for the rule row the deletion held, which
+    waited for the fan-out row (PostgreSQL aborted one: 503). Staged deterministically: the
+    upsert holds the fan-out row, the deletion starts and must wait for it before it touches
+    the rule, then the upsert changes the rule and commits, and the deletion completes."""
+    if backend != "postgresql":
+        pytest.skip("SQLite serialises writers: no lock order to get wrong")
+    from signalscore.recompute import enqueue_profile
+    from signalscore.rules import service as rules
+    from signalscore.rules.schemas import RuleUpsert
+
+    world = build_world(client, tenant)
+    pid = uuid.UUID(world.profile_id)
+    answers: list[httpx.Response] = []
+    with database.write(org=tenant.org_id, rule_template="employees") as conn:
+        enqueue_profile(conn, tenant.org_id, pid)
+        deleting = threading.Thread(
+            target=lambda: answers.append(
+                world.call("DELETE", "/v1/scoring/profiles/{pid}/rules/{rid}")
+            )
+        )
+        deleting.start()
+        _wait_until_a_backend_waits_for_a_lock(database)
+        rules.upsert_rule(
+            conn,
+            tenant.org_id,
+            pid,
+            RuleUpsert(
+                signalTemplateId="employees",
+                dimension="fit",
+                answerType="number",
+                pointValues={"ranges": [{"min": 0, "max": 100, "points": 6}]},
+            ),
+        )
+    deleting.join(30)
+    assert [a.status_code for a in answers] == [204], [a.text for a in answers]
+    with database.read() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(scoring_rules)).scalar() == 0
+
+
+def _wait_until_a_backend_waits_for_a_lock(database: Database, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with database.read() as conn:
+            waiting = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock'"
+                )
+            ).scalar_one()
+        if waiting:
+            return
+        time.sleep(0.02)
+    raise AssertionError("the deletion never waited for the upsert's fan-out row")

@@ -142,8 +142,14 @@ def upsert_rule(conn: Connection, org_id: str, profile_id: uuid.UUID, body: Rule
 
 
 def delete_rule(conn: Connection, org_id: str, profile_id: uuid.UUID, rule_id: uuid.UUID) -> None:
-    """Delete a rule of this profile and queue the profile's objects."""
+    """Delete a rule of this profile and queue the profile's objects.
+
+    The fan-out is recorded first, as a rule upsert does (`enqueue_profile`): both lock the
+    profile's `recompute_profiles` row before the rule's row. Deleting first deadlocked with a
+    concurrent upsert of the same rule, which held the first and waited for the second (seen
+    in tests/recompute/test_protocol.py). A missing rule rolls the whole unit back."""
     get_profile(conn, org_id, profile_id)
+    enqueue_profile(conn, org_id, profile_id)
     deleted = conn.execute(
         sa.delete(r).where(
             r.c.organization_id == org_id, r.c.profile_id == profile_id, r.c.id == rule_id
@@ -151,4 +157,3 @@ def delete_rule(conn: Connection, org_id: str, profile_id: uuid.UUID, rule_id: u
     ).rowcount
     if not deleted:
         raise NotFound("scoring rule not found in this profile", error_code="RULE_NOT_FOUND")
-    enqueue_profile(conn, org_id, profile_id)
