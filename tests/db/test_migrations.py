@@ -71,14 +71,27 @@ def test_score_results_pages_leave_room_for_hot_updates(backend: str, empty_engi
     if backend != "postgresql":
         pytest.skip("fillfactor is a PostgreSQL storage setting; SQLite has none")
 
-    def options() -> list[str]:
-        with empty_engine.connect() as conn:
-            found = conn.execute(
-                sa.text("SELECT reloptions FROM pg_class WHERE relname = 'score_results'")
-            ).scalar_one()
-        return list(found or [])
+    upgrade_to_head(empty_engine)
+    assert _reloptions(empty_engine, "score_results") == ["fillfactor=50"]
+    command.downgrade(alembic_config(empty_engine), "0004")
+    assert _reloptions(empty_engine, "score_results") == []
+
+
+def test_queue_pages_leave_room_for_hot_leases(backend: str, empty_engine: Engine) -> None:
+    """0009: a claim rewrites each entry it leases; free page space lets PostgreSQL do it in
+    place (HOT), without new entries in the queue's indexes."""
+    if backend != "postgresql":
+        pytest.skip("fillfactor is a PostgreSQL storage setting; SQLite has none")
 
     upgrade_to_head(empty_engine)
-    assert options() == ["fillfactor=50"]
-    command.downgrade(alembic_config(empty_engine), "0004")
-    assert options() == []
+    assert _reloptions(empty_engine, "recompute_queue") == ["fillfactor=50"]
+    command.downgrade(alembic_config(empty_engine), "0008")
+    assert _reloptions(empty_engine, "recompute_queue") == []
+
+
+def _reloptions(engine: Engine, table: str) -> list[str]:
+    with engine.connect() as conn:
+        found = conn.execute(
+            sa.text("SELECT reloptions FROM pg_class WHERE relname = :table"), {"table": table}
+        ).scalar_one()
+    return list(found or [])
