@@ -95,3 +95,26 @@ def _reloptions(engine: Engine, table: str) -> list[str]:
             sa.text("SELECT reloptions FROM pg_class WHERE relname = :table"), {"table": table}
         ).scalar_one()
     return list(found or [])
+
+
+def test_score_documents_compress_with_lz4(backend: str, empty_engine: Engine) -> None:
+    """0010: a changed score row's new document is compressed on every write; lz4 does it
+    several times faster than PostgreSQL's default pglz."""
+    if backend != "postgresql":
+        pytest.skip("column compression is a PostgreSQL storage setting; SQLite has none")
+
+    def methods() -> dict[str, str]:
+        with empty_engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT attname, attcompression FROM pg_attribute"
+                    " WHERE attrelid = 'score_results'::regclass"
+                    " AND attname IN ('contributions', 'previous_contributions')"
+                )
+            ).all()
+        return {name: str(method or "") for name, method in rows}
+
+    upgrade_to_head(empty_engine)
+    assert methods() == {"contributions": "l", "previous_contributions": "l"}
+    command.downgrade(alembic_config(empty_engine), "0009")
+    assert methods() == {"contributions": "", "previous_contributions": ""}
