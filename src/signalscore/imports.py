@@ -19,7 +19,7 @@ import csv
 import enum
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import anyio.from_thread
 import orjson
@@ -29,6 +29,8 @@ from starlette.requests import Request
 from signalscore.body import MAX_DEPTH, MAX_KEYS, check_structure
 from signalscore.errors import FieldError, Invalid, UnsupportedMediaType
 from signalscore.validation import validation_error
+
+Row = TypeVar("Row")
 
 # Records staged per statement.
 STAGE_CHUNK = 5_000
@@ -309,6 +311,33 @@ def read_records(
                 bad = True
         if not bad and _checked(converted, line, problems) is not None:
             yield line, converted
+
+
+class Staging(Generic[Row]):
+    """Valid records on their way to a staging table, `STAGE_CHUNK` per statement: `add`
+    each, then `finish`, which raises the import's 422 if any line was bad or none was read,
+    and stages the rest otherwise."""
+
+    def __init__(self, write: Callable[[list[Row]], None], problems: LineProblems) -> None:
+        self._write = write
+        self._problems = problems
+        self._rows: list[Row] = []
+
+    def add(self, row: Row) -> None:
+        if self._problems.bad_lines:
+            return  # nothing will be written: the import only looks for more errors
+        self._rows.append(row)
+        if len(self._rows) >= STAGE_CHUNK:
+            self._write(self._rows)
+            self._rows = []
+
+    def finish(self, records: int) -> None:
+        self._problems.raise_if_any()
+        if not records:
+            raise empty_import()
+        if self._rows:
+            self._write(self._rows)
+            self._rows = []
 
 
 def openapi_body(description: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import random
 import pytest
 
 from signalscore import imports
+from signalscore.errors import Invalid
 
 
 def split(body: bytes, sizes: random.Random) -> list[bytes]:
@@ -50,3 +51,28 @@ def test_an_overlong_line_is_skipped_without_being_held(monkeypatch: pytest.Monk
         ]
         assert [f.field for f in problems.fields] == ["lines[2]", "lines[4]"]
         assert problems.bad_lines == 2
+
+
+def test_staging_writes_whole_chunks_then_the_rest_and_nothing_after_a_bad_line() -> None:
+    written: list[list[int]] = []
+    problems = imports.LineProblems()
+    staging = imports.Staging[int](lambda rows: written.append(list(rows)), problems)
+    for row in range(imports.STAGE_CHUNK * 2 + 3):
+        staging.add(row)
+    staging.finish(imports.STAGE_CHUNK * 2 + 3)
+    assert [len(chunk) for chunk in written] == [imports.STAGE_CHUNK, imports.STAGE_CHUNK, 3]
+    assert [row for chunk in written for row in chunk] == list(range(imports.STAGE_CHUNK * 2 + 3))
+
+    written.clear()
+    staging = imports.Staging[int](lambda rows: written.append(list(rows)), problems)
+    staging.add(1)
+    problems.add(2, "value", "INVALID_NUMBER", "value must be a finite number")
+    staging.add(3)
+    with pytest.raises(Invalid) as raised:
+        staging.finish(3)
+    assert [f.field for f in raised.value.fields] == ["lines[2].value"]
+    assert written == []
+
+    empty = imports.Staging[int](lambda rows: written.append(list(rows)), imports.LineProblems())
+    with pytest.raises(Invalid, match="no records"):
+        empty.finish(0)

@@ -74,24 +74,16 @@ def import_assignments(
         object_type = get_profile(conn, org_id, profile_id).type
         dialect.create_assignment_staging(conn)
         lines = 0
-        chunk: list[tuple[int, uuid.UUID, str]] = []
+        staging = imports.Staging[tuple[int, uuid.UUID, str]](
+            lambda rows: dialect.stage_assignments(conn, rows), problems
+        )
         for line, record in records:
             lines += 1
             try:
-                object_id = _object_id(record, object_type)
+                staging.add((line, uuid.uuid4(), _object_id(record, object_type)))
             except FieldProblem as problem:
                 problems.add(line, problem.suffix.lstrip("."), problem.code, problem.message)
-                continue
-            if problems:
-                continue
-            chunk.append((line, uuid.uuid4(), object_id))
-            if len(chunk) >= imports.STAGE_CHUNK:
-                dialect.stage_assignments(conn, chunk)
-                chunk = []
-        problems.raise_if_any()
-        if not lines:
-            raise imports.empty_import()
-        dialect.stage_assignments(conn, chunk)
+        staging.finish(lines)
         declare_locks(conn, Locks(org_id, assignments=True))
         a = assignments_table
         staged = dialect.staged_assignments_source(conn)

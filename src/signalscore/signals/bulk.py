@@ -118,7 +118,9 @@ def import_values(
         dialect.create_value_staging(conn)
         used: set[str] = set()
         lines = 0
-        chunk: list[dialect.StagedValue] = []
+        staging = imports.Staging[dialect.StagedValue](
+            lambda rows: dialect.stage_values(conn, rows), problems
+        )
         for line, record in records:
             lines += 1
             try:
@@ -132,17 +134,9 @@ def import_values(
             except FieldProblem as problem:
                 problems.add(line, problem.suffix.lstrip("."), problem.code, problem.message)
                 continue
-            if problems.bad_lines:
-                continue  # nothing more will be written: only look for the other errors
             used.add(template_id)
-            chunk.append((line, object_type, object_id, template_id, value, observed_at or now))
-            if len(chunk) >= imports.STAGE_CHUNK:
-                dialect.stage_values(conn, chunk)
-                chunk = []
-        problems.raise_if_any()
-        if not lines:
-            raise imports.empty_import()
-        dialect.stage_values(conn, chunk)
+            staging.add((line, object_type, object_id, template_id, value, observed_at or now))
+        staging.finish(lines)
         # Only now does the import touch shared tables: it takes the locks a value write
         # takes, for the templates it writes (a template deleted since the check above fails
         # the merge on its foreign key: 409, nothing written).
