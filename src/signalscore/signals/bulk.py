@@ -8,6 +8,7 @@ objects whose changed values a rule reads are queued, and the transaction commit
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -77,10 +78,15 @@ def _shaped(record: dict[str, Any]) -> Shaped | None:
     ):
         return None
     try:
-        object_id = normalize_object_id(object_type, raw_id)
+        object_id = _canonical_id(object_type, raw_id)
     except FieldProblem:
         return None
     return object_type, object_id, template_id, record["value"], None
+
+
+# An object's values usually come on consecutive lines: its id is normalised once (a pure
+# function of its arguments; bounded, so memory stays flat).
+_canonical_id = functools.lru_cache(maxsize=4096)(normalize_object_id)
 
 
 def _validated(record: dict[str, Any]) -> Shaped:
