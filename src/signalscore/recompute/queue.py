@@ -223,6 +223,11 @@ def enqueue_objects_for_signal_changes(
         if not by_object:
             continue
         template_ids = set().union(*by_object.values())
+        # Each object with the templates whose value changed for it: an object is queued
+        # only for a rule on one of its own changed templates, not on another object's.
+        pairs = sorted(
+            (o, t) for o, changed_templates in by_object.items() for t in changed_templates
+        )
         # The objects' assignments, each object's looked up with the full key (`rows_by_key`).
         for select in rows_by_key(
             conn,
@@ -250,7 +255,10 @@ def enqueue_objects_for_signal_changes(
                         r.c.profile_id == assigned.c.profile_id,
                     ),
                 )
-                .where(r.c.signal_template_id.in_(sorted(template_ids)))
+                .where(
+                    r.c.signal_template_id.in_(sorted(template_ids)),
+                    sa.tuple_(assigned.c.object_id, r.c.signal_template_id).in_(pairs),
+                )
                 .distinct()
                 .order_by(object_id),
                 lane,
