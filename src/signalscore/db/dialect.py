@@ -484,6 +484,18 @@ def plan_each_claim(conn: Connection) -> None:
         )
 
 
+def derived_commit(conn: Connection) -> None:
+    """PostgreSQL, for a worker's transactions (claim, fan-out step, store): commit without
+    waiting for the WAL to reach the disk (`synchronous_commit = off`, this transaction only).
+    They write only what can be derived again: a crash may lose the last of them, atomically
+    and in order, and what they had done is then undone with them: the entries are still
+    queued (or leased until their lease expires), so the objects are computed again. Visibility
+    is unchanged (other transactions see the commit at once), and a later durable commit (any
+    API write) flushes every commit before it. API writes keep waiting for the disk."""
+    if is_postgresql(conn):
+        conn.exec_driver_sql("SELECT set_config('synchronous_commit', 'off', true)")
+
+
 def concurrent_writers(name: str) -> bool:
     """Whether write transactions of this backend (by dialect name) run at the same time:
     PostgreSQL yes; SQLite has one writer at a time."""

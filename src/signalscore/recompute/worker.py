@@ -322,6 +322,7 @@ def compute_claimed(
         with read() as conn:
             computed = compute_objects(conn, org_id, object_type, object_ids, profiles=profiles)
         with write() as conn:
+            dialect.derived_commit(conn)
             owned = _owned(conn, worker_id, org_id, object_type, object_ids)
             if not owned:  # every lease expired and was taken over: the new owner computes them
                 return RecomputeStats()
@@ -412,6 +413,7 @@ class Worker:
         Returns how many queue entries it claimed; when it claimed none but continued a
         fan-out, how many objects that queued (at least 1). 0 means there was nothing to do."""
         with self.db.write(notify=False) as conn:  # one transaction: fan-out step and claim
+            dialect.derived_commit(conn)
             fanned_out = queue_next_profile_chunk(conn)
             claimed = claim_batch(
                 conn, self.worker_id, self.config.batch_size, self.config.lease_seconds
