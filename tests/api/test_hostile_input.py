@@ -511,3 +511,145 @@ def test_a_choice_key_with_a_lone_surrogate_is_refused_with_its_path(
         "pointValues.choices.Sales\\udfffforce",
         "pointValues.choices.a\x00",
     ]
+
+
+# --- bulk imports: the same corpus, one NDJSON line at a time --------------------------------
+
+IMPORT_ITEM = {
+    "objectType": "company",
+    "objectId": "acme.com",
+    "signalTemplateId": "employees",
+    "value": 5,
+    "observedAt": "2026-01-01T00:00:00Z",
+}
+IMPORT_STRING_FIELDS = ("objectType", "objectId", "signalTemplateId", "value[0]")
+
+
+def _import(world: World, line: str, path: str = "/v1/signals/values/import") -> Any:
+    return world.call(
+        "POST",
+        path,
+        content=(line + "\n").encode(),
+        headers={"Content-Type": "application/x-ndjson"},
+        params={"profileId": world.profile_id} if "assignments" in path else None,
+    )
+
+
+def _import_refused(world: World, database: Database, line: str, **expected: Any) -> Any:
+    before = snapshot(database)
+    error = assert_error(_import(world, line), 422, "VALIDATION_ERROR", **expected)
+    assert snapshot(database) == before
+    _reads_answer_200(world)
+    return error
+
+
+@pytest.mark.parametrize(
+    ("field", "case"),
+    [
+        pytest.param(field, case, id=f"{field}:{case[0]}")
+        for field in IMPORT_STRING_FIELDS
+        for case in STRING_CASES
+    ],
+)
+def test_hostile_strings_in_an_import_line_are_refused_by_line(
+    world: World, database: Database, field: str, case: Any
+) -> None:
+    _name, value, error_code, exact_path = case
+    item = (
+        dict(IMPORT_ITEM, signalTemplateId="crm", value=["x"]) if "value" in field else IMPORT_ITEM
+    )
+    line = json.dumps(_with(item, field, value))
+    if error_code is None:
+        error = _import_refused(world, database, line)
+    else:
+        error = _import_refused(world, database, line, error_code=error_code)
+    assert error["fields"][0]["field"].startswith("lines[1]")
+    if exact_path:
+        assert error["fields"][0]["field"] == f"lines[1].{field}"
+    assert len(json.dumps(error)) < 20_000
+
+
+@pytest.mark.parametrize("case", NUMBER_CASES, ids=[c[0] for c in NUMBER_CASES])
+@pytest.mark.parametrize("template", ["employees", "growth"])
+def test_extreme_numbers_in_an_import_are_refused_or_read_back_the_same(
+    world: World, database: Database, template: str, case: Any
+) -> None:
+    """As through `PUT /values`: `employees` is a number, `growth` a percentage."""
+    _name, literal = case
+    item = dict(IMPORT_ITEM, signalTemplateId=template, value=SENTINEL)
+    line = json.dumps(item).replace(json.dumps(SENTINEL), literal)
+    number = _number(literal)
+    accepted = math.isfinite(number) and (template == "employees" or 0 <= number <= 100)
+    if not accepted:
+        error = _import_refused(world, database, line)
+        assert error["fields"][0]["field"].startswith("lines[1]")
+        return
+    response = _import(world, line)
+    assert response.status_code == 200, response.text
+    again = _import(world, line)
+    assert again.json() == {"records": 1, "written": 0, "deleted": 0, "unchanged": 1}, literal
+    read = world.call("GET", READS[0]).json()
+    assert [v["value"] for v in read if v["signalTemplateId"] == template] == [number]
+    _reads_answer_200(world)
+
+
+@pytest.mark.parametrize("case", TIMESTAMP_CASES, ids=[c[0] for c in TIMESTAMP_CASES])
+def test_extreme_timestamps_in_an_import_are_refused_by_line(
+    world: World, database: Database, case: Any
+) -> None:
+    _name, value, error_code = case
+    line = json.dumps(_with(IMPORT_ITEM, "observedAt", value))
+    error = _import_refused(world, database, line, error_code=error_code)
+    assert error["fields"][0]["field"] == "lines[1].observedAt"
+
+
+@pytest.mark.parametrize("case", STRING_CASES, ids=[c[0] for c in STRING_CASES])
+def test_hostile_object_ids_in_an_assignment_import_are_refused_by_line(
+    world: World, database: Database, case: Any
+) -> None:
+    _name, value, _error_code, _exact = case
+    before = snapshot(database)
+    response = _import(
+        world, json.dumps({"objectId": value}), path="/v1/scoring/assignments/import"
+    )
+    error = assert_error(response, 422, "VALIDATION_ERROR")
+    assert error["fields"][0]["field"].startswith("lines[1]")
+    assert snapshot(database) == before
+    _reads_answer_200(world)
+
+
+@pytest.mark.parametrize(
+    ("name", "body"),
+    [
+        (
+            "NUL in a cell",
+            b"objectType,objectId,signalTemplateId,value\ncompany,a\x00.com,crm,[]\n",
+        ),
+        (
+            "bytes that are not UTF-8",
+            b"objectType,objectId,signalTemplateId,value\ncompany,\xed\xa0\x80.com,crm,[]\n",
+        ),
+        (
+            "an escaped lone surrogate in a JSON cell",
+            b'objectType,objectId,signalTemplateId,value\ncompany,a.com,crm,"[""\\ud800""]"\n',
+        ),
+        (
+            "a deeply nested JSON cell",
+            b"objectType,objectId,signalTemplateId,value\ncompany,a.com,crm,"
+            + b"[" * 40
+            + b"]" * 40
+            + b"\n",
+        ),
+    ],
+)
+def test_hostile_csv_is_refused_by_line(
+    world: World, database: Database, name: str, body: bytes
+) -> None:
+    before = snapshot(database)
+    response = world.call(
+        "POST", "/v1/signals/values/import", content=body, headers={"Content-Type": "text/csv"}
+    )
+    error = assert_error(response, 422, "VALIDATION_ERROR")
+    assert [f["field"][: len("lines[2]")] for f in error["fields"]] == ["lines[2]"], name
+    assert snapshot(database) == before
+    _reads_answer_200(world)
