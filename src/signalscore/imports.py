@@ -17,7 +17,6 @@ from __future__ import annotations
 import codecs
 import csv
 import enum
-import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -26,8 +25,8 @@ import orjson
 from pydantic import ValidationError
 from starlette.requests import Request
 
-from signalscore.body import MAX_DEPTH, MAX_KEYS, check_structure
-from signalscore.errors import FieldError, Invalid, UnsupportedMediaType
+from signalscore.body import MAX_DEPTH, MAX_KEYS, check_structure, parse_json
+from signalscore.errors import BadRequest, FieldError, Invalid, UnsupportedMediaType
 from signalscore.validation import validation_error
 
 Row = TypeVar("Row")
@@ -156,21 +155,17 @@ def _too_long(problems: LineProblems, line: int) -> None:
 
 
 def _json_record(raw: bytes, line: int, problems: LineProblems) -> dict[str, Any] | None:
-    """One NDJSON line as an object, after the body's structural checks (NUL, lone
-    surrogates, nesting), or None with its problems recorded."""
+    """One NDJSON line as an object, parsed as any body is (`body.parse_json`) and after the
+    body's structural checks (NUL, lone surrogates, nesting), or None with its problems
+    recorded."""
     try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        try:
-            data = json.loads(raw)
-        except RecursionError:
-            problems.add(
-                line, "", "NESTING_TOO_DEEP", f"JSON may be nested at most {MAX_DEPTH} levels"
-            )
-            return None
-        except (ValueError, UnicodeDecodeError):
-            problems.add(line, "", "MALFORMED_JSON", "the line is not valid JSON")
-            return None
+        data = parse_json(raw)
+    except BadRequest:
+        problems.add(line, "", "MALFORMED_JSON", "the line is not valid JSON")
+        return None
+    except Invalid as exc:  # nested too deep to parse
+        problems.add_field_errors(line, exc.fields)
+        return None
     if not isinstance(data, dict):
         problems.add(line, "", "INVALID_LINE", "each line must be a JSON object")
         return None
