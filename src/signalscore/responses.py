@@ -12,7 +12,8 @@ narrows the read (fewer `objectId`s, a `profileId` or `dimension` filter) and lo
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
 
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError
@@ -21,6 +22,8 @@ from starlette.responses import Response
 from signalscore.errors import Invalid
 
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+
+Item = TypeVar("Item", bound=BaseModel)
 
 
 def _to_json(item: BaseModel) -> bytes:
@@ -49,3 +52,28 @@ def bounded_json_list(items: Iterable[BaseModel], *, narrow: str) -> Response:
             )
         parts.append(part)
     return Response(b"[" + b",".join(parts) + b"]", media_type="application/json")
+
+
+def json_page(
+    items: Sequence[Item],
+    next_cursor: str | None,
+    *,
+    cursor_after: Callable[[Item], str],
+    max_bytes: int = MAX_RESPONSE_BYTES,
+) -> Response:
+    """A page of a paginated list, `{"data": [...], "nextCursor": ...}`. A page never passes
+    `max_bytes`: it stops before the item that would, with the cursor after the last item
+    it holds (`cursor_after`), so the client continues exactly there and loses nothing. Its
+    first item is always sent (one item is bounded well below the limit)."""
+    parts: list[bytes] = []
+    size = 32
+    for i, item in enumerate(items):
+        part = _to_json(item)
+        size += len(part) + 1
+        if parts and size > max_bytes:
+            next_cursor = cursor_after(items[i - 1])
+            break
+        parts.append(part)
+    cursor = b"null" if next_cursor is None else json.dumps(next_cursor).encode()
+    body = b'{"data":[' + b",".join(parts) + b'],"nextCursor":' + cursor + b"}"
+    return Response(body, media_type="application/json")

@@ -23,6 +23,8 @@ SCORE_KEYS = {
     "dimension",
     "score",
     "previousScore",
+    "tier",
+    "previousTier",
     "contributions",
     "previousContributions",
     "signalCoverage",

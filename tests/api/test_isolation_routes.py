@@ -50,7 +50,17 @@ CALLS: dict[tuple[str, str], tuple[Expect, Body | None, dict[str, Any] | None]] 
         None,
     ),
     ("GET", "/v1/scoring/profiles/{profile_id}"): ("404", None, None),
-    ("PUT", "/v1/scoring/profiles/{profile_id}"): ("404", lambda w: {"name": "taken"}, None),
+    ("PUT", "/v1/scoring/profiles/{profile_id}"): (
+        "404",
+        lambda w: {"name": "taken", "tiers": {"fit": [{"name": "A", "minScore": 0}]}},
+        None,
+    ),
+    ("GET", "/v1/scoring/profiles/{profile_id}/scores"): ("404", None, {"dimension": "fit"}),
+    ("GET", "/v1/scoring/profiles/{profile_id}/distribution"): (
+        "404",
+        None,
+        {"dimension": "fit"},
+    ),
     ("DELETE", "/v1/scoring/profiles/{profile_id}"): ("404", None, None),
     ("GET", "/v1/scoring/profiles/{profile_id}/rules"): ("404", None, None),
     ("PUT", "/v1/scoring/profiles/{profile_id}/rules"): ("404", _rule, None),

@@ -15,7 +15,16 @@ from signalscore.db.types import utcnow
 from tests.api.conftest import World
 from tests.helpers import Tenant, assert_error
 
-PROFILE_KEYS = {"id", "organizationId", "type", "name", "description", "createdAt", "updatedAt"}
+PROFILE_KEYS = {
+    "id",
+    "organizationId",
+    "type",
+    "name",
+    "description",
+    "tiers",
+    "createdAt",
+    "updatedAt",
+}
 RFC3339_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
 

@@ -277,8 +277,10 @@ def load_values(
 
 # A new row: (profile id, object id, dimension, result, fingerprint of its contributions), and
 # an update: (row id, result, fingerprint).
-NewRow = tuple[uuid.UUID, str, str, "DimensionResult", int]
-ChangedRow = tuple[uuid.UUID, "DimensionResult", int]
+# (profile id, object id, dimension, result, contributions fingerprint, tier)
+NewRow = tuple[uuid.UUID, str, str, "DimensionResult", int, str | None]
+# (row id, result, contributions fingerprint, tier)
+ChangedRow = tuple[uuid.UUID, "DimensionResult", int, str | None]
 
 
 def write_scores(
@@ -327,8 +329,10 @@ def _write_scores_generic(
                     "total_rules": result.total_rules,
                     "computed_at": now,
                     "version": 1,
+                    "tier": tier,
+                    "previous_tier": None,
                 }
-                for profile_id, object_id, dimension, result, fingerprint in inserts
+                for profile_id, object_id, dimension, result, fingerprint, tier in inserts
             ],
         )
     if changed:
@@ -340,8 +344,10 @@ def _write_scores_generic(
             .values(
                 previous_score=s.c.score,
                 previous_contributions=s.c.contributions,
+                previous_tier=s.c.tier,
                 version=s.c.version + 1,
                 score=sa.bindparam("score"),
+                tier=sa.bindparam("tier"),
                 contributions=sa.bindparam("contributions", type_=s.c.contributions.type),
                 contributions_hash=sa.bindparam("contributions_hash"),
                 signal_coverage=sa.bindparam("signal_coverage"),
@@ -356,8 +362,9 @@ def _write_scores_generic(
                     "contributions_hash": fingerprint,
                     "signal_coverage": result.signal_coverage,
                     "total_rules": result.total_rules,
+                    "tier": tier,
                 }
-                for row_id, result, fingerprint in changed
+                for row_id, result, fingerprint, tier in changed
             ],
         )
 
@@ -370,18 +377,18 @@ _PG_INSERT = """
     INSERT INTO score_results (
         organization_id, id, profile_id, object_type, object_id, dimension, score,
         previous_score, contributions, contributions_hash, previous_contributions,
-        signal_coverage, total_rules, computed_at, version
+        signal_coverage, total_rules, computed_at, version, tier, previous_tier
     )
     SELECT %(org)s, v.id, v.profile_id, %(object_type)s, v.object_id, v.dimension, v.score,
         NULL, v.contributions::jsonb, v.hash, '[]'::jsonb, v.signal_coverage, v.total_rules,
-        %(now)s, 1
+        %(now)s, 1, v.tier, NULL
     FROM unnest(
         %(ids)b::uuid[], %(profile_ids)b::uuid[], %(object_ids)b::text[],
         %(dimensions)b::text[], %(scores)b::float8[], %(contributions)b::text[],
-        %(hashes)b::int8[], %(coverages)b::int4[], %(totals)b::int4[]
+        %(hashes)b::int8[], %(coverages)b::int4[], %(totals)b::int4[], %(tiers)b::text[]
     ) AS v (
         id, profile_id, object_id, dimension, score, contributions, hash, signal_coverage,
-        total_rules
+        total_rules, tier
     )
 """
 
@@ -393,8 +400,10 @@ _PG_UPDATE = """
     UPDATE score_results AS s SET
         previous_score = s.score,
         previous_contributions = s.contributions,
+        previous_tier = s.tier,
         version = s.version + 1,
         score = v.score,
+        tier = v.tier,
         contributions = v.contributions::jsonb,
         contributions_hash = v.hash,
         signal_coverage = v.signal_coverage,
@@ -402,8 +411,8 @@ _PG_UPDATE = """
         computed_at = %(now)s
     FROM unnest(
         %(ids)b::uuid[], %(scores)b::float8[], %(contributions)b::text[], %(hashes)b::int8[],
-        %(coverages)b::int4[], %(totals)b::int4[]
-    ) AS v (id, score, contributions, hash, signal_coverage, total_rules)
+        %(coverages)b::int4[], %(totals)b::int4[], %(tiers)b::text[]
+    ) AS v (id, score, contributions, hash, signal_coverage, total_rules, tier)
     WHERE s.ctid = ANY(ARRAY(
             SELECT found.tid FROM unnest(%(ids)b::uuid[]) AS wanted (id)
             CROSS JOIN LATERAL (
@@ -447,6 +456,7 @@ def _write_scores_postgresql(
                 "hashes": [row[4] for row in inserts],
                 "coverages": [row[3].signal_coverage for row in inserts],
                 "totals": [row[3].total_rules for row in inserts],
+                "tiers": [row[5] for row in inserts],
             },
         )
     if changed:
@@ -461,6 +471,7 @@ def _write_scores_postgresql(
                 "hashes": [row[2] for row in changed],
                 "coverages": [row[1].signal_coverage for row in changed],
                 "totals": [row[1].total_rules for row in changed],
+                "tiers": [row[3] for row in changed],
             },
         )
 

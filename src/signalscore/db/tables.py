@@ -75,6 +75,9 @@ scoring_profiles = sa.Table(
     sa.Column("type", sa.String(16), nullable=False),
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("description", sa.String(1000), nullable=True),
+    # SPEC §9: {dimension: [{name, minScore}, ...]} ordered by minScore descending, only the
+    # dimensions that have tiers; NULL when none has.
+    sa.Column("tiers", JSON_DOCUMENT, nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.CheckConstraint(sql_in("type", OBJECT_TYPES), name="type"),
@@ -240,6 +243,9 @@ score_results = sa.Table(
     sa.Column("total_rules", sa.Integer(), nullable=False),
     sa.Column("computed_at", UTCDateTime(), nullable=False),
     sa.Column("version", sa.Integer(), nullable=False),
+    # SPEC §9: the tier of `score` under the profile's tiers when it was computed.
+    sa.Column("tier", sa.String(50), nullable=True),
+    sa.Column("previous_tier", sa.String(50), nullable=True),
     sa.ForeignKeyConstraint(
         ["organization_id", "profile_id"],
         ["scoring_profiles.organization_id", "scoring_profiles.id"],
@@ -253,6 +259,17 @@ score_results = sa.Table(
         "profile_id",
         "dimension",
         name="uq_score_results_object_profile_dimension",
+    ),
+    # Ranked reads walk it in either direction; distributions scan it without the table
+    # (migration 0011, scores/service.py).
+    sa.Index(
+        "ix_score_results_rank",
+        "organization_id",
+        "profile_id",
+        "dimension",
+        "score",
+        "object_id",
+        "tier",
     ),
 )
 

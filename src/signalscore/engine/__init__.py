@@ -71,6 +71,8 @@ Decisions where SPEC §6 is silent
       provably identical while every partial sum stays below 2**53).
     - ``score = 0.0 if max_possible == 0 else round(min(100.0, max(0.0, 100.0 * earned /
       max_possible)), 2)``.
+    - Tiers (SPEC §9) are applied to a score after it is computed: ``TierTable.tier_of``
+      gives the name of the tier with the largest ``minScore`` <= score, or ``None``.
     - The result holds one entry per dimension with at least one rule, keys in sorted order
       (``"fit"`` before ``"urgency"``); contributions keep the rules' order.
 """
@@ -96,6 +98,7 @@ from signalscore.engine._rules import (
     bound_matched_value,
     normalize_choice,
 )
+from signalscore.engine._tiers import TierTable, tier_tables
 
 __all__ = [
     "BACKENDS",
@@ -108,9 +111,11 @@ __all__ = [
     "Rule",
     "SignalValue",
     "SignalValues",
+    "TierTable",
     "bound_matched_value",
     "compile_profile",
     "format_number",
     "normalize_choice",
     "score_object",
+    "tier_tables",
 ]

@@ -22,7 +22,8 @@ def list_profiles(org_id: CurrentOrgId, db: DatabaseDep) -> list[Profile]:
 
 @router.post("", response_model=Profile, status_code=status.HTTP_201_CREATED)
 def create_profile(body: ProfileCreate, org_id: CurrentOrgId, db: DatabaseDep) -> Profile:
-    """Create a profile that scores objects of one type (company or contact)."""
+    """Create a profile that scores objects of one type (company or contact), with optional
+    tiers per dimension."""
     with db.write() as conn:
         return service.create_profile(conn, org_id, body)
 
@@ -39,9 +40,10 @@ def get_profile(profile_id: str, org_id: CurrentOrgId, db: DatabaseDep) -> Profi
 def update_profile(
     profile_id: str, body: ProfileUpdate, org_id: CurrentOrgId, db: DatabaseDep
 ) -> Profile:
-    """Rename or re-describe a profile. The type is immutable: sending it is a 422."""
+    """Rename, re-describe or re-tier a profile. The type is immutable: sending it is a 422.
+    New tiers re-tier every score row of the profile through the recompute pipeline."""
     pid = uuid_or_404(profile_id, "scoring profile", "PROFILE_NOT_FOUND")
-    with db.write() as conn:
+    with db.write(org=org_id) as conn:
         return service.update_profile(conn, org_id, pid, body)
 
 

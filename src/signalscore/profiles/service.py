@@ -10,99 +10,133 @@ from sqlalchemy.engine import Connection
 
 from signalscore.db.tables import scoring_profiles
 from signalscore.db.types import utcnow
-from signalscore.errors import NotFound
-from signalscore.profiles.schemas import Profile, ProfileCreate, ProfileUpdate
+from signalscore.errors import NotFound, Problems
+from signalscore.profiles.schemas import Profile, ProfileCreate, ProfileUpdate, TiersSpec
+from signalscore.recompute import enqueue_profile
+from signalscore.vocabulary import DIMENSIONS
 
-_COLUMNS = (
-    scoring_profiles.c.id,
-    scoring_profiles.c.organization_id.label("organizationId"),
-    scoring_profiles.c.type,
-    scoring_profiles.c.name,
-    scoring_profiles.c.description,
-    scoring_profiles.c.created_at.label("createdAt"),
-    scoring_profiles.c.updated_at.label("updatedAt"),
-)
+p = scoring_profiles
+
+# A profile's stored tiers: dimension → [{"name", "minScore"}] by minScore descending.
+TiersDocument = dict[str, list[dict[str, Any]]]
+
+
+def checked_tiers(tiers: TiersSpec | None) -> TiersDocument | None:
+    """The tiers as stored, after the checks a field type cannot make (SPEC §9): names
+    unique in their dimension ignoring case, `minScore` unique in it. Every problem is listed
+    with its path (`tiers.fit[2].minScore`, the index as sent). No dimension with tiers (or
+    `{}`) is stored as NULL, as `null` is."""
+    if tiers is None:
+        return None
+    problems = Problems()
+    document: TiersDocument = {}
+    for dimension in DIMENSIONS:
+        entries = getattr(tiers, dimension)
+        if not entries:
+            continue
+        names: set[str] = set()
+        floors: set[float] = set()
+        for i, tier in enumerate(entries):
+            path = f"tiers.{dimension}[{i}]"
+            if tier.name.casefold() in names:
+                problems.add(
+                    f"{path}.name",
+                    "DUPLICATE_TIER_NAME",
+                    f"tier name {tier.name!r} is used twice in {dimension} (ignoring case)",
+                )
+            if tier.minScore in floors:
+                problems.add(
+                    f"{path}.minScore",
+                    "DUPLICATE_MIN_SCORE",
+                    f"minScore {tier.minScore} is used twice in {dimension}",
+                )
+            names.add(tier.name.casefold())
+            floors.add(tier.minScore)
+        ordered = sorted(entries, key=lambda t: t.minScore, reverse=True)
+        document[dimension] = [{"name": t.name, "minScore": t.minScore} for t in ordered]
+    problems.raise_if_any(what="tiers fields")
+    return document or None
+
+
+def _one(conn: Connection, query: Any) -> Profile:
+    row = conn.execute(query).one_or_none()
+    if row is None:
+        raise NotFound("scoring profile not found", error_code="PROFILE_NOT_FOUND")
+    return Profile.from_row(row)
 
 
 def list_profiles(conn: Connection, org_id: str) -> list[Profile]:
     rows = conn.execute(
-        sa.select(*_COLUMNS)
-        .where(scoring_profiles.c.organization_id == org_id)
-        .order_by(scoring_profiles.c.created_at, scoring_profiles.c.id)
-    ).mappings()
-    return [Profile.model_validate(dict(r)) for r in rows]
+        sa.select(p).where(p.c.organization_id == org_id).order_by(p.c.created_at, p.c.id)
+    )
+    return [Profile.from_row(row) for row in rows]
 
 
 def get_profile(conn: Connection, org_id: str, profile_id: uuid.UUID) -> Profile:
     """The profile, or 404 `PROFILE_NOT_FOUND` (also for another organisation's profile)."""
-    query = sa.select(*_COLUMNS).where(
-        scoring_profiles.c.organization_id == org_id, scoring_profiles.c.id == profile_id
-    )
-    row = conn.execute(query).mappings().one_or_none()
-    if row is None:
-        raise NotFound("scoring profile not found", error_code="PROFILE_NOT_FOUND")
-    return Profile.model_validate(dict(row))
+    return _one(conn, sa.select(p).where(p.c.organization_id == org_id, p.c.id == profile_id))
 
 
 def create_profile(conn: Connection, org_id: str, body: ProfileCreate) -> Profile:
+    tiers = checked_tiers(body.tiers)
     now = utcnow()
-    profile = Profile(
-        id=uuid.uuid4(),
-        organizationId=org_id,
-        type=body.profileType,
-        name=body.name,
-        description=body.description,
-        createdAt=now,
-        updatedAt=now,
-    )
-    conn.execute(
-        scoring_profiles.insert().values(
+    return _one(
+        conn,
+        p.insert()
+        .values(
             organization_id=org_id,
-            id=profile.id,
-            type=profile.type,
-            name=profile.name,
-            description=profile.description,
+            id=uuid.uuid4(),
+            type=body.profileType,
+            name=body.name,
+            description=body.description,
+            tiers=tiers,
             created_at=now,
             updated_at=now,
         )
+        .returning(*p.c),
     )
-    return profile
 
 
 def update_profile(
     conn: Connection, org_id: str, profile_id: uuid.UUID, body: ProfileUpdate
 ) -> Profile:
-    """Rename (and re-describe) in one `UPDATE ... RETURNING`: an omitted `description` is
-    not written at all, so it keeps whatever is stored when the update runs, and `null` clears
-    it. Two concurrent updates therefore act in some serial order; on PostgreSQL the second
-    waits for the first's row lock and applies to the row as the first left it, where reading
-    first and writing every field back lost the other one's description."""
+    """Rename, re-describe and re-tier in one `UPDATE ... RETURNING`: an omitted
+    `description` or `tiers` is not written at all, so it keeps whatever is stored when the
+    update runs, and `null` clears it. Two concurrent updates therefore act in some serial
+    order; on PostgreSQL the second waits for the first's row lock and applies to the row as
+    the first left it, where reading first and writing every field back lost the other one's
+    description.
+
+    New tiers re-tier every row of the profile through the pipeline, as a rule change does
+    (`enqueue_profile`, in this transaction; the unit of work holds the organisation lock
+    shared). Tiers sent equal to the stored ones queue nothing."""
     values: dict[str, Any] = {"name": body.name, "updated_at": utcnow()}
     if "description" in body.model_fields_set:
         values["description"] = body.description
-    row = (
-        conn.execute(
-            sa.update(scoring_profiles)
-            .where(
-                scoring_profiles.c.organization_id == org_id, scoring_profiles.c.id == profile_id
-            )
-            .values(**values)
-            .returning(*_COLUMNS)
-        )
-        .mappings()
-        .one_or_none()
+    if "tiers" in body.model_fields_set:
+        values["tiers"] = tiers = checked_tiers(body.tiers)
+        stored = conn.execute(
+            sa.select(p.c.tiers)
+            .where(p.c.organization_id == org_id, p.c.id == profile_id)
+            .with_for_update()
+        ).one_or_none()
+        if stored is None:
+            raise NotFound("scoring profile not found", error_code="PROFILE_NOT_FOUND")
+        if stored.tiers != tiers:
+            enqueue_profile(conn, org_id, profile_id)
+    return _one(
+        conn,
+        sa.update(p)
+        .where(p.c.organization_id == org_id, p.c.id == profile_id)
+        .values(**values)
+        .returning(*p.c),
     )
-    if row is None:
-        raise NotFound("scoring profile not found", error_code="PROFILE_NOT_FOUND")
-    return Profile.model_validate(dict(row))
 
 
 def delete_profile(conn: Connection, org_id: str, profile_id: uuid.UUID) -> None:
     """Delete the profile; its rules, assignments and score rows go with it (FK cascades)."""
     deleted = conn.execute(
-        sa.delete(scoring_profiles).where(
-            scoring_profiles.c.organization_id == org_id, scoring_profiles.c.id == profile_id
-        )
+        sa.delete(p).where(p.c.organization_id == org_id, p.c.id == profile_id)
     ).rowcount
     if not deleted:
         raise NotFound("scoring profile not found", error_code="PROFILE_NOT_FOUND")

@@ -9,8 +9,8 @@ Two steps, which a worker runs in two transactions (`worker.compute_claimed`) an
   and writes back only what changed:
 
   - new rows are inserted (version 1);
-  - rows whose score or contributions moved get `version + 1`, and the database itself moves
-    the old values into `previous_*` (`SET previous_score = score, ...`);
+  - rows whose score, contributions or tier moved get `version + 1`, and the database itself
+    moves the old values into `previous_*` (`SET previous_score = score, ...`);
   - rows that compute identical get a single `computed_at` touch;
   - rows that should no longer exist (a dimension that lost its rules, an assignment that is
     gone) are deleted.
@@ -42,7 +42,14 @@ from signalscore.db.tables import (
     scoring_rules,
 )
 from signalscore.db.types import utcnow
-from signalscore.engine import CompiledProfile, DimensionResult, Rule, compile_profile
+from signalscore.engine import (
+    CompiledProfile,
+    DimensionResult,
+    Rule,
+    TierTable,
+    compile_profile,
+    tier_tables,
+)
 
 s = score_results
 
@@ -109,6 +116,22 @@ def _load_rules(
     return rules
 
 
+def _load_tiers(
+    conn: Connection, org_id: str, profile_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, dict[str, TierTable]]:
+    """The profiles' tiers (SPEC §9), per dimension that has them."""
+    p = scoring_profiles
+    tiers: dict[uuid.UUID, dict[str, TierTable]] = {}
+    for among in id_filters(conn, p.c.id, profile_ids):
+        for profile_id, document in conn.execute(
+            sa.select(p.c.id, p.c.tiers).where(
+                p.c.organization_id == org_id, among, p.c.tiers.is_not(None)
+            )
+        ):
+            tiers[profile_id] = tier_tables(document)
+    return tiers
+
+
 def _load_values(
     conn: Connection,
     org_id: str,
@@ -143,6 +166,7 @@ def _load_scores(
             s.c.dimension,
             s.c.score,
             s.c.contributions_hash,
+            s.c.tier,
             sa.type_coerce(legacy, s.c.contributions.type).label("contributions"),
         ],
         match={"organization_id": org_id, "object_type": object_type},
@@ -169,6 +193,8 @@ class Computed:
     object_ids: list[str]
     # (profile id, object id, {dimension: result}) for every assigned (profile, object).
     results: list[tuple[uuid.UUID, str, dict[str, DimensionResult]]]
+    # The tiers of the profiles that have some, as read with the rules.
+    tiers: dict[uuid.UUID, dict[str, TierTable]]
 
 
 def compute_objects(
@@ -179,11 +205,12 @@ def compute_objects(
     *,
     profiles: ProfileCache | None = None,
 ) -> Computed:
-    """Read the objects' assignments, rules and values (four statements), and score them.
-    Reads only: a worker runs this outside any write transaction, holding no lock."""
+    """Read the objects' assignments, rules, tiers and values (five statements), and score
+    them. Reads only: a worker runs this outside any write transaction, holding no lock."""
     object_ids = list(dict.fromkeys(object_ids))
     assigned = _load_assignments(conn, org_id, object_type, object_ids)
     rules = _load_rules(conn, org_id, sorted(assigned))
+    tiers = _load_tiers(conn, org_id, sorted(rules))
     template_ids = sorted({rule.signal_template_id for rs in rules.values() for rule in rs})
     values = _load_values(conn, org_id, object_type, object_ids, template_ids)
     results: list[tuple[uuid.UUID, str, dict[str, DimensionResult]]] = []
@@ -198,7 +225,7 @@ def compute_objects(
             (profile_id, object_id, by_dimension)
             for object_id, by_dimension in zip(members, scored, strict=True)
         )
-    return Computed(object_ids, results)
+    return Computed(object_ids, results, tiers)
 
 
 def _existing_profiles(
@@ -241,22 +268,28 @@ def store_results(
     stats = RecomputeStats(objects=len(object_ids))
     stored = _load_scores(conn, org_id, object_type, object_ids)
     inserts: list[dialect.NewRow] = []
-    # Rows whose score or contributions moved.
+    # Rows whose score, contributions or tier moved.
     changed: list[dialect.ChangedRow] = []
     # Rows that compute identical: only `computed_at` changes.
     touched: list[uuid.UUID] = []
+    no_tiers: dict[str, TierTable] = {}
     for profile_id, object_id, by_dimension in results:
+        tables = computed.tiers.get(profile_id, no_tiers)
         for dimension, result in by_dimension.items():
             old = stored.pop((profile_id, object_id, dimension), None)
             fingerprint = dialect.contributions_fingerprint(result.contributions)
+            table = tables.get(dimension)
+            tier = None if table is None else table.tier_of(result.score)
             if old is None:
-                inserts.append((profile_id, object_id, dimension, result, fingerprint))
-            elif old.score == result.score and _same_contributions(
-                old, result.contributions, fingerprint
+                inserts.append((profile_id, object_id, dimension, result, fingerprint, tier))
+            elif (
+                old.score == result.score
+                and old.tier == tier
+                and _same_contributions(old, result.contributions, fingerprint)
             ):
                 touched.append(old.id)
             else:
-                changed.append((old.id, result, fingerprint))
+                changed.append((old.id, result, fingerprint, tier))
     # Whatever is left has no reason to exist any more.
     deleted = [row.id for row in stored.values()]
     if inserts:  # only new rows need their profile: one deleted since the read gets none

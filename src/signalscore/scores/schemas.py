@@ -1,9 +1,10 @@
-"""Score rows (SPEC §4 Scores, §6)."""
+"""Score rows (SPEC §4 Scores, §6, §9), ranked pages and distributions (SPEC §9)."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from pydantic import Field
 
@@ -32,9 +33,75 @@ class ScoreRow(ResponseModel):
     dimension: Dimension
     score: float = Field(ge=0, le=100)
     previousScore: float | None
+    tier: str | None = Field(
+        description="The profile's tier for this score (SPEC §9); null when none holds it or "
+        "the dimension has no tiers."
+    )
+    previousTier: str | None
     contributions: list[Contribution]
     previousContributions: list[Contribution]
     signalCoverage: int
     totalRules: int
     computedAt: datetime
     version: int
+
+    @classmethod
+    def from_row(cls, row: Any) -> ScoreRow:
+        """From a `score_results` row (`scores.service.SCORE_COLUMNS`)."""
+        return cls(
+            id=row.id,
+            profileId=row.profile_id,
+            organizationId=row.organization_id,
+            objectType=row.object_type,
+            objectId=row.object_id,
+            dimension=row.dimension,
+            score=row.score,
+            previousScore=row.previous_score,
+            tier=row.tier,
+            previousTier=row.previous_tier,
+            contributions=row.contributions,
+            previousContributions=row.previous_contributions,
+            signalCoverage=row.signal_coverage,
+            totalRules=row.total_rules,
+            computedAt=row.computed_at,
+            version=row.version,
+        )
+
+
+class ScorePage(ResponseModel):
+    """A page of a ranked read: `nextCursor` continues exactly after its last row, null on
+    the last page."""
+
+    data: list[ScoreRow]
+    nextCursor: str | None
+
+
+class Bucket(ResponseModel):
+    min: int | float
+    max: int | float
+    count: int
+
+
+class TierCount(ResponseModel):
+    name: str
+    minScore: int | float
+    count: int
+
+
+class Distribution(ResponseModel):
+    dimension: Dimension
+    assigned: int = Field(description="The profile's assignments.")
+    scored: int = Field(description="The profile's score rows in this dimension.")
+    mean: float | None = Field(
+        description="The exact mean of the scored rows' scores, rounded to 2 decimals (half "
+        "to even); null when none is scored."
+    )
+    p50: float | None = Field(description="Nearest-rank median; null when none is scored.")
+    p90: float | None = Field(description="Nearest-rank 90th percentile.")
+    histogram: list[Bucket] = Field(
+        description="Equal widths over [0, 100]: each bucket holds min <= score < max, the "
+        "last one also 100."
+    )
+    tiers: list[TierCount] = Field(
+        description="The dimension's tiers (minScore descending) with how many rows have each."
+    )

@@ -1,0 +1,335 @@
+"""Reading scores (SPEC §4 Scores, §9): by object, ranked, and as a distribution. Reading
+never computes. Every function is scoped to one organisation in its SQL; the answers are
+built from rows by the response models (`ScoreRow.from_row`).
+
+Ranked reads and distributions walk `ix_score_results_rank` (organization, profile,
+dimension, score, object_id, tier):
+
+- A page is ordered by score (either direction), then `objectId` ascending. The index
+  serves the ascending order as it is. For the descending one, only score runs backwards
+  while ties still go by ascending `objectId`, which no single index order gives. The page is
+  therefore read as index ranges that each follow the index: the rest of the cursor's own
+  score (`score = s AND object_id > o`, forwards), then the next rows beyond it (backwards,
+  which is exact for every score above the last one read), and the last score's rows again
+  forwards, from its smallest `objectId`. At most three short range reads, whatever the
+  ties: never a sort of a large group of equal scores.
+- A distribution is one `GROUP BY score, tier` over the index (scores have 2 decimals, so
+  at most 10,001 groups per tier); the histogram, mean, percentiles and tier counts are
+  computed from the groups in Python, exactly.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import uuid
+from bisect import bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Row
+
+from signalscore.db.tables import profile_assignments, score_results
+from signalscore.errors import Invalid
+from signalscore.profiles.service import get_profile
+from signalscore.scores.schemas import Bucket, Distribution, ScoreRow, TierCount
+from signalscore.vocabulary import Dimension
+
+s = score_results
+
+SCORE_COLUMNS = (
+    s.c.id,
+    s.c.profile_id,
+    s.c.organization_id,
+    s.c.object_type,
+    s.c.object_id,
+    s.c.dimension,
+    s.c.score,
+    s.c.previous_score,
+    s.c.tier,
+    s.c.previous_tier,
+    s.c.contributions,
+    s.c.previous_contributions,
+    s.c.signal_coverage,
+    s.c.total_rules,
+    s.c.computed_at,
+    s.c.version,
+)
+
+
+def read_scores(
+    conn: Connection,
+    org_id: str,
+    object_type: str,
+    object_ids: Sequence[str],
+    profile_id: uuid.UUID | None,
+    dimension: str | None,
+) -> list[ScoreRow]:
+    """The rows of these (normalised) objects, in the order of `object_ids`, then
+    `profileId`, then `dimension`."""
+    order = {object_id: i for i, object_id in enumerate(dict.fromkeys(object_ids))}
+    query = sa.select(*SCORE_COLUMNS).where(
+        s.c.organization_id == org_id,
+        s.c.object_type == object_type,
+        s.c.object_id.in_(list(order)),
+    )
+    if profile_id is not None:
+        query = query.where(s.c.profile_id == profile_id)
+    if dimension is not None:
+        query = query.where(s.c.dimension == dimension)
+    rows = list(conn.execute(query))
+    rows.sort(key=lambda r: (order[r.object_id], str(r.profile_id), r.dimension))
+    return [ScoreRow.from_row(r) for r in rows]
+
+
+# --- Ranked reads ------------------------------------------------------------------------
+
+
+Order = Literal["desc", "asc"]
+
+
+@dataclass(frozen=True)
+class RankedRead:
+    """`GET /profiles/{id}/scores`: what to read (`minScore`/`maxScore` inclusive)."""
+
+    dimension: Dimension
+    order: Order = "desc"
+    tier: str | None = None
+    min_score: float | None = None
+    max_score: float | None = None
+    limit: int = 100
+    cursor: str | None = None
+
+    def fingerprint(self, profile_id: uuid.UUID) -> str:
+        """What a cursor belongs to: the same profile, dimension, order and filters."""
+        what: list[Any] = [str(profile_id), self.dimension, self.order, self.tier]
+        what += [self.min_score, self.max_score]
+        return hashlib.blake2b(json.dumps(what).encode(), digest_size=6).hexdigest()
+
+
+@dataclass(frozen=True)
+class _Range:
+    """Scores a read may return: low <= score, and score <= high (or < high if open)."""
+
+    low: float = 0.0
+    high: float = 100.0
+    high_open: bool = False
+
+    def empty(self) -> bool:
+        return self.low > self.high or (self.high_open and self.low >= self.high)
+
+    def where(self) -> list[sa.ColumnElement[bool]]:
+        upper = s.c.score < self.high if self.high_open else s.c.score <= self.high
+        return [s.c.score >= self.low, upper]
+
+
+def _bad_cursor(why: str) -> Invalid:
+    return Invalid.one("cursor", "INVALID_CURSOR", why)
+
+
+def encode_cursor(fingerprint: str, score: float, object_id: str) -> str:
+    text = json.dumps([fingerprint, score, object_id], separators=(",", ":"))
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, fingerprint: str) -> tuple[float, str]:
+    """The (score, objectId) a cursor continues after; 422 `INVALID_CURSOR` for anything that
+    is not a cursor of this very read (another profile, dimension, order or filter)."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        belongs, score, object_id = json.loads(text)
+    except (ValueError, TypeError):
+        raise _bad_cursor("'cursor' is not a cursor this API returned") from None
+    if (
+        belongs != fingerprint
+        or not isinstance(score, float | int)
+        or isinstance(score, bool)
+        or not math.isfinite(score)
+        or not isinstance(object_id, str)
+    ):
+        raise _bad_cursor(
+            "'cursor' belongs to another read: send the same dimension, order and filters "
+            "as the request that returned it"
+        )
+    return float(score), object_id
+
+
+def _tier_range(tiers: list[dict[str, Any]], name: str) -> tuple[str, _Range]:
+    """The tier's stored name (matched ignoring case, as names are unique) and its scores:
+    from its `minScore` up to the next larger one (exclusive), or 100."""
+    for i, tier in enumerate(tiers):  # minScore descending
+        if tier["name"].casefold() == name.casefold():
+            if i == 0:
+                return tier["name"], _Range(low=float(tier["minScore"]))
+            upper = float(tiers[i - 1]["minScore"])
+            return tier["name"], _Range(low=float(tier["minScore"]), high=upper, high_open=True)
+    known = ", ".join(repr(t["name"]) for t in tiers) or "none"
+    raise Invalid.one(
+        "tier", "UNKNOWN_TIER", f"the profile has no tier {name!r} in this dimension ({known})"
+    )
+
+
+def _intersect(a: _Range, b: _Range) -> _Range:
+    if a.high < b.high or (a.high == b.high and a.high_open):
+        high, high_open = a.high, a.high_open
+    else:
+        high, high_open = b.high, b.high_open
+    return _Range(low=max(a.low, b.low), high=high, high_open=high_open)
+
+
+def ranked_page(
+    conn: Connection, org_id: str, profile_id: uuid.UUID, read: RankedRead
+) -> tuple[list[Row[Any]], str | None]:
+    """One page of the profile's rows in `read.dimension`, by score (`read.order`), then
+    `objectId` ascending, and the cursor of the next page (None on the last)."""
+    profile = get_profile(conn, org_id, profile_id)
+    fingerprint = read.fingerprint(profile_id)
+    after = None if read.cursor is None else decode_cursor(read.cursor, fingerprint)
+    scores = _Range(
+        low=0.0 if read.min_score is None else read.min_score,
+        high=100.0 if read.max_score is None else read.max_score,
+    )
+    filters: list[sa.ColumnElement[bool]] = [
+        s.c.organization_id == org_id,
+        s.c.profile_id == profile_id,
+        s.c.dimension == read.dimension,
+    ]
+    if read.tier is not None:
+        tiers = (profile.tiers or {}).get(read.dimension, [])
+        name, held = _tier_range([t.model_dump() for t in tiers], read.tier)
+        # The stored tier decides; the range only lets the read start where the tier does.
+        filters.append(s.c.tier == name)
+        scores = _intersect(scores, held)
+    if scores.empty():
+        return [], None
+    base = sa.select(*SCORE_COLUMNS).where(*filters, *scores.where())
+    wanted = read.limit + 1  # one more than a page: whether another page follows
+    rows: list[Row[Any]] = []
+    if after is not None:
+        score, object_id = after
+        rows += conn.execute(
+            base.where(s.c.score == score, s.c.object_id > object_id)
+            .order_by(s.c.object_id)
+            .limit(wanted)
+        )
+    if len(rows) < wanted:
+        rows += _beyond(
+            conn, base, read.order, None if after is None else after[0], wanted - len(rows)
+        )
+    page = rows[: read.limit]
+    more = len(rows) > read.limit
+    last = page[-1] if page else None
+    cursor = encode_cursor(fingerprint, last.score, last.object_id) if more and last else None
+    return page, cursor
+
+
+def _beyond(
+    conn: Connection, base: sa.Select[Any], order: Order, score: float | None, n: int
+) -> list[Row[Any]]:
+    """The first `n` rows whose score lies strictly beyond `score` in `order` (all rows when
+    `score` is None), by score, then `objectId` ascending."""
+    if order == "asc":
+        query = base if score is None else base.where(s.c.score > score)
+        return list(conn.execute(query.order_by(s.c.score, s.c.object_id).limit(n)))
+    query = base if score is None else base.where(s.c.score < score)
+    # Backwards down the index: exact for every score but the last one read, whose rows
+    # came largest objectId first and may be the wrong ones of a larger tie.
+    rows = list(conn.execute(query.order_by(s.c.score.desc(), s.c.object_id.desc()).limit(n)))
+    if len(rows) < n:  # every matching row: the order is the only thing to fix
+        return sorted(rows, key=lambda r: (-r.score, r.object_id))
+    last = rows[-1].score
+    above = sorted((r for r in rows if r.score != last), key=lambda r: (-r.score, r.object_id))
+    tie = conn.execute(base.where(s.c.score == last).order_by(s.c.object_id).limit(n - len(above)))
+    return above + list(tie)
+
+
+# --- Distributions -----------------------------------------------------------------------
+
+
+def bucket_edges(buckets: int) -> list[float]:
+    """The `buckets + 1` edges of equal-width buckets over [0, 100]."""
+    return [100 * i / buckets for i in range(buckets)] + [100.0]
+
+
+def _number(value: float) -> int | float:
+    return int(value) if value.is_integer() else value
+
+
+def nearest_rank(sorted_counts: list[tuple[float, int]], total: int, percent: int) -> float:
+    """The score at rank ceil(percent/100 × total) of the ascending scores (nearest rank),
+    from (score, count) pairs in ascending score order."""
+    rank = max(1, -(-percent * total // 100))
+    seen = 0
+    for score, count in sorted_counts:
+        seen += count
+        if seen >= rank:
+            return score
+    raise ValueError("rank beyond the rows")
+
+
+def distribution(
+    conn: Connection, org_id: str, profile_id: uuid.UUID, dimension: Dimension, buckets: int
+) -> Distribution:
+    """SPEC §9 distribution of the profile's rows in `dimension`."""
+    profile = get_profile(conn, org_id, profile_id)
+    a = profile_assignments
+    assigned = conn.execute(
+        sa.select(sa.func.count())
+        .select_from(a)
+        .where(a.c.organization_id == org_id, a.c.profile_id == profile_id)
+    ).scalar_one()
+    groups = conn.execute(
+        sa.select(s.c.score, s.c.tier, sa.func.count())
+        .where(
+            s.c.organization_id == org_id,
+            s.c.profile_id == profile_id,
+            s.c.dimension == dimension,
+        )
+        .group_by(s.c.score, s.c.tier)
+    ).all()
+    by_score: dict[float, int] = {}
+    by_tier: dict[str | None, int] = {}
+    for score, tier, count in groups:
+        by_score[score] = by_score.get(score, 0) + count
+        by_tier[tier] = by_tier.get(tier, 0) + count
+    ascending = sorted(by_score.items())
+    scored = sum(by_score.values())
+    edges = bucket_edges(buckets)
+    counts = [0] * buckets
+    for score, count in ascending:
+        counts[min(bisect_right(edges, score) - 1, buckets - 1)] += count
+    histogram = [
+        Bucket(min=_number(edges[i]), max=_number(edges[i + 1]), count=counts[i])
+        for i in range(buckets)
+    ]
+    tiers = [
+        TierCount(name=t.name, minScore=t.minScore, count=by_tier.get(t.name, 0))
+        for t in (profile.tiers or {}).get(dimension, [])
+    ]
+    if not scored:
+        return Distribution(
+            dimension=dimension,
+            assigned=assigned,
+            scored=0,
+            mean=None,
+            p50=None,
+            p90=None,
+            histogram=histogram,
+            tiers=tiers,
+        )
+    total = sum((Fraction(score) * count for score, count in ascending), Fraction(0))
+    return Distribution(
+        dimension=dimension,
+        assigned=assigned,
+        scored=scored,
+        mean=float(round(total / scored, 2)),
+        p50=nearest_rank(ascending, scored, 50),
+        p90=nearest_rank(ascending, scored, 90),
+        histogram=histogram,
+        tiers=tiers,
+    )
