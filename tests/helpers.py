@@ -105,12 +105,14 @@ def drain(database: Database, *, max_batches: int = 10_000) -> int:
 
 def expected_scores(database: Database) -> dict[tuple[Any, ...], tuple[Any, ...]]:
     """Every score row that should exist, computed from scratch by the engine over the
-    current rules, assignments and values: {(org, profile, type, object, dimension):
-    (score, contributions, coverage, total rules)}."""
+    current rules, assignments and values, with its tier by `reference_tier` over the
+    profile's current tiers: {(org, profile, type, object, dimension): (score,
+    contributions, coverage, total rules, tier)}."""
     import sqlalchemy as sa
 
     from signalscore.db.tables import (
         profile_assignments,
+        scoring_profiles,
         scoring_rules,
         signal_values,
     )
@@ -129,16 +131,22 @@ def expected_scores(database: Database) -> dict[tuple[Any, ...], tuple[Any, ...]
             key = (v.organization_id, v.object_type, v.object_id)
             values.setdefault(key, {})[v.signal_template_id] = v.value
         assignments = list(conn.execute(sa.select(profile_assignments)))
+        tiers = {
+            (p.organization_id, p.id): p.tiers or {}
+            for p in conn.execute(sa.select(scoring_profiles))
+        }
     expected = {}
     for a in assignments:
         profile_rules = rules.get((a.organization_id, a.profile_id), [])
         object_values = values.get((a.organization_id, a.object_type, a.object_id), {})
+        profile_tiers = tiers[(a.organization_id, a.profile_id)]
         for dimension, result in score_object(profile_rules, object_values).items():
             expected[(a.organization_id, a.profile_id, a.object_type, a.object_id, dimension)] = (
                 result.score,
                 result.contributions,
                 result.signal_coverage,
                 result.total_rules,
+                reference_tier(profile_tiers.get(dimension), result.score),
             )
     return expected
 
@@ -155,6 +163,7 @@ def stored_scores(database: Database) -> dict[tuple[Any, ...], tuple[Any, ...]]:
                 r.contributions,
                 r.signal_coverage,
                 r.total_rules,
+                r.tier,
             )
             for r in conn.execute(sa.select(score_results))
         }
@@ -194,3 +203,12 @@ def fan_out(database: Database) -> int:
         if step is None:
             return queued
         queued += step
+
+
+def reference_tier(tiers: list[dict[str, Any]] | None, score: float) -> str | None:
+    """SPEC §9, written from its words: the name of the tier with the largest `minScore`
+    at or below the score; None when none holds it or there are no tiers."""
+    holding = [t for t in tiers or [] if t["minScore"] <= score]
+    if not holding:
+        return None
+    return max(holding, key=lambda t: t["minScore"])["name"]

@@ -111,6 +111,14 @@ ENDPOINTS = [
         ("name", "description"),
     ),
     Endpoint(
+        "profile tiers",
+        "PUT",
+        "/v1/scoring/profiles/{pid}",
+        {"name": "P", "tiers": {"fit": [{"name": "A", "minScore": 50}]}},
+        ("tiers.fit[0].name",),
+        numbers=("tiers.fit[0].minScore",),
+    ),
+    Endpoint(
         "rule (ranges)",
         "PUT",
         "/v1/scoring/profiles/{pid}/rules",
@@ -255,6 +263,8 @@ READS = [
     "/v1/scoring/profiles",
     "/v1/scoring/profiles/{pid}/rules",
     "/v1/signals/templates",
+    "/v1/scoring/profiles/{pid}/scores?dimension=fit",
+    "/v1/scoring/profiles/{pid}/distribution?dimension=fit",
 ]
 
 
@@ -321,7 +331,7 @@ def _accepts(endpoint: Endpoint, field: str, number: float) -> bool:
     """Whether the contract accepts `number` in this field (SPEC §4, §5)."""
     if not math.isfinite(number):
         return False
-    if endpoint.name == "values (percentage)":
+    if endpoint.name in ("values (percentage)", "profile tiers"):
         return 0 <= number <= 100
     if field.endswith(("points", "Salesforce")):
         return abs(number) <= 1_000_000
@@ -359,6 +369,9 @@ def test_extreme_numbers_are_refused_or_read_back_the_same(
         template = body["values"][0]["signalTemplateId"]
         read = world.call("GET", READS[0]).json()
         stored = [v["value"] for v in read if v["signalTemplateId"] == template]
+    elif endpoint.name == "profile tiers":
+        profile = world.call("GET", "/v1/scoring/profiles/{pid}").json()
+        stored = [profile["tiers"]["fit"][0]["minScore"]]
     else:
         rules = world.call("GET", "/v1/scoring/profiles/{pid}/rules").json()
         rule = next(r for r in rules if r["signalTemplateId"] == body["signalTemplateId"])

@@ -8,9 +8,11 @@ import random
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from signalscore.db.engine import Database
+from signalscore.db.tables import score_results
 from signalscore.recompute import queue
 from signalscore.recompute.worker import Worker, WorkerConfig
 from tests.helpers import Tenant, assert_scores_fresh, drain
@@ -51,6 +53,18 @@ def random_point_values(rng: random.Random, answer_type: str) -> dict[str, Any]:
         ranges.append({"min": low, "max": high, "points": random_points(rng)})
     ranges.append({"min": cuts[-1], "points": random_points(rng)})
     return {"ranges": ranges}
+
+
+def random_tiers(rng: random.Random) -> dict[str, Any] | None:
+    """Tiers for some dimensions, or none: floors include 0 and 100, so scores land exactly
+    on a minScore now and then (every score of an object with no value is 0)."""
+    if rng.random() < 0.2:
+        return None
+    tiers = {}
+    for dimension in rng.sample(["fit", "urgency"], rng.randint(1, 2)):
+        floors = rng.sample([0, 10, 25, 33.33, 50, 62.5, 75, 90, 100], rng.randint(1, 4))
+        tiers[dimension] = [{"name": f"T{floor}", "minScore": floor} for floor in floors]
+    return tiers
 
 
 def random_value(rng: random.Random, answer_type: str) -> Any:
@@ -110,8 +124,9 @@ class Session:
                 "compute",
                 "drain_some",
                 "delete_profile_rule_all",
+                "tiers",
             ],
-            weights=[20, 6, 10, 6, 6, 30, 6, 14, 1],
+            weights=[20, 6, 10, 6, 6, 30, 6, 14, 1, 6],
         )[0]
         profile = rng.choice(self.profiles)
         if op == "upsert":
@@ -183,6 +198,14 @@ class Session:
                     }
                 )
             self.ok(c.put("/v1/signals/values", headers=h, json={"values": items}))
+        elif op == "tiers":
+            self.ok(
+                c.put(
+                    f"/v1/scoring/profiles/{profile}",
+                    headers=h,
+                    json={"name": "P", "tiers": random_tiers(rng)},
+                )
+            )
         elif op == "compute":
             self.ok(
                 c.post(
@@ -218,13 +241,19 @@ def test_scores_equal_a_from_scratch_computation_after_random_operations(
     monkeypatch.setattr(queue, "FAN_OUT_CHUNK", chunk)
     session = Session(client, tenant, database, seed)
     seen: set[str] = set()
+    tiered = 0  # rows with a tier at the checks: tiers were really checked
     for index in range(1, 241):
-        seen.add(session.step())
-        if index % 80 == 0:
+        op = session.step()
+        seen.add(op)
+        # Checked at once after a tier change too, before another write can hide a missed
+        # re-tier by queueing the same objects again.
+        if index % 40 == 0 or op == "tiers":
             drain(database)
             assert_scores_fresh(database)
+            tiered += _rows_with_a_tier(database)
     drain(database)
     assert_scores_fresh(database)
+    assert tiered > 0
     assert seen >= {
         "upsert",
         "delete_rule",
@@ -234,6 +263,7 @@ def test_scores_equal_a_from_scratch_computation_after_random_operations(
         "values",
         "compute",
         "drain_some",
+        "tiers",
     }
     # The run produced real work to check, not an empty world.
     rows = client.get(
@@ -242,3 +272,14 @@ def test_scores_equal_a_from_scratch_computation_after_random_operations(
         params=[("objectType", "company"), *[("objectId", c) for c in COMPANIES]],
     ).json()
     assert rows
+
+
+def _rows_with_a_tier(database: Database) -> int:
+    with database.read() as conn:
+        return int(
+            conn.execute(
+                sa.select(sa.func.count())
+                .select_from(score_results)
+                .where(score_results.c.tier.is_not(None))
+            ).scalar_one()
+        )

@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import math
 import uuid
 from bisect import bisect_right
 from collections.abc import Sequence
@@ -137,21 +136,30 @@ def encode_cursor(fingerprint: str, score: float, object_id: str) -> str:
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
+def _storable(object_id: Any) -> bool:
+    """Whether a cursor's objectId could be a stored one: text of at most 512 characters
+    (500 before normalisation, a contact's canonical URL adds a little) that PostgreSQL can
+    hold (no NUL, valid UTF-8)."""
+    if not isinstance(object_id, str) or len(object_id) > 512 or "\x00" in object_id:
+        return False
+    try:
+        object_id.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def decode_cursor(cursor: str, fingerprint: str) -> tuple[float, str]:
     """The (score, objectId) a cursor continues after; 422 `INVALID_CURSOR` for anything that
     is not a cursor of this very read (another profile, dimension, order or filter)."""
     try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        belongs, score, object_id = json.loads(text)
-    except (ValueError, TypeError):
+        text = base64.b64decode(cursor + "=" * (-len(cursor) % 4), b"-_", validate=True)
+        belongs, score, object_id = json.loads(text.decode())
+        if not _storable(object_id) or not 0 <= score <= 100 or isinstance(score, bool):
+            raise ValueError("not a position")
+    except (ValueError, TypeError, RecursionError):
         raise _bad_cursor("'cursor' is not a cursor this API returned") from None
-    if (
-        belongs != fingerprint
-        or not isinstance(score, float | int)
-        or isinstance(score, bool)
-        or not math.isfinite(score)
-        or not isinstance(object_id, str)
-    ):
+    if belongs != fingerprint:
         raise _bad_cursor(
             "'cursor' belongs to another read: send the same dimension, order and filters "
             "as the request that returned it"
