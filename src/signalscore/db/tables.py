@@ -24,6 +24,10 @@ NAMING_CONVENTION = {
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
+OBJECT_ID_CODE_POINT_ORDER = sa.String(500).with_variant(
+    sa.String(500, collation="C"), "postgresql"
+)
+
 ORG_ID = sa.String(24)
 # JSONB on PostgreSQL (compact, comparable), JSON text on SQLite.
 JSON_DOCUMENT = sa.JSON().with_variant(JSONB(), "postgresql")
@@ -230,7 +234,10 @@ score_results = sa.Table(
     sa.Column("id", sa.Uuid(), primary_key=True),
     sa.Column("profile_id", sa.Uuid(), nullable=False),
     sa.Column("object_type", sa.String(16), nullable=False),
-    sa.Column("object_id", sa.String(500), nullable=False),
+    # Ranked reads order ties by objectId in code point order on both backends: SQLite's
+    # BINARY collation does, and on PostgreSQL the column is "C" whatever the database's
+    # default collation (migration 0011).
+    sa.Column("object_id", OBJECT_ID_CODE_POINT_ORDER, nullable=False),
     sa.Column("dimension", sa.String(16), nullable=False),
     sa.Column("score", sa.Float(), nullable=False),
     sa.Column("previous_score", sa.Float(), nullable=True),

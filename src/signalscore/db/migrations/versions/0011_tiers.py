@@ -32,6 +32,16 @@ def upgrade() -> None:
             nullable=True,
         ),
     )
+    if op.get_bind().dialect.name == "postgresql":
+        # Ties of a ranked read go by objectId in code point order, as on SQLite, whatever
+        # the database's default collation (en_US would put "a-b.com" after "ab.com").
+        op.alter_column(
+            "score_results",
+            "object_id",
+            type_=sa.String(500, collation="C"),
+            existing_type=sa.String(500),
+            existing_nullable=False,
+        )
     op.add_column("score_results", sa.Column("tier", sa.String(50), nullable=True))
     op.add_column("score_results", sa.Column("previous_tier", sa.String(50), nullable=True))
     op.create_index(
@@ -48,3 +58,11 @@ def downgrade() -> None:
         batch.drop_column("tier")
     with op.batch_alter_table("scoring_profiles") as batch:
         batch.drop_column("tiers")
+    if op.get_bind().dialect.name == "postgresql":
+        op.alter_column(
+            "score_results",
+            "object_id",
+            type_=sa.String(500),
+            existing_type=sa.String(500, collation="C"),
+            existing_nullable=False,
+        )
