@@ -30,6 +30,7 @@ from signalscore.db.engine import Database
 from signalscore.db.migrate import upgrade_to_head
 from signalscore.recompute.queue import enqueue_objects
 from signalscore.recompute.worker import claim_batch, compute_claimed
+from signalscore.scores.service import RankedRead, distribution, ranked_page
 from signalscore.signals import service as signals
 from signalscore.signals.schemas import SignalValueIn
 from tests.conftest import scratch_postgres_engine
@@ -97,6 +98,7 @@ class Stale:
     org_id: str
     profile: str
     other_profile: str
+    current: bool = False  # statistics describe the loaded tables (the control)
 
 
 def _analyse(engine: sa.Engine) -> None:
@@ -124,7 +126,7 @@ def stale(request: pytest.FixtureRequest) -> Iterator[Stale]:
                 conn.execute(sa.text(statement), p)
         if request.param == "analysed after the load":
             _analyse(engine)
-        yield Stale(db, org_id, profile, other)
+        yield Stale(db, org_id, profile, other, request.param == "analysed after the load")
         db.dispose()
 
 
@@ -315,3 +317,63 @@ def test_a_value_write_keeps_the_full_key_on_postgresql(stale: Stale, plans: Pla
     # The existing values, and the assignments of the objects whose changed values a rule
     # reads (t00 has rules, t01 none).
     assert _check(plans) >= {"signal_values", "profile_assignments"}
+
+
+def _rank_scans(plans: Plans) -> list[tuple[str, dict[str, Any]]]:
+    """Every scan of score_results in the captured plans, with its statement."""
+    return [
+        (statement, node)
+        for statement, plan in plans.plans
+        for node in _nodes(plan)
+        if _table(node) == "score_results"
+    ]
+
+
+def test_ranked_reads_and_distributions_walk_the_rank_index_on_postgresql(
+    stale: Stale, plans: Plans
+) -> None:
+    """A page is a few range reads of `ix_score_results_rank` with nothing sorted after
+    them, and the distribution one scan of it, whatever the statistics say. (With current
+    statistics the planner may read a distribution of most of the table sequentially
+    instead: its choice, made knowing the table.)"""
+    profile = uuid.UUID(stale.profile)
+    with plans.capture(), stale.db.read() as conn:
+        first, cursor = ranked_page(
+            conn, stale.org_id, profile, RankedRead(dimension="fit", limit=100)
+        )
+        assert len(first) == 100
+        assert cursor is not None
+        for order in ("desc", "asc"):
+            ranked_page(
+                conn,
+                stale.org_id,
+                profile,
+                RankedRead(dimension="fit", order=order, limit=100, min_score=0, max_score=50),
+            )
+        read = RankedRead(dimension="fit", limit=100, cursor=cursor)
+        second, _ = ranked_page(conn, stale.org_id, profile, read)
+        assert second[0].object_id > first[-1].object_id  # one big tie at 0, by objectId
+        found = distribution(conn, stale.org_id, profile, "fit", 10)
+    assert found.scored > 0
+    scans = _rank_scans(plans)
+    assert len(scans) >= 5
+    problems = [
+        f"{node['Node Type']} on {node.get('Index Name')} in: {' '.join(statement.split())[:120]}"
+        for statement, node in scans
+        if not (stale.current and "GROUP BY" in statement)
+        and (
+            node["Node Type"] not in ("Index Scan", "Index Only Scan")
+            or node.get("Index Name") != "ix_score_results_rank"
+            or not _mentions(node.get("Index Cond"), "dimension")
+        )
+    ]
+    assert not problems, "\n".join(problems)
+    # No page sorts what it read: ORDER BY ... LIMIT is the index order itself.
+    sorts = [
+        " ".join(statement.split())[:120]
+        for statement, plan in plans.plans
+        if "GROUP BY" not in statement
+        for node in _nodes(plan)
+        if node["Node Type"] in ("Sort", "Incremental Sort")
+    ]
+    assert not sorts, "\n".join(sorts)
