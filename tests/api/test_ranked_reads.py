@@ -421,3 +421,31 @@ def test_an_empty_range_is_an_empty_page(world: World, ranked: tuple[str, Any]) 
         params={"dimension": "fit", "tier": "A", "maxScore": 50},
     )
     assert response.json() == {"data": [], "nextCursor": None}
+
+
+def test_a_page_that_would_pass_the_size_limit_stops_early_with_a_cursor(
+    world: World, ranked: tuple[str, dict[Any, float]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the limit at a few rows' size, pages come shorter than `limit`, and the walk
+    still returns every row once, in order."""
+    from signalscore.scores import router
+
+    monkeypatch.setattr(router, "MAX_RESPONSE_BYTES", 4_000)
+    profile_id, scores = ranked
+    params = {"dimension": "fit", "limit": 1000}
+    rows: list[dict[str, Any]] = []
+    sizes = []
+    cursor = None
+    while True:
+        query = params if cursor is None else {**params, "cursor": cursor}
+        response = world.call("GET", f"/v1/scoring/profiles/{profile_id}/scores", params=query)
+        assert response.status_code == 200, response.text
+        assert len(response.content) <= 4_000
+        page = response.json()
+        rows += page["data"]
+        sizes.append(len(page["data"]))
+        cursor = page["nextCursor"]
+        if cursor is None:
+            break
+    assert 1 < max(sizes) < 1000
+    assert [(r["objectId"], r["score"]) for r in rows] == from_scratch(scores, TIERS, params)
