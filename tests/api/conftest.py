@@ -116,3 +116,45 @@ def snapshot(database: Database) -> dict[str, list[tuple[Any, ...]]]:
             rows = conn.execute(sa.select(table)).all()
             result[table.name] = sorted(tuple(map(repr, row)) for row in rows)
     return result
+
+
+def score_through_pipeline(
+    world: World,
+    database: Database,
+    profile_id: str,
+    rule: dict[str, Any],
+    values: dict[str, Any],
+    objects: list[str] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Through the API: the rule on the profile, each object's value of the rule's template,
+    the objects (`values`' keys, or `objects`) assigned in bulk; then the workers run until
+    the queue is empty. Returns the objects' fit rows by objectId, as GET /scores reads them."""
+    from tests.helpers import drain, fan_out
+
+    put = world.call("PUT", f"/v1/scoring/profiles/{profile_id}/rules", json=rule)
+    assert put.status_code == 200, put.text
+    template = rule["signalTemplateId"]
+    items = [
+        {"objectType": "company", "objectId": o, "signalTemplateId": template, "value": v}
+        for o, v in values.items()
+    ]
+    assert world.call("PUT", "/v1/signals/values", json={"values": items}).status_code == 200
+    objects = list(values) if objects is None else objects
+    bulk = world.call(
+        "POST",
+        "/v1/scoring/assignments/bulk",
+        json={"profileId": profile_id, "objectType": "company", "objectIds": objects},
+    )
+    assert bulk.status_code == 201, bulk.text
+    fan_out(database)
+    drain(database)
+    return fit_rows(world, profile_id, objects)
+
+
+def fit_rows(world: World, profile_id: str, objects: list[str]) -> dict[str, dict[str, Any]]:
+    """The objects' rows in the profile's fit dimension, by objectId (GET /scores)."""
+    params = [("objectType", "company"), ("profileId", profile_id)]
+    rows = world.call(
+        "GET", "/v1/scoring/scores", params=[*params, *[("objectId", o) for o in objects]]
+    ).json()
+    return {row["objectId"]: row for row in rows if row["dimension"] == "fit"}

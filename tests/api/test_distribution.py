@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from signalscore.db.engine import Database
-from tests.api.conftest import World
+from tests.api.conftest import World, score_through_pipeline
 from tests.api.test_ranked_reads import TIERS, insert_rows, make_profile
-from tests.helpers import assert_error, drain, fan_out, reference_tier
+from tests.helpers import assert_error, reference_tier
 
 
 def reference(
@@ -137,55 +137,22 @@ def test_a_profile_scored_by_the_pipeline(world: World, database: Database) -> N
     """End to end: values, a rule and tiers through the API; the distribution agrees with
     the reference over what GET /scores returns."""
     profile_id = make_profile(world, TIERS)
-    world.call(
-        "PUT",
-        f"/v1/scoring/profiles/{profile_id}/rules",
-        json={
-            "signalTemplateId": "growth",
-            "dimension": "fit",
-            "answerType": "percentage",
-            "pointValues": {
-                "ranges": [
-                    {"max": 30, "points": 1},
-                    {"min": 30, "max": 60, "points": 5},
-                    {"min": 60, "points": 8},
-                ]
-            },
-        },
-    )
-    objects = [f"g{i}.com" for i in range(30)]
-    world.call(
-        "PUT",
-        "/v1/signals/values",
-        json={
-            "values": [
-                {
-                    "objectType": "company",
-                    "objectId": o,
-                    "signalTemplateId": "growth",
-                    "value": 3 * i,
-                }
-                for i, o in enumerate(objects[:25])  # five have no value: score 0
+    rule = {
+        "signalTemplateId": "growth",
+        "dimension": "fit",
+        "answerType": "percentage",
+        "pointValues": {
+            "ranges": [
+                {"max": 30, "points": 1},
+                {"min": 30, "max": 60, "points": 5},
+                {"min": 60, "points": 8},
             ]
         },
-    )
-    world.call(
-        "POST",
-        "/v1/scoring/assignments/bulk",
-        json={"profileId": profile_id, "objectType": "company", "objectIds": objects},
-    )
-    fan_out(database)
-    drain(database)
-    rows = world.call(
-        "GET",
-        "/v1/scoring/scores",
-        params=[
-            ("objectType", "company"),
-            ("profileId", profile_id),
-            *[("objectId", o) for o in objects],
-        ],
-    ).json()
-    scores = [row["score"] for row in rows if row["dimension"] == "fit"]
+    }
+    objects = [f"g{i}.com" for i in range(30)]
+    values = {o: 3 * i for i, o in enumerate(objects[:25])}  # five have no value: score 0
+    rows = score_through_pipeline(world, database, profile_id, rule, values, objects)
+    scores = [row["score"] for row in rows.values()]
     assert len(scores) == 30
     got = read(world, profile_id, buckets=5)
     assert got == {"dimension": "fit", **reference(scores, TIERS, 5, 30)}

@@ -15,8 +15,8 @@ import pytest
 from signalscore.db.engine import Database
 from signalscore.db.tables import profile_assignments, score_results
 from signalscore.db.types import utcnow
-from tests.api.conftest import World
-from tests.helpers import Tenant, assert_error, drain, fan_out, reference_tier
+from tests.api.conftest import World, score_through_pipeline
+from tests.helpers import Tenant, assert_error, reference_tier
 
 TIERS = [
     {"name": "A", "minScore": 80},
@@ -258,52 +258,22 @@ def test_rows_the_pipeline_computed_walk_the_same(world: World, database: Databa
     """End to end: values, a rule and tiers through the API, the pipeline computes, and
     the ranked read agrees with a sort of what GET /scores returns."""
     profile_id = make_profile(world, TIERS)
-    rule = world.call(
-        "PUT",
-        f"/v1/scoring/profiles/{profile_id}/rules",
-        json={
-            "signalTemplateId": "employees",
-            "dimension": "fit",
-            "answerType": "number",
-            "pointValues": {
-                "ranges": [
-                    {"max": 10, "points": 0},
-                    {"min": 10, "max": 100, "points": 5},
-                    {"min": 100, "max": 1000, "points": 8},
-                    {"min": 1000, "points": 10},
-                ]
-            },
+    rule = {
+        "signalTemplateId": "employees",
+        "dimension": "fit",
+        "answerType": "number",
+        "pointValues": {
+            "ranges": [
+                {"max": 10, "points": 0},
+                {"min": 10, "max": 100, "points": 5},
+                {"min": 100, "max": 1000, "points": 8},
+                {"min": 1000, "points": 10},
+            ]
         },
-    )
-    assert rule.status_code == 200, rule.text
-    objects = [f"e{i}.com" for i in range(40)]
-    values = [
-        {
-            "objectType": "company",
-            "objectId": o,
-            "signalTemplateId": "employees",
-            "value": 7 ** (i % 5),
-        }
-        for i, o in enumerate(objects)
-    ]
-    assert world.call("PUT", "/v1/signals/values", json={"values": values}).status_code == 200
-    world.call(
-        "POST",
-        "/v1/scoring/assignments/bulk",
-        json={"profileId": profile_id, "objectType": "company", "objectIds": objects},
-    )
-    fan_out(database)
-    drain(database)
-    stored = world.call(
-        "GET",
-        "/v1/scoring/scores",
-        params=[
-            ("objectType", "company"),
-            ("profileId", profile_id),
-            *[("objectId", o) for o in objects],
-        ],
-    ).json()
-    scores = {(row["objectId"], row["dimension"]): row["score"] for row in stored}
+    }
+    values = {f"e{i}.com": 7 ** (i % 5) for i in range(40)}
+    by_id = score_through_pipeline(world, database, profile_id, rule, values)
+    scores = {(object_id, "fit"): row["score"] for object_id, row in by_id.items()}
     assert len(set(scores.values())) == 4  # ties in every group
     for params in (
         {"dimension": "fit", "limit": 3},
@@ -312,7 +282,6 @@ def test_rows_the_pipeline_computed_walk_the_same(world: World, database: Databa
     ):
         got = walk(world, profile_id, params)
         assert [(r["objectId"], r["score"]) for r in got] == from_scratch(scores, TIERS, params)
-        by_id = {r["objectId"]: r for r in stored}
         assert all(r == by_id[r["objectId"]] for r in got)  # the same rows, field for field
 
 

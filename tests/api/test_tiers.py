@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from signalscore.db.engine import Database
-from tests.api.conftest import World, snapshot
+from tests.api.conftest import World, fit_rows, score_through_pipeline, snapshot
 from tests.helpers import assert_error, drain, fan_out, reference_tier
 
 ABC = {
@@ -164,40 +164,14 @@ def _scored_world(world: World, database: Database, values: dict[str, float]) ->
     pid = create(world, ...).json()["id"]
     ranges: list[dict[str, Any]] = [{"min": i, "max": i + 2, "points": i} for i in range(0, 98, 2)]
     ranges.append({"min": 98, "points": 100})
-    rule = world.call(
-        "PUT",
-        f"/v1/scoring/profiles/{pid}/rules",
-        json={
-            "signalTemplateId": "growth",
-            "dimension": "fit",
-            "answerType": "percentage",
-            "pointValues": {"ranges": ranges},
-        },
-    )
-    assert rule.status_code == 200, rule.text
-    items = [
-        {"objectType": "company", "objectId": o, "signalTemplateId": "growth", "value": v}
-        for o, v in values.items()
-    ]
-    assert world.call("PUT", "/v1/signals/values", json={"values": items}).status_code == 200
-    bulk = world.call(
-        "POST",
-        "/v1/scoring/assignments/bulk",
-        json={"profileId": pid, "objectType": "company", "objectIds": list(values)},
-    )
-    assert bulk.status_code == 201, bulk.text
-    fan_out(database)
-    drain(database)
-    return pid
-
-
-def _rows(world: World, pid: str, objects: list[str]) -> dict[str, dict[str, Any]]:
-    rows = world.call(
-        "GET",
-        "/v1/scoring/scores",
-        params=[("objectType", "company"), ("profileId", pid), *[("objectId", o) for o in objects]],
-    ).json()
-    return {row["objectId"]: row for row in rows if row["dimension"] == "fit"}
+    rule = {
+        "signalTemplateId": "growth",
+        "dimension": "fit",
+        "answerType": "percentage",
+        "pointValues": {"ranges": ranges},
+    }
+    score_through_pipeline(world, database, pid, rule, values)
+    return str(pid)
 
 
 def _set_tiers(world: World, database: Database, pid: str, tiers: Any) -> None:
@@ -212,7 +186,7 @@ def test_changing_tiers_re_tiers_every_row_and_moves_version(
 ) -> None:
     values = {"a.com": 90, "b.com": 50, "c.com": 10, "d.com": 0}
     pid = _scored_world(world, database, values)
-    before = _rows(world, pid, list(values))
+    before = fit_rows(world, pid, list(values))
     assert {o: (r["score"], r["tier"], r["version"]) for o, r in before.items()} == {
         "a.com": (90, None, 1),
         "b.com": (50, None, 1),
@@ -220,7 +194,7 @@ def test_changing_tiers_re_tiers_every_row_and_moves_version(
         "d.com": (0, None, 1),
     }
     _set_tiers(world, database, pid, ABC)
-    after = _rows(world, pid, list(values))
+    after = fit_rows(world, pid, list(values))
     assert {o: (r["tier"], r["previousTier"], r["version"]) for o, r in after.items()} == {
         "a.com": ("A", None, 2),
         "b.com": ("B", None, 2),
@@ -238,7 +212,7 @@ def test_changing_tiers_re_tiers_every_row_and_moves_version(
         pid,
         {"fit": [{"name": "A", "minScore": 80}, {"name": "C", "minScore": 20}]},
     )
-    last = _rows(world, pid, list(values))
+    last = fit_rows(world, pid, list(values))
     assert {o: (r["tier"], r["previousTier"], r["version"]) for o, r in last.items()} == {
         "a.com": ("A", None, 2),
         "b.com": ("C", "B", 3),
@@ -246,7 +220,7 @@ def test_changing_tiers_re_tiers_every_row_and_moves_version(
         "d.com": (None, "C", 3),
     }
     _set_tiers(world, database, pid, None)
-    assert all(r["tier"] is None for r in _rows(world, pid, list(values)).values())
+    assert all(r["tier"] is None for r in fit_rows(world, pid, list(values)).values())
 
 
 def test_the_same_tiers_again_queue_nothing(world: World, database: Database) -> None:
@@ -268,13 +242,13 @@ def test_stored_tiers_equal_the_reference_for_random_tiers(
     rng = random.Random(seed)
     values = {f"co{i}.com": rng.choice([0, 100, 50, rng.randint(0, 100)]) for i in range(25)}
     pid = _scored_world(world, database, values)
-    scores = {o: r["score"] for o, r in _rows(world, pid, list(values)).items()}
+    scores = {o: r["score"] for o, r in fit_rows(world, pid, list(values)).items()}
     for _ in range(3):
         # Floors drawn from the scores themselves, so some land exactly on a minScore.
         pool = sorted({*scores.values(), 0, 12.5, 100, rng.uniform(0, 100)})
         floors = rng.sample(pool, rng.randint(1, min(10, len(pool))))
         tiers = [{"name": f"T{i}", "minScore": f} for i, f in enumerate(floors)]
         _set_tiers(world, database, pid, {"fit": tiers})
-        rows = _rows(world, pid, list(values))
+        rows = fit_rows(world, pid, list(values))
         for object_id, row in rows.items():
             assert row["tier"] == reference_tier(tiers, row["score"]), (object_id, row["score"])
