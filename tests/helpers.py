@@ -211,4 +211,5 @@ def reference_tier(tiers: list[dict[str, Any]] | None, score: float) -> str | No
     holding = [t for t in tiers or [] if t["minScore"] <= score]
     if not holding:
         return None
-    return max(holding, key=lambda t: t["minScore"])["name"]
+    name: str = max(holding, key=lambda t: t["minScore"])["name"]
+    return name

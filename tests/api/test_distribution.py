@@ -36,7 +36,7 @@ def reference(
     return {
         "assigned": assigned,
         "scored": n,
-        "mean": float(round(sum(map(Fraction, scores)) / n, 2)) if n else None,
+        "mean": float(round(sum(map(Fraction, scores), Fraction(0)) / n, 2)) if n else None,
         "p50": rank(50),
         "p90": rank(90),
         "histogram": histogram,
@@ -76,7 +76,7 @@ def check(
     if rows:
         insert_rows(database, world.tenant.org_id, profile_id, rows, tiers)
     assigned = len({object_id for object_id, _ in rows})
-    params = {} if buckets is None else {"buckets": buckets}
+    params: dict[str, Any] = {} if buckets is None else {"buckets": buckets}
     got = read(world, profile_id, **params)
     expected = reference(scores, tiers or [], buckets or 10, assigned)
     assert got == {"dimension": "fit", **expected}

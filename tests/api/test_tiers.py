@@ -157,7 +157,7 @@ def test_the_same_tiers_in_the_same_dimension_of_the_other_are_fine(world: World
 # --- tiers on score rows ------------------------------------------------------------------
 
 
-def _scored_world(world: World, database: Database, values: dict[str, float]) -> str:
+def _scored_world(world: World, database: Database, values: dict[str, Any]) -> str:
     """A profile whose fit score is each object's `growth` value rounded down to an even
     number (one range per 2 points, the most 50 ranges allow; 98 and up score 100), with
     the objects assigned and scored."""
