@@ -67,6 +67,13 @@ NOT_EXPRESSIBLE = {
     "OBJECT_ID_TOO_LONG",
     # An answer larger than the response bound.
     "RESPONSE_TOO_LARGE",
+    # Tiers: names and minScores unique in a dimension (names ignoring case); a tier filter
+    # names a tier the profile has (stored state); a cursor is one this API returned for
+    # the same read (any string fits its schema).
+    "DUPLICATE_TIER_NAME",
+    "DUPLICATE_MIN_SCORE",
+    "UNKNOWN_TIER",
+    "INVALID_CURSOR",
 }
 # Query parameters cannot depend on each other: whether `objectId` is a domain or a LinkedIn
 # URL depends on `objectType` (in bodies the document states it, one variant per type).
