@@ -115,10 +115,13 @@ def update_profile(
         values["description"] = body.description
     if "tiers" in body.model_fields_set:
         values["tiers"] = tiers = checked_tiers(body.tiers)
+        # FOR NO KEY UPDATE, as the UPDATE below takes anyway: concurrent re-tierings of one
+        # profile compare against each other's result, and a worker's FOR KEY SHARE on the
+        # profile (`recompute.compute`) does not wait for it.
         stored = conn.execute(
             sa.select(p.c.tiers)
             .where(p.c.organization_id == org_id, p.c.id == profile_id)
-            .with_for_update()
+            .with_for_update(key_share=True)
         ).one_or_none()
         if stored is None:
             raise NotFound("scoring profile not found", error_code="PROFILE_NOT_FOUND")
