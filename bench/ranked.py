@@ -5,6 +5,7 @@ with a keyset cursor, and its score distribution, over HTTP, on a profile of 1,0
                            [--first-pages 200] [--walk 300] [--random 200] [--tie-pages 100]
                            [--distributions 10] [--keep]
 
+Results and plans are recorded in docs/benchmarks.md ("Ranked reads and distributions").
 In a scratch database created (and dropped) by this run:
 
 1. Setup (timed, not a target): migrations, an organisation and its API key, the 11 fit
@@ -93,7 +94,7 @@ from _common import (
 from signalscore.auth.service import create_organization
 from signalscore.db.engine import Database, create_db_engine
 from signalscore.db.migrate import upgrade_to_head
-from signalscore.db.tables import profile_assignments, score_results
+from signalscore.db.tables import score_results
 from signalscore.engine import Rule, compile_profile
 from signalscore.profiles.schemas import ProfileCreate
 from signalscore.profiles.service import create_profile
@@ -133,8 +134,12 @@ def configure(db: Database) -> tuple[str, str, uuid.UUID, list[Rule]]:
             create_template(
                 conn,
                 org.id,
-                TemplateCreate(id=template_id, name=template_id, objectType="company",
-                               answerType=answer_types[template_id]),  # fmt: skip
+                TemplateCreate(
+                    id=template_id,
+                    name=template_id,
+                    objectType="company",
+                    answerType=answer_types[template_id],
+                ),
             )
         tiers = {"fit": [{"name": name, "minScore": floor} for name, floor in TIERS]}
         profile = create_profile(
@@ -149,8 +154,12 @@ def configure(db: Database) -> tuple[str, str, uuid.UUID, list[Rule]]:
                 conn,
                 org.id,
                 profile.id,
-                RuleUpsert(signalTemplateId=template_id, dimension="fit",
-                           answerType=answer_type, pointValues=point_values),  # fmt: skip
+                RuleUpsert(
+                    signalTemplateId=template_id,
+                    dimension="fit",
+                    answerType=answer_type,
+                    pointValues=point_values,
+                ),
             )
             rules.append(Rule(str(rule.id), template_id, "fit", answer_type, point_values))
     return org.id, issued.key, profile.id, rules
@@ -164,8 +173,11 @@ def contribution_pool(rules: list[Rule], size: int, seed: int) -> list[tuple[str
     profile = compile_profile(rules)
     pool = []
     for _ in range(size):
-        values = {r.signal_template_id: generators[r.signal_template_id]() for r in rules
-                  if rnd.random() < 0.8}  # fmt: skip
+        values = {
+            r.signal_template_id: generators[r.signal_template_id]()
+            for r in rules
+            if rnd.random() < 0.8
+        }
         result = profile.score(values)["fit"]
         pool.append((json.dumps(result.contributions), result.signal_coverage, result.total_rules))
     return pool
@@ -198,9 +210,25 @@ def score_rows(
         score = score_of(rnd)
         contributions, coverage, total = pool[rnd.randrange(len(pool))]
         row_id = uuid.uuid4()
-        yield (fixture.org_id, row_id.hex if hexes else row_id, profile, "company",
-               object_id(i), "fit", score, None, contributions, rnd.getrandbits(63), "[]",
-               coverage, total, now, 1, tier_of(score), None)  # fmt: skip
+        yield (
+            fixture.org_id,
+            row_id.hex if hexes else row_id,
+            profile,
+            "company",
+            object_id(i),
+            "fit",
+            score,
+            None,
+            contributions,
+            rnd.getrandbits(63),
+            "[]",
+            coverage,
+            total,
+            now,
+            1,
+            tier_of(score),
+            None,
+        )
 
 
 SCORE_ROW_COLUMNS = (
@@ -234,15 +262,20 @@ def load_sqlite(db: Database, fixture: Fixture, pool: list[Any], seed: int) -> N
     try:
         lite: Any = raw.driver_connection
         lite.execute("PRAGMA cache_size = -500000")  # this loading connection only
-        marks = ", ".join("?" * 6)
         for start in range(0, fixture.rows, batch):
             lite.execute("BEGIN IMMEDIATE")
             lite.executemany(
                 "INSERT INTO profile_assignments (organization_id, id, profile_id, object_type, "
-                f"object_id, assigned_at) VALUES ({marks})",
+                "object_id, assigned_at) VALUES (?, ?, ?, ?, ?, ?)",
                 (
-                    (fixture.org_id, uuid.uuid4().hex, fixture.profile_id.hex, "company",
-                     object_id(i), now)  # fmt: skip
+                    (
+                        fixture.org_id,
+                        uuid.uuid4().hex,
+                        fixture.profile_id.hex,
+                        "company",
+                        object_id(i),
+                        now,
+                    )
                     for i in range(start, min(start + batch, fixture.rows))
                 ),
             )
@@ -252,7 +285,7 @@ def load_sqlite(db: Database, fixture: Fixture, pool: list[Any], seed: int) -> N
         for start in range(0, fixture.rows, batch):
             lite.execute("BEGIN IMMEDIATE")
             lite.executemany(
-                f"INSERT INTO score_results ({SCORE_ROW_COLUMNS}) VALUES ({marks})",
+                f"INSERT INTO score_results ({SCORE_ROW_COLUMNS}) VALUES ({marks})",  # noqa: S608
                 (next(rows) for _ in range(min(batch, fixture.rows - start))),
             )
             lite.execute("COMMIT")
@@ -290,9 +323,11 @@ def database_facts(db: Database, fixture: Fixture) -> str:
                 sa.func.count(sa.distinct(s.c.score)),
             ).where(where)
         ).one()
-        tiers = dict(
-            conn.execute(sa.select(s.c.tier, sa.func.count()).where(where).group_by(s.c.tier)).all()
-        )
+        tiers: dict[str | None, int] = {}
+        for tier, count in conn.execute(
+            sa.select(s.c.tier, sa.func.count()).where(where).group_by(s.c.tier)
+        ):
+            tiers[tier] = count
         if db.dialect == "postgresql":
             sizes = conn.exec_driver_sql(
                 "SELECT pg_size_pretty(pg_table_size('score_results')), "
@@ -303,8 +338,10 @@ def database_facts(db: Database, fixture: Fixture) -> str:
             pages = conn.exec_driver_sql("PRAGMA page_count").scalar_one()
             size = f"database file {pages * 4096 / 1e9:.2f} GB"
     tier_text = ", ".join(f"{t} {tiers.get(t, 0):,}" for t, _f in TIERS)
-    return (f"{zero:,} rows at 0, {hundred:,} at 100, {distinct:,} distinct scores; "
-            f"tiers {tier_text}; {size}")  # fmt: skip
+    return (
+        f"{zero:,} rows at 0, {hundred:,} at 100, {distinct:,} distinct scores; "
+        f"tiers {tier_text}; {size}"
+    )
 
 
 # --- the server --------------------------------------------------------------------------------
@@ -318,8 +355,17 @@ class Server:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
-            [SIGNALSCORE, "serve", "--port", str(self.port), "--database-url", database_url,
-             "--no-embedded-worker", "--log-level", "info"],  # fmt: skip
+            [
+                SIGNALSCORE,
+                "serve",
+                "--port",
+                str(self.port),
+                "--database-url",
+                database_url,
+                "--no-embedded-worker",
+                "--log-level",
+                "info",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -407,8 +453,9 @@ class Client:
         response = self.http.get(path, params=params, headers={"x-request-id": rid})
         elapsed = (time.perf_counter() - started) * 1000
         if response.status_code != 200:
-            raise RuntimeError(f"GET {response.request.url} → {response.status_code}: "
-                               f"{response.text[:500]}")  # fmt: skip
+            raise RuntimeError(
+                f"GET {response.request.url} → {response.status_code}: {response.text[:500]}"
+            )
         if series is not None:
             series.client_ms.append(elapsed)
             series.request_ids.append(rid)
@@ -460,8 +507,8 @@ def random_positions(
     with db.read() as conn:
         while len(found) < n:
             ids = list(dict.fromkeys(object_id(rnd.randrange(fixture.rows)) for _ in range(4 * n)))
-            scores = dict(
-                (oid, score)
+            scores = {
+                oid: score
                 for score, oid in conn.execute(
                     sa.select(s.c.score, s.c.object_id).where(
                         s.c.organization_id == fixture.org_id,
@@ -470,14 +517,16 @@ def random_positions(
                         s.c.object_id.in_(ids),
                     )
                 )
-            )
+            }
             for oid in ids:  # in the random order drawn, not the order rows came back in
                 if oid in scores and where(scores[oid]) and len(found) < n:
                     found.setdefault(oid, scores[oid])
     return [(score, oid) for oid, score in found.items()]
 
 
-def forge(fixture: Fixture, read: service.RankedRead, positions: list[tuple[float, str]]) -> list[str]:
+def forge(
+    fixture: Fixture, read: service.RankedRead, positions: list[tuple[float, str]]
+) -> list[str]:
     """The cursors the server would hand out after these rows (`scores.service`)."""
     fingerprint = read.fingerprint(fixture.profile_id)
     return [service.encode_cursor(fingerprint, score, oid) for score, oid in positions]
@@ -493,8 +542,10 @@ def sql_baselines(db: Database, fixture: Fixture, pages: int, counts: int) -> li
     count = sa.select(sa.func.count()).select_from(s).where(where)
     out = []
     with db.engine.connect() as conn:
-        for label, query, n in (("SQL: top 100 by score", page, pages),
-                                ("SQL: count(*)", count, counts)):  # fmt: skip
+        for label, query, n in (
+            ("SQL: top 100 by score", page, pages),
+            ("SQL: count(*)", count, counts),
+        ):
             series = Series(label, "sql")
             for _ in range(3):
                 with conn.begin():
@@ -534,15 +585,120 @@ def check_walk(db: Database, fixture: Fixture, rows: list[tuple[float, str]]) ->
 def scan_counters(db: Database) -> dict[str, int]:
     """Sequential scans of score_results and scans of each of its indexes (PostgreSQL)."""
     with db.read() as conn:
-        counters = {"seq scans of score_results": conn.exec_driver_sql(
-            "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'score_results'"
-        ).scalar_one()}  # fmt: skip
+        counters = {
+            "seq scans of score_results": conn.exec_driver_sql(
+                "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'score_results'"
+            ).scalar_one()
+        }
         for name, scans in conn.exec_driver_sql(
             "SELECT indexrelname, idx_scan FROM pg_stat_user_indexes "
             "WHERE relname = 'score_results' ORDER BY indexrelname"
         ):
             counters[f"scans of {name}"] = scans
     return counters
+
+
+def breakdown(db: Database, fixture: Fixture, cursor: str, runs: int = 50) -> None:
+    """Where a page's time goes, in process (no HTTP): the service's read (statements,
+    fetching, decoding), the response models, the JSON body; median ms of `runs`. Then the
+    top of a cProfile of the same three steps."""
+    import cProfile
+    import io
+    import pstats
+
+    from signalscore.responses import MAX_RESPONSE_BYTES, json_page
+    from signalscore.scores.schemas import ScoreRow
+
+    def one(read: service.RankedRead, times: dict[str, list[float]] | None) -> None:
+        t0 = time.perf_counter()
+        with db.read() as conn:
+            rows, next_cursor = service.ranked_page(conn, fixture.org_id, fixture.profile_id, read)
+        t1 = time.perf_counter()
+        items = [ScoreRow.from_row(r) for r in rows]
+        t2 = time.perf_counter()
+        json_page(
+            items,
+            next_cursor,
+            max_bytes=MAX_RESPONSE_BYTES,
+            cursor_after=lambda item: service.encode_cursor("x", item.score, item.objectId),
+        )
+        t3 = time.perf_counter()
+        if times is not None:
+            times["read (scores.service.ranked_page)"].append((t1 - t0) * 1000)
+            times["ScoreRow.from_row x rows"].append((t2 - t1) * 1000)
+            times["json_page (the body)"].append((t3 - t2) * 1000)
+            times["total"].append((t3 - t0) * 1000)
+
+    print(
+        "\nWhere a page's time goes, in process without HTTP (median ms of "
+        f"{runs} runs; server time minus this total is HTTP, routing, auth)"
+    )
+    reads = (
+        ("first page (desc)", service.RankedRead("fit")),
+        ("cursor page (desc)", service.RankedRead("fit", cursor=cursor)),
+    )
+    for label, read in reads:
+        times: dict[str, list[float]] = {
+            k: []
+            for k in (
+                "read (scores.service.ranked_page)",
+                "ScoreRow.from_row x rows",
+                "json_page (the body)",
+                "total",
+            )
+        }
+        for _ in range(5):
+            one(read, None)
+        for _ in range(runs):
+            one(read, times)
+        print(
+            f"  {label}: " + ", ".join(f"{k} {statistics.median(v):.2f}" for k, v in times.items())
+        )
+    # Full collections: every page allocates thousands of containers (rows, decoded
+    # contributions, models), so the collector's oldest generation, which walks every object
+    # the process holds, runs every few pages. Counted here in this process (its heap is not
+    # the server's, but it holds the same modules).
+    import gc
+
+    pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+    began: list[float] = [0.0]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            began[0] = time.perf_counter()
+        else:
+            pauses[info["generation"]].append((time.perf_counter() - began[0]) * 1000)
+
+    gc.collect()
+    tracked = len(gc.get_objects())
+    gc.callbacks.append(on_gc)
+    totals = []
+    try:
+        for _ in range(4 * runs):
+            started = time.perf_counter()
+            one(service.RankedRead("fit"), None)
+            totals.append((time.perf_counter() - started) * 1000)
+    finally:
+        gc.callbacks.remove(on_gc)
+    full = pauses[2]
+    print(
+        f"  {4 * runs} first pages in process: p50 {percentile(totals, 50):.2f}, p95 "
+        f"{percentile(totals, 95):.2f}, max {max(totals):.2f}; full (generation 2) garbage "
+        f"collections during them: {len(full)}, {sum(full):.0f} ms in all, longest "
+        f"{max(full, default=0):.1f} ms ({tracked:,} objects tracked in this process); "
+        f"generations 0-1: {len(pauses[0]) + len(pauses[1])} collections, "
+        f"{sum(pauses[0]) + sum(pauses[1]):.0f} ms"
+    )
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(runs):
+        one(service.RankedRead("fit"), None)
+    profiler.disable()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(12)
+    print(f"  cProfile of {runs} first pages in process, top 12 by own time:")
+    lines = [line for line in out.getvalue().splitlines() if line.strip()]
+    print("\n".join("    " + line for line in lines[-14:]))
 
 
 # --- plans -------------------------------------------------------------------------------------
@@ -618,11 +774,17 @@ def explain(db: Database, url: str, label: str, statements: list[tuple[str, Any]
         print(f"    median of 5 runs: {_median_ms(db, statement, parameters):.2f} ms")
         with db.engine.connect() as conn:
             if db.dialect == "postgresql":
-                plan = [r[0] for r in conn.exec_driver_sql(
-                    "EXPLAIN (ANALYZE, BUFFERS) " + statement, parameters)]  # fmt: skip
+                plan = [
+                    r[0]
+                    for r in conn.exec_driver_sql(
+                        "EXPLAIN (ANALYZE, BUFFERS) " + statement, parameters
+                    )
+                ]
             else:
-                plan = [r[3] for r in conn.exec_driver_sql(
-                    "EXPLAIN QUERY PLAN " + statement, parameters)]  # fmt: skip
+                plan = [
+                    r[3]
+                    for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
+                ]
         print("    plan:")
         print("\n".join(f"      {line}" for line in plan))
         ranked = "FROM score_results" in statement  # the rank index is for these
@@ -640,33 +802,50 @@ def explain(db: Database, url: str, label: str, statements: list[tuple[str, Any]
 def explain_all(db: Database, url: str, fixture: Fixture, cursors: dict[str, str]) -> None:
     org, pid = fixture.org_id, fixture.profile_id
     cases: list[tuple[str, Callable[[sa.Connection], Any]]] = [
-        ("first page, desc",
-         lambda c: service.ranked_page(c, org, pid, service.RankedRead("fit"))),
-        ("cursor page, desc (cursor inside a tie of the spread scores)",
-         lambda c: service.ranked_page(
-             c, org, pid, service.RankedRead("fit", cursor=cursors["desc"]))),
-        ("cursor page, asc",
-         lambda c: service.ranked_page(
-             c, org, pid, service.RankedRead("fit", order="asc", cursor=cursors["asc"]))),
-        ("cursor page inside the 0 tie (tier=D&maxScore=0)",
-         lambda c: service.ranked_page(c, org, pid, service.RankedRead(
-             "fit", tier="D", max_score=0.0, cursor=cursors["tie"]))),
-        ("first page, tier=B",
-         lambda c: service.ranked_page(c, org, pid, service.RankedRead("fit", tier="B"))),
-        ("distribution",
-         lambda c: service.distribution(c, org, pid, "fit", 10)),
-    ]  # fmt: skip
+        ("first page, desc", lambda c: service.ranked_page(c, org, pid, service.RankedRead("fit"))),
+        (
+            "cursor page, desc (cursor inside a tie of the spread scores)",
+            lambda c: service.ranked_page(
+                c, org, pid, service.RankedRead("fit", cursor=cursors["desc"])
+            ),
+        ),
+        (
+            "cursor page, asc",
+            lambda c: service.ranked_page(
+                c, org, pid, service.RankedRead("fit", order="asc", cursor=cursors["asc"])
+            ),
+        ),
+        (
+            "cursor page inside the 0 tie (tier=D&maxScore=0)",
+            lambda c: service.ranked_page(
+                c,
+                org,
+                pid,
+                service.RankedRead("fit", tier="D", max_score=0.0, cursor=cursors["tie"]),
+            ),
+        ),
+        (
+            "first page, tier=B",
+            lambda c: service.ranked_page(c, org, pid, service.RankedRead("fit", tier="B")),
+        ),
+        ("distribution", lambda c: service.distribution(c, org, pid, "fit", 10)),
+    ]
     print("\nPlans (statements captured as scores.service runs them)")
     summary = []
     for label, call in cases:
         statements = statements_of(db, call)
         uses = explain(db, url, label, statements)
         summary.append((label, len(statements), uses))
-    print("\n  rank index used, per statement" + (" (custom, generic)" if db.dialect ==
-          "postgresql" else "") + ":")  # fmt: skip
+    print(
+        "\n  rank index used, per statement"
+        + (" (custom, generic)" if db.dialect == "postgresql" else "")
+        + ":"
+    )
     for label, n, uses in summary:
-        print(f"    {label}: {n} statement(s); score_results plans using it: "
-              f"{' '.join('yes' if u else 'NO' for u in uses)}")
+        print(
+            f"    {label}: {n} statement(s); score_results plans using it: "
+            f"{' '.join('yes' if u else 'NO' for u in uses)}"
+        )
 
 
 # --- the run -----------------------------------------------------------------------------------
@@ -676,16 +855,23 @@ def postgres_settings(db: Database) -> str:
     with db.read() as conn:
         return ", ".join(
             f"{name}={conn.exec_driver_sql(f'SHOW {name}').scalar_one()}"
-            for name in ("server_version", "shared_buffers", "work_mem", "autovacuum",
-                         "max_parallel_workers_per_gather")  # fmt: skip
+            for name in (
+                "server_version",
+                "shared_buffers",
+                "work_mem",
+                "autovacuum",
+                "max_parallel_workers_per_gather",
+            )
         )
 
 
 def print_results(series: list[Series], baselines: dict[str, Series]) -> bool:
     print("\nResults (ms; server = the server's durationMs, client = round trip)")
-    print("| read | requests | server p50 | server p95 | client p50 | client p95 | "
-          "server p95 / baseline p95 | target (server p95) |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| read | requests | server p50 | server p95 | server p99 | client p50 | client p95 | "
+        "server p95 / baseline p95 | target (server p95) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     ok = True
     for x in series:
         base = baselines.get(x.kind)
@@ -698,13 +884,17 @@ def print_results(series: list[Series], baselines: dict[str, Series]) -> bool:
             target, passed = "", True
         ok = ok and passed
         verdict = f"{target}: {'PASS' if passed else 'FAIL'}" if target else ""
-        print(f"| {x.label} | {len(x.client_ms)} | {x.p(50):.2f} | {x.p(95):.2f} | "
-              f"{x.p(50, server=False):.2f} | {x.p(95, server=False):.2f} | "
-              f"{ratio} | {verdict} |")  # fmt: skip
+        print(
+            f"| {x.label} | {len(x.client_ms)} | {x.p(50):.2f} | {x.p(95):.2f} | "
+            f"{x.p(99):.2f} | {x.p(50, server=False):.2f} | {x.p(95, server=False):.2f} | "
+            f"{ratio} | {verdict} |"
+        )
     for base in baselines.values():
-        print(f"| baseline {base.label} | {len(base.client_ms)} | {base.p(50):.2f} | "
-              f"{base.p(95):.2f} | {base.p(50, server=False):.2f} | "
-              f"{base.p(95, server=False):.2f} | | |")  # fmt: skip
+        print(
+            f"| baseline {base.label} | {len(base.client_ms)} | {base.p(50):.2f} | "
+            f"{base.p(95):.2f} | {base.p(99):.2f} | {base.p(50, server=False):.2f} | "
+            f"{base.p(95, server=False):.2f} | | |"
+        )
     return ok
 
 
@@ -727,8 +917,10 @@ def run(args: argparse.Namespace) -> int:
             load_sqlite(db, fixture, pool, args.seed)
         loaded = time.perf_counter() - started
         forget_queue(db)
-        print(f"  load: {args.rows:,} assignments + {args.rows:,} score rows in {loaded:.1f} s "
-              f"({args.rows / loaded:,.0f} score rows/s)")  # fmt: skip
+        print(
+            f"  load: {args.rows:,} assignments + {args.rows:,} score rows in {loaded:.1f} s "
+            f"({args.rows / loaded:,.0f} score rows/s)"
+        )
         if args.stale:
             print("  --stale: no VACUUM / ANALYZE after the load (tables analysed while empty)")
         else:
@@ -746,12 +938,16 @@ def run(args: argparse.Namespace) -> int:
         random_asc = forge(fixture, service.RankedRead("fit", order="asc"), spread)
         random_tie = forge(fixture, tie_read, in_tie)
         plan_cursors = {
-            "desc": forge(fixture, service.RankedRead("fit"),
-                          [p for p in spread if 0 < p[0] < 100][:1])[0],
-            "asc": forge(fixture, service.RankedRead("fit", order="asc"),
-                         [p for p in spread if 0 < p[0] < 100][1:2])[0],
+            "desc": forge(
+                fixture, service.RankedRead("fit"), [p for p in spread if 0 < p[0] < 100][:1]
+            )[0],
+            "asc": forge(
+                fixture,
+                service.RankedRead("fit", order="asc"),
+                [p for p in spread if 0 < p[0] < 100][1:2],
+            )[0],
             "tie": random_tie[0],
-        }  # fmt: skip
+        }
 
         server = Server(scratch.url)
         client = None
@@ -770,31 +966,45 @@ def run(args: argparse.Namespace) -> int:
             n = args.first_pages
             series = [client.repeat("GET /healthz", "health", "/healthz", {}, n)]
             series.append(client.repeat("first page (desc)", "page", client.scores, desc, n))
-            walked, walked_rows, _ = client.walk(f"walk {args.walk} pages (desc)", desc,
-                                                 args.walk)  # fmt: skip
+            walked, walked_rows, _ = client.walk(f"walk {args.walk} pages (desc)", desc, args.walk)
             series.append(walked)
-            series.append(client.from_cursors("cursor at a random row (desc)", desc,
-                                              random_desc))  # fmt: skip
-            series.append(client.repeat("0 tie: first page (tier=D, maxScore=0)", "page",
-                                        client.scores, tie, n))  # fmt: skip
-            series.append(client.walk(f"0 tie: walk {args.tie_pages} pages", tie,
-                                      args.tie_pages)[0])  # fmt: skip
+            series.append(client.from_cursors("cursor at a random row (desc)", desc, random_desc))
+            series.append(
+                client.repeat(
+                    "0 tie: first page (tier=D, maxScore=0)", "page", client.scores, tie, n
+                )
+            )
+            series.append(
+                client.walk(f"0 tie: walk {args.tie_pages} pages", tie, args.tie_pages)[0]
+            )
             series.append(client.from_cursors("0 tie: cursor at a random row", tie, random_tie))
-            series.append(client.walk(f"asc: walk {args.tie_pages} pages from the bottom", asc,
-                                      args.tie_pages)[0])  # fmt: skip
+            series.append(
+                client.walk(
+                    f"asc: walk {args.tie_pages} pages from the bottom", asc, args.tie_pages
+                )[0]
+            )
             series.append(client.from_cursors("asc: cursor at a random row", asc, random_asc))
-            series.append(client.walk(f"tier=B: first page + {args.tie_pages - 1} by cursor",
-                                      tier_b, args.tie_pages)[0])  # fmt: skip
-            dist = client.repeat("distribution (buckets=10)", "distribution",
-                                 client.distribution, {"dimension": "fit", "buckets": 10},
-                                 args.distributions)  # fmt: skip
+            series.append(
+                client.walk(
+                    f"tier=B: first page + {args.tie_pages - 1} by cursor", tier_b, args.tie_pages
+                )[0]
+            )
+            dist = client.repeat(
+                "distribution (buckets=10)",
+                "distribution",
+                client.distribution,
+                {"dimension": "fit", "buckets": 10},
+                args.distributions,
+            )
             series.append(dist)
             answer = client.get(client.distribution, {"dimension": "fit", "buckets": 10}, None)
             if db.dialect == "postgresql":
                 time.sleep(1.5)  # backends report their scan counts within a second
                 after = scan_counters(db)
-                print("\n  during the HTTP runs: " + ", ".join(
-                    f"{k} +{after[k] - before.get(k, 0)}" for k in after))  # fmt: skip
+                print(
+                    "\n  during the HTTP runs: "
+                    + ", ".join(f"{k} +{after[k] - before.get(k, 0)}" for k in after)
+                )
         finally:
             if client is not None:
                 client.http.close()
@@ -802,21 +1012,28 @@ def run(args: argparse.Namespace) -> int:
         if server.errors:
             print("  server errors:", *server.errors[:5], sep="\n    ")
             return 1
-        print(f"  distribution answer: scored {answer['scored']:,}, assigned "
-              f"{answer['assigned']:,}, mean {answer['mean']}, p50 {answer['p50']}, "
-              f"p90 {answer['p90']}, tiers "
-              + ", ".join(f"{t['name']} {t['count']:,}" for t in answer["tiers"]))  # fmt: skip
+        print(
+            f"  distribution answer: scored {answer['scored']:,}, assigned "
+            f"{answer['assigned']:,}, mean {answer['mean']}, p50 {answer['p50']}, "
+            f"p90 {answer['p90']}, tiers "
+            + ", ".join(f"{t['name']} {t['count']:,}" for t in answer["tiers"])
+        )
         check_walk(db, fixture, walked_rows)
 
         sql_page, sql_count = sql_baselines(db, fixture, args.first_pages, args.distributions)
         baselines = {"page": sql_page, "distribution": sql_count}
         ok = print_results(series, baselines)
-        print(f"  /healthz (no key, no database) is the fixed cost of a request: server p50 "
-              f"{series[0].p(50):.2f} ms, client p50 {series[0].p(50, server=False):.2f} ms")
+        print(
+            f"  /healthz (no key, no database) is the fixed cost of a request: server p50 "
+            f"{series[0].p(50):.2f} ms, client p50 {series[0].p(50, server=False):.2f} ms"
+        )
+        breakdown(db, fixture, plan_cursors["desc"])
         explain_all(db, scratch.url, fixture, plan_cursors)
         db.dispose()
-    print(f"\nRESULT {args.backend}{' --stale' if args.stale else ''}: targets "
-          f"{'met' if ok else 'NOT met'}; load average at the end {load_average()}")
+    print(
+        f"\nRESULT {args.backend}{' --stale' if args.stale else ''}: targets "
+        f"{'met' if ok else 'NOT met'}; load average at the end {load_average()}"
+    )
     return 0
 
 
@@ -824,8 +1041,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--backend", choices=["postgresql", "sqlite"], default="postgresql")
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--stale", action="store_true",
-                        help="analyse the tables while empty and never after the load")  # fmt: skip
+    parser.add_argument(
+        "--stale",
+        action="store_true",
+        help="analyse the tables while empty and never after the load",
+    )
     parser.add_argument("--first-pages", type=int, default=200, help="repeats of a first page")
     parser.add_argument("--walk", type=int, default=300, help="pages walked from the top")
     parser.add_argument("--random", type=int, default=200, help="pages from random rows")
@@ -839,10 +1059,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     import signalscore
 
-    print(f"ranked reads: {args.backend}{' --stale' if args.stale else ''}, {args.rows:,} rows; "
-          f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
-          f"{load_average()}, speed probe sum(range(1000)) = {speed_probe():.1f} µs; "
-          f"signalscore from {os.path.dirname(signalscore.__file__)}")  # fmt: skip
+    print(
+        f"ranked reads: {args.backend}{' --stale' if args.stale else ''}, {args.rows:,} rows; "
+        f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
+        f"{load_average()}, speed probe sum(range(1000)) = {speed_probe():.1f} µs; "
+        f"signalscore from {os.path.dirname(signalscore.__file__)}"
+    )
     return run(args)
 
 
