@@ -22,7 +22,13 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from signalscore.db.tables import recompute_queue, score_results, signal_values
+from signalscore.db.tables import (
+    event_counters,
+    recompute_queue,
+    score_events,
+    score_results,
+    signal_values,
+)
 from signalscore.db.types import UTCDateTime
 
 if TYPE_CHECKING:
@@ -920,3 +926,178 @@ def analyze_if_stale(engine: sa.Engine, tables: Sequence[str]) -> list[str]:
                 conn.exec_driver_sql(f'ANALYZE "{name}"')
                 analysed.append(str(name))
     return analysed
+
+
+# --- The event log (signalscore/events/log.py) ------------------------------------------------
+
+_c = event_counters
+_e = score_events
+
+
+def reserve_sequences(conn: Connection, org_id: str, count: int) -> int:
+    """Reserve `count` sequence numbers of the organisation's event log; the last one. The
+    counter row stays locked until this transaction ends (SQLite: one writer at a time)."""
+    statement = upsert(conn, _c).values(
+        organization_id=org_id, last_sequence=count, expired_through=0
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=[_c.c.organization_id],
+        set_={"last_sequence": _c.c.last_sequence + count},
+    ).returning(_c.c.last_sequence)
+    return int(conn.execute(statement).scalar_one())
+
+
+_PG_INSERT_EVENTS = """
+    INSERT INTO score_events (
+        organization_id, sequence, type, created_at, profile_id, object_type, object_id,
+        dimension, score, previous_score, tier, previous_tier, version, changes
+    )
+    SELECT %(org)s, %(first)s - 1 + v.n, v.type, %(now)s, v.profile_id, v.object_type,
+        v.object_id, v.dimension, v.score, v.previous_score, v.tier, v.previous_tier,
+        v.version, v.changes::jsonb
+    FROM unnest(
+        %(types)b::text[], %(profile_ids)b::uuid[], %(object_types)b::text[],
+        %(object_ids)b::text[], %(dimensions)b::text[], %(scores)b::float8[],
+        %(previous_scores)b::float8[], %(tiers)b::text[], %(previous_tiers)b::text[],
+        %(versions)b::int4[], %(changes)b::text[]
+    ) WITH ORDINALITY AS v (
+        type, profile_id, object_type, object_id, dimension, score, previous_score, tier,
+        previous_tier, version, changes, n
+    )
+"""
+
+
+def insert_events(
+    conn: Connection, org_id: str, first: int, now: datetime, events: Sequence[Any]
+) -> None:
+    """Write `events` (`events.log.NewEvent`) numbered from `first`, in order: one statement
+    over arrays on PostgreSQL, executemany elsewhere."""
+    if not events:
+        return
+    if is_postgresql(conn):
+        conn.exec_driver_sql(
+            _PG_INSERT_EVENTS,
+            {
+                "org": org_id,
+                "first": first,
+                "now": now.astimezone(UTC).replace(tzinfo=None),
+                "types": [e.type for e in events],
+                "profile_ids": [e.profile_id for e in events],
+                "object_types": [e.object_type for e in events],
+                "object_ids": [e.object_id for e in events],
+                "dimensions": [e.dimension for e in events],
+                "scores": [e.score for e in events],
+                "previous_scores": [e.previous_score for e in events],
+                "tiers": [e.tier for e in events],
+                "previous_tiers": [e.previous_tier for e in events],
+                "versions": [e.version for e in events],
+                "changes": [_json_text(e.changes) for e in events],
+            },
+        )
+        return
+    conn.execute(
+        _e.insert(),
+        [
+            {
+                "organization_id": org_id,
+                "sequence": first + i,
+                "type": e.type,
+                "created_at": now,
+                "profile_id": e.profile_id,
+                "object_type": e.object_type,
+                "object_id": e.object_id,
+                "dimension": e.dimension,
+                "score": e.score,
+                "previous_score": e.previous_score,
+                "tier": e.tier,
+                "previous_tier": e.previous_tier,
+                "version": e.version,
+                "changes": e.changes,
+            }
+            for i, e in enumerate(events)
+        ],
+    )
+
+
+# A deleted profile's score rows, kept for their `score.deleted` events until the commit.
+_deleted_scores = sa.Table(
+    "signalscore_deleted_scores",
+    _staging,
+    sa.Column("profile_id", sa.Uuid()),
+    sa.Column("object_type", sa.String()),
+    sa.Column("object_id", sa.String()),
+    sa.Column("dimension", sa.String()),
+    sa.Column("score", sa.Float()),
+    sa.Column("tier", sa.String()),
+    sa.Column("version", sa.Integer()),
+    sa.Column("contributions", sa.JSON().with_variant(postgresql.JSONB(), "postgresql")),
+    prefixes=["TEMPORARY"],
+)
+_STASHED = [c.name for c in _deleted_scores.c]
+
+
+def stash_deleted_scores(conn: Connection, org_id: str, profile_id: uuid.UUID) -> None:
+    """Delete the profile's score rows, keeping what their events need in a temporary table
+    (dropped when the events are written, or by a rollback)."""
+    where = sa.and_(s.c.organization_id == org_id, s.c.profile_id == profile_id)
+    _deleted_scores.create(conn, checkfirst=True)
+    if is_postgresql(conn):  # one statement: the rows are locked as they are deleted
+        gone = sa.delete(s).where(where).returning(*(s.c[c] for c in _STASHED)).cte("gone")
+        conn.execute(_deleted_scores.insert().from_select(_STASHED, sa.select(gone)))
+        return
+    conn.execute(
+        _deleted_scores.insert().from_select(
+            _STASHED, sa.select(*(s.c[c] for c in _STASHED)).where(where)
+        )
+    )
+    conn.execute(sa.delete(s).where(where))
+
+
+def count_stashed_deletions(conn: Connection) -> int:
+    return int(conn.execute(sa.select(sa.func.count()).select_from(_deleted_scores)).scalar_one())
+
+
+# The `changes` of a deleted row: every rule's contribution as `before`, `after` null.
+_PG_DELETED_CHANGES = """COALESCE((
+    SELECT jsonb_agg(jsonb_build_object(
+        'ruleId', c -> 'ruleId', 'signalTemplateId', c -> 'signalTemplateId',
+        'before', jsonb_build_object('matchedValue', c -> 'matchedValue',
+            'pointsEarned', c -> 'pointsEarned', 'maxPoints', c -> 'maxPoints'),
+        'after', NULL) ORDER BY n)
+    FROM jsonb_array_elements(d.contributions) WITH ORDINALITY AS e (c, n)), '[]'::jsonb)"""
+_SQLITE_DELETED_CHANGES = """COALESCE((
+    SELECT json_group_array(json_object(
+        'ruleId', json_extract(e.value, '$.ruleId'),
+        'signalTemplateId', json_extract(e.value, '$.signalTemplateId'),
+        'before', json_object('matchedValue', json_extract(e.value, '$.matchedValue'),
+            'pointsEarned', json_extract(e.value, '$.pointsEarned'),
+            'maxPoints', json_extract(e.value, '$.maxPoints')),
+        'after', NULL))
+    FROM json_each(d.contributions) AS e), '[]')"""
+
+
+_INSERT_DELETED_EVENTS = """INSERT INTO score_events (
+        organization_id, sequence, type, created_at, profile_id, object_type, object_id,
+        dimension, score, previous_score, tier, previous_tier, version, changes)
+    SELECT :org, :first - 1 + row_number() OVER (
+            ORDER BY d.object_type, d.object_id, d.dimension),
+        'score.deleted', :now, d.profile_id, d.object_type, d.object_id, d.dimension, NULL,
+        d.score, NULL, d.tier, d.version, """
+_FROM_STASH = " FROM signalscore_deleted_scores AS d"
+_DELETED_EVENTS = {
+    "postgresql": _INSERT_DELETED_EVENTS + _PG_DELETED_CHANGES + _FROM_STASH,
+    "sqlite": _INSERT_DELETED_EVENTS + _SQLITE_DELETED_CHANGES + _FROM_STASH,
+}
+
+
+def insert_stashed_deletions(conn: Connection, org_id: str, first: int, now: datetime) -> None:
+    """The `score.deleted` events of the stashed rows, numbered from `first` in (object
+    type, object id, dimension) order; then the stash is dropped."""
+    conn.execute(
+        sa.text(_DELETED_EVENTS[conn.dialect.name]).bindparams(
+            sa.bindparam("org", org_id),
+            sa.bindparam("first", first),
+            sa.bindparam("now", now, type_=UTCDateTime()),
+        )
+    )
+    conn.exec_driver_sql("DROP TABLE signalscore_deleted_scores")

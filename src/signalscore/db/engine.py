@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager as ContextManager
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import sqlalchemy as sa
@@ -121,6 +121,29 @@ def _create_sqlite_engine(parsed: URL, connect_timeout: float) -> Engine:
 
 
 _LOCKS = "signalscore.organization_locks"
+_BEFORE_COMMIT = "signalscore.before_commit"
+
+
+BeforeCommit = Callable[[Connection], None]
+HookT = TypeVar("HookT", bound=BeforeCommit)
+
+
+def before_commit(conn: Connection, key: str, make: Callable[[], HookT]) -> HookT:
+    """The hook registered under `key` in this write unit, made (`make()`) and registered
+    the first time: it is called with the connection as the unit's last work, right before
+    its commit (the event log numbers and writes its events there: signalscore/events/log.py).
+    Dropped, not called, when the unit rolls back."""
+    hooks: dict[str, Any] = conn.info.setdefault(_BEFORE_COMMIT, {})
+    hook = hooks.get(key)
+    if hook is None:
+        hook = hooks[key] = make()
+    return hook
+
+
+def _run_before_commit(conn: Connection) -> None:
+    hooks: dict[str, BeforeCommit] = conn.info.pop(_BEFORE_COMMIT, {})
+    for hook in hooks.values():
+        hook(conn)
 
 
 @dataclass
@@ -267,8 +290,10 @@ class Database:
                     yield conn
                     if org is not None:  # a declared lock not taken yet: before the commit
                         hold_rule_template(conn, locks)
+                    _run_before_commit(conn)
                 finally:
                     conn.info.pop(_LOCKS, None)
+                    conn.info.pop(_BEFORE_COMMIT, None)
         if notify and self.after_write is not None:
             self.after_write()
 
@@ -293,7 +318,11 @@ class Database:
             def write() -> Iterator[Connection]:
                 conn.execution_options(sqlite_write=True)
                 with conn.begin():
-                    yield conn
+                    try:
+                        yield conn
+                        _run_before_commit(conn)
+                    finally:
+                        conn.info.pop(_BEFORE_COMMIT, None)
 
             yield read, write
 

@@ -280,6 +280,48 @@ score_results = sa.Table(
     ),
 )
 
+# The event log (SPEC §10): one row per change of a score row, in the transaction that makes
+# it. `sequence` increases within the organisation and is handed out from `event_counters`
+# right before the commit, under that row's lock, so events become visible in sequence order
+# (signalscore/events/log.py). An event's `id` is derived from (organisation, sequence), so it
+# is not stored.
+score_events = sa.Table(
+    "score_events",
+    metadata,
+    _org_column(),
+    sa.Column("sequence", sa.BigInteger(), primary_key=True, autoincrement=False),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    # No foreign key: the events of a deleted profile outlive it.
+    sa.Column("profile_id", sa.Uuid(), nullable=False),
+    sa.Column("object_type", sa.String(16), nullable=False),
+    sa.Column("object_id", sa.String(500), nullable=False),
+    sa.Column("dimension", sa.String(16), nullable=False),
+    sa.Column("score", sa.Float(), nullable=True),
+    sa.Column("previous_score", sa.Float(), nullable=True),
+    sa.Column("tier", sa.String(50), nullable=True),
+    sa.Column("previous_tier", sa.String(50), nullable=True),
+    sa.Column("version", sa.Integer(), nullable=False),
+    sa.Column("changes", JSON_DOCUMENT, nullable=False),
+    # An object's history, newest first.
+    sa.Index("ix_score_events_object", "organization_id", "object_type", "object_id", "sequence"),
+)
+
+# Per organisation: the last sequence handed out, and the last one retention deleted (an
+# `after` below it has missed events: 410 EVENTS_EXPIRED).
+event_counters = sa.Table(
+    "event_counters",
+    metadata,
+    sa.Column(
+        "organization_id",
+        ORG_ID,
+        sa.ForeignKey("organizations.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("last_sequence", sa.BigInteger(), nullable=False),
+    sa.Column("expired_through", sa.BigInteger(), nullable=False),
+)
+
 # Per-key request counters for rate limiting when several processes share PostgreSQL
 # (fixed one-minute windows; old windows are pruned as new ones start).
 rate_limit_counters = sa.Table(

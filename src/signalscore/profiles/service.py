@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection
 from signalscore.db.tables import scoring_profiles
 from signalscore.db.types import utcnow
 from signalscore.errors import NotFound, Problems
+from signalscore.events import log as events
 from signalscore.profiles.schemas import Profile, ProfileCreate, ProfileUpdate, TiersSpec
 from signalscore.recompute import enqueue_profile
 from signalscore.vocabulary import DIMENSIONS
@@ -137,7 +138,9 @@ def update_profile(
 
 
 def delete_profile(conn: Connection, org_id: str, profile_id: uuid.UUID) -> None:
-    """Delete the profile; its rules, assignments and score rows go with it (FK cascades)."""
+    """Delete the profile; its rules, assignments and score rows go with it (FK cascades).
+    The score rows go first, each with its `score.deleted` event (SPEC §10)."""
+    events.record_profile_deletion(conn, org_id, profile_id)
     deleted = conn.execute(
         sa.delete(p).where(p.c.organization_id == org_id, p.c.id == profile_id)
     ).rowcount

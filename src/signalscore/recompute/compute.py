@@ -50,6 +50,7 @@ from signalscore.engine import (
     compile_profile,
     tier_tables,
 )
+from signalscore.events import log as events
 
 s = score_results
 
@@ -167,6 +168,7 @@ def _load_scores(
             s.c.score,
             s.c.contributions_hash,
             s.c.tier,
+            s.c.version,
             sa.type_coerce(legacy, s.c.contributions.type).label("contributions"),
         ],
         match={"organization_id": org_id, "object_type": object_type},
@@ -267,6 +269,7 @@ def store_results(
     results = [r for r in computed.results if r[1] in wanted]
     stats = RecomputeStats(objects=len(object_ids))
     stored = _load_scores(conn, org_id, object_type, object_ids)
+    by_id = {row.id: row for row in stored.values()}
     inserts: list[dialect.NewRow] = []
     # Rows whose score, contributions or tier moved.
     changed: list[dialect.ChangedRow] = []
@@ -297,6 +300,7 @@ def store_results(
         inserts = [row for row in inserts if row[0] in existing]
 
     dialect.write_scores(conn, org_id, object_type, now, inserts, changed)
+    _record_events(conn, org_id, object_type, by_id, inserts, changed, deleted)
     same_org = {"organization_id": org_id}
     for among in key_filters(conn, s, "id", touched, match=same_org):
         conn.execute(sa.update(s).where(among).values(computed_at=now))
@@ -305,6 +309,69 @@ def store_results(
     stats.inserted, stats.updated = len(inserts), len(changed)
     stats.unchanged, stats.deleted = len(touched), len(deleted)
     return stats
+
+
+def _old_contributions(
+    conn: Connection, org_id: str, rows: dict[uuid.UUID, Any], ids: list[uuid.UUID]
+) -> dict[uuid.UUID, Any]:
+    """The stored contributions of these rows (their `changes` need them): read now, for
+    the rows read without them (those with a fingerprint)."""
+    found = {i: rows[i].contributions for i in ids if rows[i].contributions_hash is None}
+    wanted = [i for i in ids if i not in found]
+    for among in key_filters(conn, s, "id", wanted, match={"organization_id": org_id}):
+        for row_id, contributions in conn.execute(
+            sa.select(s.c.id, s.c.contributions).where(among)
+        ):
+            found[row_id] = contributions
+    return found
+
+
+def _record_events(
+    conn: Connection,
+    org_id: str,
+    object_type: str,
+    stored: dict[uuid.UUID, Any],
+    inserts: list[dialect.NewRow],
+    changed: list[dialect.ChangedRow],
+    deleted: list[uuid.UUID],
+) -> None:
+    """SPEC §10: one event per created, changed or deleted row, plus `score.tier_changed`
+    for a created or changed row whose tier differs from its previous one."""
+    old = _old_contributions(conn, org_id, stored, [row[0] for row in changed] + deleted)
+    new_events: list[events.NewEvent] = []
+
+    def add(types: tuple[str, ...], *fields: Any) -> None:
+        new_events.extend(events.NewEvent(kind, *fields) for kind in types)
+
+    created, both = (events.CREATED,), (events.CREATED, events.TIER_CHANGED)
+    for profile_id, object_id, dimension, result, _, tier in inserts:
+        change = events.changes(None, result.contributions)
+        kinds = created if tier is None else both
+        add(
+            kinds,
+            profile_id,
+            object_type,
+            object_id,
+            dimension,
+            result.score,
+            None,
+            tier,
+            None,
+            1,
+            change,
+        )
+    for row_id, result, _, tier in changed:
+        row = stored[row_id]
+        change = events.changes(old[row_id], result.contributions)
+        kinds = (events.CHANGED,) if tier == row.tier else (events.CHANGED, events.TIER_CHANGED)
+        add(kinds, row.profile_id, object_type, row.object_id, row.dimension, result.score,
+            row.score, tier, row.tier, row.version + 1, change)  # fmt: skip
+    for row_id in deleted:
+        row = stored[row_id]
+        change = events.changes(old[row_id], None)
+        add((events.DELETED,), row.profile_id, object_type, row.object_id, row.dimension, None,
+            row.score, None, row.tier, row.version, change)  # fmt: skip
+    events.record(conn, org_id, new_events)
 
 
 def recompute_objects(

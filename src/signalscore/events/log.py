@@ -1,0 +1,164 @@
+"""The event log's write side (SPEC §10): what a transaction records, and the sequence.
+
+A transaction that changes score rows records one event per change (`record`, or
+`record_profile_deletion` for a whole profile's rows). Nothing is written then: the events
+wait in the unit of work and are written by its last step before the commit
+(`db.engine.before_commit`), which hands out their sequence numbers:
+
+    INSERT INTO event_counters ... ON CONFLICT DO UPDATE SET last_sequence = last_sequence + n
+    RETURNING last_sequence
+
+That statement reserves n numbers and keeps the organisation's counter row locked until the
+commit. So the transactions that write events for one organisation take their numbers and
+commit one at a time, in number order: when an event with sequence s is visible, every event
+below s either is visible already or was never written. A consumer reading
+`sequence > after` therefore never finds an event appear below what it read past (the naive
+design, a database sequence at insert time, breaks exactly this: numbers are taken in one
+order and committed in another).
+
+The counter is the last lock such a transaction takes, and it waits for nothing while holding
+it: no deadlock can involve it. What it costs is that the event-writing tails of one
+organisation's transactions (the events' INSERT and the commit) run one at a time.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from signalscore.db import dialect
+from signalscore.db.engine import before_commit
+from signalscore.db.types import utcnow
+
+CREATED = "score.created"
+CHANGED = "score.changed"
+DELETED = "score.deleted"
+TIER_CHANGED = "score.tier_changed"
+EVENT_TYPES = (CREATED, CHANGED, DELETED, TIER_CHANGED)
+
+_PENDING = "signalscore.pending_events"
+
+# The namespace of event ids: uuid5(namespace, "<organisation>:<sequence>").
+EVENT_ID_NAMESPACE = uuid.UUID("0b4f2a47-5c1e-4f53-9d0a-2f6f1c2e8a11")
+
+
+def event_id(org_id: str, sequence: int) -> uuid.UUID:
+    """An event's id: stable, unique, and derived from what identifies it (not stored)."""
+    return uuid.uuid5(EVENT_ID_NAMESPACE, f"{org_id}:{sequence}")
+
+
+@dataclass(slots=True)
+class NewEvent:
+    """An event before it has a sequence (the columns of `score_events`)."""
+
+    type: str
+    profile_id: uuid.UUID
+    object_type: str
+    object_id: str
+    dimension: str
+    score: float | None
+    previous_score: float | None
+    tier: str | None
+    previous_tier: str | None
+    version: int
+    changes: list[dict[str, Any]]
+
+
+@dataclass
+class _Pending:
+    """One organisation's events waiting for the commit of this unit of work."""
+
+    events: list[NewEvent] = field(default_factory=list)
+    profile_deletions: bool = False
+
+
+class _Log:
+    """This unit of work's events, by organisation; called right before its commit."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, _Pending] = {}
+
+    def __call__(self, conn: Connection) -> None:
+        now = utcnow()
+        for org_id in sorted(self.pending):
+            waiting = self.pending[org_id]
+            stashed = dialect.count_stashed_deletions(conn) if waiting.profile_deletions else 0
+            total = len(waiting.events) + stashed
+            if not total:
+                continue
+            last = dialect.reserve_sequences(conn, org_id, total)
+            first = last - total + 1
+            dialect.insert_events(conn, org_id, first, now, waiting.events)
+            if stashed:
+                dialect.insert_stashed_deletions(conn, org_id, first + len(waiting.events), now)
+
+
+def _part(contribution: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "matchedValue": contribution.get("matchedValue"),
+        "pointsEarned": contribution.get("pointsEarned"),
+        "maxPoints": contribution.get("maxPoints"),
+    }
+
+
+def changes(
+    before: Sequence[dict[str, Any]] | None, after: Sequence[dict[str, Any]] | None
+) -> list[dict[str, Any]]:
+    """One entry per rule whose contribution differs between two versions of a row, in the
+    new row's rule order, then the rules only the old one had: `{ruleId, signalTemplateId,
+    before, after}`, each side `{matchedValue, pointsEarned, maxPoints}` or null where the
+    rule did not exist."""
+    old = {c["ruleId"]: c for c in before or ()}
+    result = []
+    seen = set()
+    for contribution in after or ():
+        rule_id = contribution["ruleId"]
+        seen.add(rule_id)
+        previous = old.get(rule_id)
+        now = _part(contribution)
+        if previous is not None and _part(previous) == now:
+            continue
+        result.append(
+            {
+                "ruleId": rule_id,
+                "signalTemplateId": contribution["signalTemplateId"],
+                "before": None if previous is None else _part(previous),
+                "after": now,
+            }
+        )
+    for rule_id, previous in old.items():
+        if rule_id not in seen:
+            result.append(
+                {
+                    "ruleId": rule_id,
+                    "signalTemplateId": previous["signalTemplateId"],
+                    "before": _part(previous),
+                    "after": None,
+                }
+            )
+    return result
+
+
+def _pending(conn: Connection, org_id: str) -> _Pending:
+    log = before_commit(conn, _PENDING, _Log)
+    return log.pending.setdefault(org_id, _Pending())
+
+
+def record(conn: Connection, org_id: str, events: Sequence[NewEvent]) -> None:
+    """Record events of this transaction; they are written, numbered, right before its
+    commit, and dropped if it rolls back."""
+    if events:
+        _pending(conn, org_id).events.extend(events)
+
+
+def record_profile_deletion(conn: Connection, org_id: str, profile_id: uuid.UUID) -> None:
+    """Delete the profile's score rows now, keeping what their `score.deleted` events need
+    in a temporary table (`dialect.stash_deleted_scores`); the events are written from it
+    before the commit. The rows are locked (deleted) here, before the counter: the counter is
+    always the last lock."""
+    dialect.stash_deleted_scores(conn, org_id, profile_id)
+    _pending(conn, org_id).profile_deletions = True
