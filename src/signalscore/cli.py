@@ -103,7 +103,7 @@ def serve(
     """Run the HTTP API (migrates the database first)."""
     import uvicorn
 
-    from signalscore.app import create_app
+    from signalscore.app import create_served_app
 
     settings = _settings(
         host=host,
@@ -125,7 +125,7 @@ def serve(
         for name, value in settings.model_dump(exclude_none=True).items():
             os.environ[f"SIGNALSCORE_{name.upper()}"] = str(value)
         uvicorn.run(
-            "signalscore.app:create_app",
+            "signalscore.app:create_served_app",
             factory=True,
             workers=processes,
             host=settings.host,
@@ -135,7 +135,7 @@ def serve(
             log_level=settings.log_level,
         )
         return
-    app = create_app(settings, db)
+    app = create_served_app(settings, db)
     uvicorn.run(
         app,
         host=settings.host,

@@ -28,7 +28,9 @@ Item = TypeVar("Item", bound=BaseModel)
 
 def _to_json(item: BaseModel) -> bytes:
     try:
-        return item.__pydantic_serializer__.to_json(item)
+        # No warnings: rows built without validation (`ScoreRow.from_row`) hold their
+        # nested documents as the stored dicts, which serialise the same.
+        return item.__pydantic_serializer__.to_json(item, warnings=False)
     except PydanticSerializationError:
         # Text no UTF-8 encoder accepts (a lone surrogate stored before the API refused
         # them): escaped, as JSON allows, rather than failing every read of the object.

@@ -33,6 +33,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
+from signalscore.db.dialect import rows_by_key
 from signalscore.db.tables import profile_assignments, score_results
 from signalscore.errors import Invalid
 from signalscore.profiles.service import get_profile
@@ -113,18 +114,34 @@ class RankedRead:
 
 @dataclass(frozen=True)
 class _Range:
-    """Scores a read may return: low <= score, and score <= high (or < high if open)."""
+    """Scores a read may return: low <= score (or < low if `low_open`), and score <= high
+    (or < high if `high_open`)."""
 
     low: float = 0.0
     high: float = 100.0
+    low_open: bool = False
     high_open: bool = False
 
     def empty(self) -> bool:
-        return self.low > self.high or (self.high_open and self.low >= self.high)
+        return self.low > self.high or ((self.high_open or self.low_open) and self.low >= self.high)
+
+    def holds(self, score: float) -> bool:
+        above = score > self.low if self.low_open else score >= self.low
+        below = score < self.high if self.high_open else score <= self.high
+        return above and below
 
     def where(self) -> list[sa.ColumnElement[bool]]:
+        """One lower and one upper bound: SQLite's planner uses only the first bound of each
+        side it finds, so a second one would leave it scanning from the end of the index."""
+        lower = s.c.score > self.low if self.low_open else s.c.score >= self.low
         upper = s.c.score < self.high if self.high_open else s.c.score <= self.high
-        return [s.c.score >= self.low, upper]
+        return [lower, upper]
+
+    def beyond(self, score: float, order: Order) -> _Range:
+        """This range, strictly past `score` in `order`."""
+        if order == "asc":
+            return _intersect(self, _Range(low=score, low_open=True))
+        return _intersect(self, _Range(high=score, high_open=True))
 
 
 def _bad_cursor(why: str) -> Invalid:
@@ -187,14 +204,24 @@ def _intersect(a: _Range, b: _Range) -> _Range:
         high, high_open = a.high, a.high_open
     else:
         high, high_open = b.high, b.high_open
-    return _Range(low=max(a.low, b.low), high=high, high_open=high_open)
+    if a.low > b.low or (a.low == b.low and a.low_open):
+        low, low_open = a.low, a.low_open
+    else:
+        low, low_open = b.low, b.low_open
+    return _Range(low=low, high=high, low_open=low_open, high_open=high_open)
+
+
+# A page's position: (score, objectId).
+Key = tuple[float, str]
 
 
 def ranked_page(
     conn: Connection, org_id: str, profile_id: uuid.UUID, read: RankedRead
 ) -> tuple[list[Row[Any]], str | None]:
     """One page of the profile's rows in `read.dimension`, by score (`read.order`), then
-    `objectId` ascending, and the cursor of the next page (None on the last)."""
+    `objectId` ascending, and the cursor of the next page (None on the last). The page's
+    positions are found first by range reads of the index that return only (score,
+    objectId), then its rows are read whole, once each."""
     profile = get_profile(conn, org_id, profile_id)
     fingerprint = read.fingerprint(profile_id)
     after = None if read.cursor is None else decode_cursor(read.cursor, fingerprint)
@@ -215,45 +242,65 @@ def ranked_page(
         scores = _intersect(scores, held)
     if scores.empty():
         return [], None
-    base = sa.select(*SCORE_COLUMNS).where(*filters, *scores.where())
+    keys = sa.select(s.c.score, s.c.object_id).where(*filters)
     wanted = read.limit + 1  # one more than a page: whether another page follows
-    rows: list[Row[Any]] = []
+    found: list[Key] = []
     if after is not None:
         score, object_id = after
-        rows += conn.execute(
-            base.where(s.c.score == score, s.c.object_id > object_id)
-            .order_by(s.c.object_id)
-            .limit(wanted)
-        )
-    if len(rows) < wanted:
-        rows += _beyond(
-            conn, base, read.order, None if after is None else after[0], wanted - len(rows)
-        )
-    page = rows[: read.limit]
-    more = len(rows) > read.limit
-    last = page[-1] if page else None
-    cursor = encode_cursor(fingerprint, last.score, last.object_id) if more and last else None
-    return page, cursor
+        if scores.holds(score):
+            found += conn.execute(
+                keys.where(s.c.score == score, s.c.object_id > object_id)
+                .order_by(s.c.object_id)
+                .limit(wanted)
+            ).tuples()
+        scores = scores.beyond(score, read.order)
+    if len(found) < wanted and not scores.empty():
+        found += _beyond(conn, keys.where(*scores.where()), read.order, wanted - len(found))
+    page = found[: read.limit]
+    cursor = None
+    if len(found) > read.limit:
+        cursor = encode_cursor(fingerprint, page[-1][0], page[-1][1])
+    return _whole_rows(conn, org_id, profile.type, profile_id, read.dimension, page), cursor
 
 
-def _beyond(
-    conn: Connection, base: sa.Select[Any], order: Order, score: float | None, n: int
-) -> list[Row[Any]]:
-    """The first `n` rows whose score lies strictly beyond `score` in `order` (all rows when
-    `score` is None), by score, then `objectId` ascending."""
+def _beyond(conn: Connection, keys: sa.Select[Any], order: Order, n: int) -> list[Key]:
+    """The first `n` positions `keys` selects, by score in `order`, then objectId ascending."""
     if order == "asc":
-        query = base if score is None else base.where(s.c.score > score)
-        return list(conn.execute(query.order_by(s.c.score, s.c.object_id).limit(n)))
-    query = base if score is None else base.where(s.c.score < score)
+        return list(conn.execute(keys.order_by(s.c.score, s.c.object_id).limit(n)).tuples())
     # Backwards down the index: exact for every score but the last one read, whose rows
     # came largest objectId first and may be the wrong ones of a larger tie.
-    rows = list(conn.execute(query.order_by(s.c.score.desc(), s.c.object_id.desc()).limit(n)))
+    rows = list(
+        conn.execute(keys.order_by(s.c.score.desc(), s.c.object_id.desc()).limit(n)).tuples()
+    )
     if len(rows) < n:  # every matching row: the order is the only thing to fix
-        return sorted(rows, key=lambda r: (-r.score, r.object_id))
-    last = rows[-1].score
-    above = sorted((r for r in rows if r.score != last), key=lambda r: (-r.score, r.object_id))
-    tie = conn.execute(base.where(s.c.score == last).order_by(s.c.object_id).limit(n - len(above)))
+        return sorted(rows, key=lambda r: (-r[0], r[1]))
+    last = rows[-1][0]
+    above = sorted((r for r in rows if r[0] != last), key=lambda r: (-r[0], r[1]))
+    tie = conn.execute(
+        keys.where(s.c.score == last).order_by(s.c.object_id).limit(n - len(above))
+    ).tuples()
     return above + list(tie)
+
+
+def _whole_rows(
+    conn: Connection,
+    org_id: str,
+    object_type: str,
+    profile_id: uuid.UUID,
+    dimension: str,
+    page: list[Key],
+) -> list[Row[Any]]:
+    """The page's rows, whole, in the page's order (one probe of the object's key each)."""
+    if not page:
+        return []
+    match = {"organization_id": org_id, "object_type": object_type}
+    where = [s.c.profile_id == profile_id, s.c.dimension == dimension]
+    by_object: dict[str, Row[Any]] = {}
+    for select in rows_by_key(
+        conn, s, "object_id", [o for _, o in page], SCORE_COLUMNS, match=match, where=where
+    ):
+        by_object.update((row.object_id, row) for row in conn.execute(select))
+    return [by_object[object_id] for _, object_id in page if object_id in by_object]
 
 
 # --- Distributions -----------------------------------------------------------------------
