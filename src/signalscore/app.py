@@ -33,6 +33,7 @@ from signalscore.errors import (
     error_response,
     error_responses,
 )
+from signalscore.events.router import router as events_router
 from signalscore.health import router as health_router
 from signalscore.middleware import BodyLimitMiddleware, HeadMiddleware, RequestContextMiddleware
 from signalscore.observability import Metrics
@@ -113,6 +114,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         assignments_router,
         scores_router,
         signals_router,
+        events_router,
     )
     for router in routers:
         app.include_router(

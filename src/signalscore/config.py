@@ -76,6 +76,12 @@ class Settings(BaseSettings):
         default="redis://127.0.0.1:6379/0",
         description="Redis for the redis rate-limit backend.",
     )
+    event_retention_days: float = Field(
+        default=30,
+        gt=0,
+        description="How long score events are kept (SPEC §10); workers delete older ones, and "
+        "a feed read from before what is kept answers 410 EVENTS_EXPIRED.",
+    )
     auth_cache_seconds: float = Field(
         default=5.0,
         ge=0,

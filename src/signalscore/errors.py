@@ -166,6 +166,14 @@ class PayloadTooLarge(AppError):
     error_action = "FIX_REQUEST"
 
 
+class Gone(AppError):
+    status = 410
+    type = "GONE"
+    code = "GONE"
+    default_error_code = "GONE"
+    error_action = "NONE"
+
+
 class UnsupportedMediaType(AppError):
     status = 415
     type = "VALIDATION"
@@ -315,6 +323,7 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     404: "Unknown route, or the resource does not exist in your organisation",
     405: "Wrong method on a known path",
     409: "Conflict with the current state (duplicate id, resource in use)",
+    410: "What was asked for is no longer kept (events past their retention)",
     413: "Body over 5 MiB (8 GiB for a bulk import)",
     415: "A bulk import's body is neither NDJSON nor CSV",
     422: "A field is invalid; every bad field is listed in `fields`",

@@ -24,6 +24,7 @@ def worker_config(settings: Settings) -> WorkerConfig:
         batch_size=settings.worker_batch_size,
         lease_seconds=settings.worker_lease_seconds,
         poll_seconds=settings.worker_poll_seconds,
+        event_retention_days=settings.event_retention_days,
     )
 
 

@@ -47,6 +47,7 @@ from signalscore.db.engine import Database
 from signalscore.db.tables import recompute_queue
 from signalscore.db.types import UTCDateTime, utcnow
 from signalscore.engine import BACKENDS
+from signalscore.events.service import expire_events
 from signalscore.recompute.compute import (
     ProfileCache,
     RecomputeStats,
@@ -362,6 +363,9 @@ class WorkerConfig:
     batch_size: int = 500
     lease_seconds: float = 60.0
     poll_seconds: float = 0.1
+    # Housekeeping, between batches: events past their retention are deleted this often.
+    event_retention_days: float = 30.0
+    housekeeping_seconds: float = 60.0
 
 
 def _groups(keys: Sequence[QueueKey]) -> list[tuple[str, str, list[str]]]:
@@ -496,6 +500,12 @@ class Worker:
         except sa.exc.SQLAlchemyError:
             log.warning("worker %s: could not release leases; they will expire", worker_id)
 
+    def housekeeping(self, now: datetime | None = None) -> int:
+        """What a worker does besides batches: delete events past their retention (every
+        worker may; each organisation's deletion holds its event counter, so two workers
+        never delete the same events twice). How many events went."""
+        return expire_events(self.db, self.config.event_retention_days, now or utcnow())
+
     def run(self, stop: threading.Event) -> None:
         """Drain the queue until `stop` is set; back off while the database is unreachable."""
         if "native" in BACKENDS:
@@ -514,8 +524,12 @@ class Worker:
             )
             helper.start()
         backoff = self.config.poll_seconds
+        housekeeping = 0.0  # monotonic time of the next housekeeping
         while not stop.is_set():
             try:
+                if time.monotonic() >= housekeeping:
+                    housekeeping = time.monotonic() + self.config.housekeeping_seconds
+                    self.housekeeping()
                 processed = self.run_once()
                 backoff = self.config.poll_seconds
             except sa.exc.OperationalError as exc:

@@ -20,9 +20,6 @@ dimension, score, object_id, tier):
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 import uuid
 from bisect import bisect_right
 from collections.abc import Sequence
@@ -33,6 +30,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
+from signalscore import cursors
 from signalscore.db.dialect import rows_by_key
 from signalscore.db.tables import profile_assignments, score_results
 from signalscore.errors import Invalid
@@ -107,9 +105,9 @@ class RankedRead:
 
     def fingerprint(self, profile_id: uuid.UUID) -> str:
         """What a cursor belongs to: the same profile, dimension, order and filters."""
-        what: list[Any] = [str(profile_id), self.dimension, self.order, self.tier]
-        what += [self.min_score, self.max_score]
-        return hashlib.blake2b(json.dumps(what).encode(), digest_size=6).hexdigest()
+        return cursors.fingerprint(
+            str(profile_id), self.dimension, self.order, self.tier, self.min_score, self.max_score
+        )
 
 
 @dataclass(frozen=True)
@@ -144,13 +142,8 @@ class _Range:
         return _intersect(self, _Range(high=score, high_open=True))
 
 
-def _bad_cursor(why: str) -> Invalid:
-    return Invalid.one("cursor", "INVALID_CURSOR", why)
-
-
-def encode_cursor(fingerprint: str, score: float, object_id: str) -> str:
-    text = json.dumps([fingerprint, score, object_id], separators=(",", ":"))
-    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+def encode_cursor(belongs: str, score: float, object_id: str) -> str:
+    return cursors.encode(belongs, score, object_id)
 
 
 def _storable(object_id: Any) -> bool:
@@ -166,21 +159,17 @@ def _storable(object_id: Any) -> bool:
     return True
 
 
-def decode_cursor(cursor: str, fingerprint: str) -> tuple[float, str]:
+def decode_cursor(cursor: str, belongs: str) -> tuple[float, str]:
     """The (score, objectId) a cursor continues after; 422 `INVALID_CURSOR` for anything that
     is not a cursor of this very read (another profile, dimension, order or filter)."""
-    try:
-        text = base64.b64decode(cursor + "=" * (-len(cursor) % 4), b"-_", validate=True)
-        belongs, score, object_id = json.loads(text.decode())
-        if not _storable(object_id) or not 0 <= score <= 100 or isinstance(score, bool):
-            raise ValueError("not a position")
-    except (ValueError, TypeError, RecursionError):
-        raise _bad_cursor("'cursor' is not a cursor this API returned") from None
-    if belongs != fingerprint:
-        raise _bad_cursor(
-            "'cursor' belongs to another read: send the same dimension, order and filters "
-            "as the request that returned it"
-        )
+    score, object_id = cursors.decode(cursor, belongs, 2)
+    if (
+        not _storable(object_id)
+        or isinstance(score, bool)
+        or not isinstance(score, int | float)
+        or not 0 <= score <= 100
+    ):
+        raise cursors.invalid()
     return float(score), object_id
 
 
