@@ -216,14 +216,34 @@ def reference_tier(tiers: list[dict[str, Any]] | None, score: float) -> str | No
     return name
 
 
+def _fold(parts: dict[str, Any], changes: list[dict[str, Any]], event: Any) -> dict[str, Any]:
+    """Apply an event's `changes` to a row's contributions (rule id -> {matchedValue,
+    pointsEarned, maxPoints}), checking each `before` is what the row had."""
+    folded = dict(parts)
+    for change in changes:
+        rule = change["ruleId"]
+        assert folded.get(rule) == change["before"], ("before", event, rule, folded.get(rule))
+        if change["after"] is None:
+            folded.pop(rule, None)
+        else:
+            folded[rule] = change["after"]
+    return folded
+
+
 def assert_events_replay(database: Database) -> int:
     """SPEC §10 against the stored rows: each organisation's log is numbered 1, 2, 3, ...
-    with no gap; folding it (created and changed set a row, deleted removes it) gives exactly
-    the stored rows' (score, tier, version); versions move by one; a tier_changed event
-    follows the created or changed event it belongs to. Returns how many events it read."""
+    with no gap; folding it (created and changed set a row, deleted removes it, each
+    event's `changes` applied rule by rule to the row's contributions, every `before` being
+    what the row had) gives exactly the stored rows' score, tier, version and contributions;
+    versions move by one; a tier_changed event follows the created or changed event it
+    belongs to, with the same fields. Returns how many events it read."""
     import sqlalchemy as sa
 
     from signalscore.db.tables import score_events, score_results
+
+    def parts(contributions: list[dict[str, Any]]) -> dict[str, Any]:
+        keys = ("matchedValue", "pointsEarned", "maxPoints")
+        return {c["ruleId"]: {k: c[k] for k in keys} for c in contributions}
 
     with database.read() as conn:
         events = list(
@@ -238,6 +258,7 @@ def assert_events_replay(database: Database) -> int:
                 r.score,
                 r.tier,
                 r.version,
+                parts(r.contributions),
             )
             for r in conn.execute(sa.select(score_results))
         }
@@ -251,29 +272,31 @@ def assert_events_replay(database: Database) -> int:
         key = (org, event.profile_id, event.object_type, event.object_id, event.dimension)
         current = state.get(key)
         if event.type == "score.created":
-            assert current is None and event.version == 1, (event, current)
-            state[key] = (event.score, event.tier, 1)
+            assert current is None, (event, current)
+            assert event.version == 1, event
+            state[key] = (event.score, event.tier, 1, _fold({}, event.changes, event))
         elif event.type == "score.changed":
-            assert current is not None and event.version == current[2] + 1, (event, current)
+            assert current is not None, event
+            assert event.version == current[2] + 1, (event, current)
             assert (event.previous_score, event.previous_tier) == current[:2], (event, current)
-            state[key] = (event.score, event.tier, event.version)
+            folded = _fold(current[3], event.changes, event)
+            state[key] = (event.score, event.tier, event.version, folded)
         elif event.type == "score.deleted":
-            assert current is not None and event.version == current[2], (event, current)
+            assert current is not None, event
+            assert event.version == current[2], (event, current)
             assert (event.previous_score, event.previous_tier) == current[:2], (event, current)
+            assert _fold(current[3], event.changes, event) == {}, event
             del state[key]
         else:
             assert event.type == "score.tier_changed", event
-            assert previous is not None and previous.sequence == event.sequence - 1
+            assert previous is not None
+            assert previous.sequence == event.sequence - 1, (previous, event)
             assert previous.type in ("score.created", "score.changed"), previous
             assert event.tier != event.previous_tier, event
-            assert (event.score, event.tier, event.version) == (
-                previous.score,
-                previous.tier,
-                previous.version,
-            )
+            same = ("score", "previous_score", "tier", "previous_tier", "version", "changes")
+            assert all(getattr(event, f) == getattr(previous, f) for f in same), event
         previous = event
-    # Rows whose profile was deleted with events of their own are gone from both sides; the
-    # rest must match exactly (a row from before the log existed would have no events).
+    # A row from before the log existed would have no events: every test starts after it.
     assert state == stored, (
         f"replayed but not stored: {sorted(state.keys() - stored.keys())[:3]}; "
         f"stored but not replayed: {sorted(stored.keys() - state.keys())[:3]}; "

@@ -17,7 +17,8 @@ from tests.api.test_isolation_config import org_snapshot
 from tests.helpers import Tenant, drain
 
 # What B may legitimately get: "404" (A's resource does not exist for B), "empty" (a read by
-# object or a listing: []), "own" (the call acts on B's own organisation only).
+# object or a listing: []), "empty page" (a paginated read: no item), "own" (the call acts
+# on B's own organisation only).
 Expect = str
 Body = Callable[[World], Any]
 
@@ -43,6 +44,8 @@ def _rule(world: World) -> dict[str, Any]:
 
 CALLS: dict[tuple[str, str], tuple[Expect, Body | None, dict[str, Any] | None]] = {
     ("GET", "/v1/organization"): ("own", None, None),
+    ("GET", "/v1/events"): ("empty page", None, {"after": 0}),
+    ("GET", "/v1/scoring/history"): ("empty page", None, A_OBJECT),
     ("GET", "/v1/scoring/profiles"): ("empty", None, None),
     ("POST", "/v1/scoring/profiles"): (
         "own",
@@ -154,6 +157,9 @@ def a_world(world: World, database: Database) -> World:
     world.call(
         "POST", "/v1/scoring/compute", json={"objectType": "company", "objectIds": ["pending.com"]}
     )
+    # A's events and history exist: B must not see them.
+    assert world.call("GET", "/v1/events").json()["data"]
+    assert world.call("GET", "/v1/scoring/history", params=A_OBJECT).json()["data"]
     return world
 
 
@@ -195,6 +201,9 @@ def test_other_organization_cannot_reach_any_route(
         elif expect == "empty":
             assert response.status_code == 200, where
             assert response.json() == [], where
+        elif expect == "empty page":
+            assert response.status_code == 200, where
+            assert response.json()["data"] == [], where
         else:
             assert response.status_code < 300, where
             assert a_world.tenant.org_id not in response.text, where

@@ -299,8 +299,9 @@ def store_results(
         existing = _existing_profiles(conn, org_id, list({row[0] for row in inserts}))
         inserts = [row for row in inserts if row[0] in existing]
 
-    dialect.write_scores(conn, org_id, object_type, now, inserts, changed)
+    # The events read the old contributions: before they are overwritten.
     _record_events(conn, org_id, object_type, by_id, inserts, changed, deleted)
+    dialect.write_scores(conn, org_id, object_type, now, inserts, changed)
     same_org = {"organization_id": org_id}
     for among in key_filters(conn, s, "id", touched, match=same_org):
         conn.execute(sa.update(s).where(among).values(computed_at=now))
