@@ -44,6 +44,7 @@ from signalscore.rules.router import router as rules_router
 from signalscore.scores.router import router as scores_router
 from signalscore.signals.router import router as signals_router
 from signalscore.validation import validation_error
+from signalscore.webhooks.router import router as webhooks_router
 
 log = logging.getLogger("signalscore")
 
@@ -115,6 +116,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         scores_router,
         signals_router,
         events_router,
+        webhooks_router,
     )
     for router in routers:
         app.include_router(

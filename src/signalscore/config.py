@@ -76,6 +76,11 @@ class Settings(BaseSettings):
         default="redis://127.0.0.1:6379/0",
         description="Redis for the redis rate-limit backend.",
     )
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="Allow webhook URLs whose host is (or resolves to) a loopback, private, "
+        "link-local or multicast address (a receiver on the same machine or network).",
+    )
     event_retention_days: float = Field(
         default=30,
         gt=0,

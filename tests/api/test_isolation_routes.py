@@ -23,6 +23,9 @@ Expect = str
 Body = Callable[[World], Any]
 
 A_OBJECT = {"objectType": "company", "objectId": "acme.com"}
+# A public address (TEST-NET documentation ranges are reserved, so a real public one): no
+# delivery is attempted in this test.
+HOOK = "https://93.184.216.34/hook"
 
 
 class Raw:
@@ -45,6 +48,18 @@ def _rule(world: World) -> dict[str, Any]:
 CALLS: dict[tuple[str, str], tuple[Expect, Body | None, dict[str, Any] | None]] = {
     ("GET", "/v1/organization"): ("own", None, None),
     ("GET", "/v1/events"): ("empty page", None, {"after": 0}),
+    ("GET", "/v1/webhooks"): ("empty", None, None),
+    ("POST", "/v1/webhooks"): (
+        "own",
+        lambda w: {"url": HOOK, "eventTypes": ["score.changed"]},
+        None,
+    ),
+    ("GET", "/v1/webhooks/{webhook_id}"): ("404", None, None),
+    ("PATCH", "/v1/webhooks/{webhook_id}"): ("404", lambda w: {"enabled": False}, None),
+    ("DELETE", "/v1/webhooks/{webhook_id}"): ("404", None, None),
+    ("POST", "/v1/webhooks/{webhook_id}/rotate-secret"): ("404", None, None),
+    ("POST", "/v1/webhooks/{webhook_id}/test"): ("404", None, None),
+    ("GET", "/v1/webhooks/{webhook_id}/deliveries"): ("404", None, None),
     ("GET", "/v1/scoring/history"): ("empty page", None, A_OBJECT),
     ("GET", "/v1/scoring/profiles"): ("empty", None, None),
     ("POST", "/v1/scoring/profiles"): (
@@ -157,6 +172,9 @@ def a_world(world: World, database: Database) -> World:
     world.call(
         "POST", "/v1/scoring/compute", json={"objectType": "company", "objectIds": ["pending.com"]}
     )
+    hook = world.call("POST", "/v1/webhooks", json={"url": HOOK, "eventTypes": ["score.changed"]})
+    assert hook.status_code == 201, hook.text
+    world.webhook_id = hook.json()["id"]  # type: ignore[attr-defined]
     # A's events and history exist: B must not see them.
     assert world.call("GET", "/v1/events").json()["data"]
     assert world.call("GET", "/v1/scoring/history", params=A_OBJECT).json()["data"]
@@ -171,6 +189,7 @@ def test_other_organization_cannot_reach_any_route(
         "rule_id": a_world.rule_id,
         "assignment_id": a_world.assignment_id,  # type: ignore[attr-defined]
         "template_id": "crm",
+        "webhook_id": a_world.webhook_id,  # type: ignore[attr-defined]
     }
     checked = 0
     for method, template in v1_operations(client):

@@ -322,6 +322,58 @@ event_counters = sa.Table(
     sa.Column("expired_through", sa.BigInteger(), nullable=False),
 )
 
+# Webhook subscriptions (SPEC §11) and where each one's delivery stands. Events after
+# `delivered_through` that match the subscription are still to deliver; a batch in flight is
+# (delivered_through, pending_through] under `pending_message_id` (the `webhook-id` of every
+# attempt at it), retried at `next_attempt_at`. `secret` is kept as is: it signs deliveries.
+webhook_subscriptions = sa.Table(
+    "webhook_subscriptions",
+    metadata,
+    _org_column(),
+    sa.Column("id", sa.Uuid(), primary_key=True),
+    sa.Column("url", sa.String(2000), nullable=False),
+    sa.Column("event_types", JSON_DOCUMENT, nullable=False),
+    sa.Column("profile_ids", JSON_DOCUMENT, nullable=True),
+    sa.Column("description", sa.String(1000), nullable=True),
+    sa.Column("secret", sa.String(100), nullable=False),
+    sa.Column("enabled", sa.Boolean(), nullable=False),
+    sa.Column("disabled_reason", sa.String(500), nullable=True),
+    sa.Column("delivered_through", sa.BigInteger(), nullable=False),
+    sa.Column("pending_through", sa.BigInteger(), nullable=True),
+    sa.Column("pending_message_id", sa.Uuid(), nullable=True),
+    sa.Column("attempt", sa.Integer(), nullable=False),
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=True),
+    sa.Column("failing_since", UTCDateTime(), nullable=True),
+    sa.Column("lease_until", UTCDateTime(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# The delivery log: one row per attempt (the newest kept per subscription, see webhooks/).
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    _org_column(),
+    sa.Column("id", sa.Uuid(), primary_key=True),
+    sa.Column("subscription_id", sa.Uuid(), nullable=False),
+    sa.Column("message_id", sa.Uuid(), nullable=False),
+    sa.Column("event_ids", JSON_DOCUMENT, nullable=False),
+    sa.Column("attempt", sa.Integer(), nullable=False),
+    sa.Column("status_code", sa.Integer(), nullable=True),
+    sa.Column("duration_ms", sa.Float(), nullable=False),
+    sa.Column("error", sa.String(500), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(
+        ["organization_id", "subscription_id"],
+        ["webhook_subscriptions.organization_id", "webhook_subscriptions.id"],
+        name="fk_webhook_deliveries_subscription",
+        ondelete="CASCADE",
+    ),
+    sa.Index(
+        "ix_webhook_deliveries_subscription", "organization_id", "subscription_id", "created_at"
+    ),
+)
+
 # Per-key request counters for rate limiting when several processes share PostgreSQL
 # (fixed one-minute windows; old windows are pruned as new ones start).
 rate_limit_counters = sa.Table(

@@ -25,6 +25,7 @@ def worker_config(settings: Settings) -> WorkerConfig:
         lease_seconds=settings.worker_lease_seconds,
         poll_seconds=settings.worker_poll_seconds,
         event_retention_days=settings.event_retention_days,
+        webhook_allow_private=settings.webhook_allow_private,
     )
 
 

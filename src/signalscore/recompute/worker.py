@@ -55,6 +55,7 @@ from signalscore.recompute.compute import (
     store_results,
 )
 from signalscore.recompute.queue import Lane, queue_next_profile_chunk
+from signalscore.webhooks.delivery import deliver_once, webhooks_due
 
 log = logging.getLogger("signalscore.worker")
 
@@ -366,6 +367,9 @@ class WorkerConfig:
     # Housekeeping, between batches: events past their retention are deleted this often.
     event_retention_days: float = 30.0
     housekeeping_seconds: float = 60.0
+    # Webhook deliveries (a thread of their own): may a URL resolve to a private address?
+    webhook_allow_private: bool = False
+    deliver_webhooks: bool = True
 
 
 def _groups(keys: Sequence[QueueKey]) -> list[tuple[str, str, list[str]]]:
@@ -506,6 +510,30 @@ class Worker:
         never delete the same events twice). How many events went."""
         return expire_events(self.db, self.config.event_retention_days, now or utcnow())
 
+    def serve_webhooks(self, stop: threading.Event) -> None:
+        """Deliver webhook batches (webhooks/delivery.py) until `stop` is set: a thread of
+        its own, so a slow receiver (10 s at most per attempt) never holds up scoring. Looks
+        for due work every `poll_seconds`, with a read that takes no lock."""
+        backoff = self.config.poll_seconds
+        while not stop.is_set():
+            try:
+                sent = 0
+                if webhooks_due(self.db, utcnow()):
+                    sent = deliver_once(self.db, allow_private=self.config.webhook_allow_private)
+                backoff = self.config.poll_seconds
+            except sa.exc.OperationalError as exc:
+                log.warning(
+                    "worker %s: database unavailable (%s)", self.worker_id, type(exc).__name__
+                )
+                sent, backoff = 0, min(backoff * 2, 5.0)
+            except Exception:
+                log.exception(
+                    "worker %s: a webhook delivery failed; its lease expires", self.worker_id
+                )
+                sent, backoff = 0, min(backoff * 2, 5.0)
+            if not sent:
+                stop.wait(backoff)
+
     def run(self, stop: threading.Event) -> None:
         """Drain the queue until `stop` is set; back off while the database is unreachable."""
         if "native" in BACKENDS:
@@ -523,6 +551,12 @@ class Worker:
                 target=self.serve_interactive, args=(stop,), name="signalscore-interactive"
             )
             helper.start()
+        deliveries = None
+        if self.config.deliver_webhooks:
+            deliveries = threading.Thread(
+                target=self.serve_webhooks, args=(stop,), name="signalscore-webhooks"
+            )
+            deliveries.start()
         backoff = self.config.poll_seconds
         housekeeping = 0.0  # monotonic time of the next housekeeping
         while not stop.is_set():
@@ -548,6 +582,8 @@ class Worker:
         if helper is not None:
             self.wakeup.interactive.set()
             helper.join()
+        if deliveries is not None:
+            deliveries.join()
         try:
             release_claims(self.db, self.worker_id)
         except sa.exc.SQLAlchemyError:

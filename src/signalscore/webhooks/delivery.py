@@ -1,0 +1,281 @@
+"""Delivering events to webhook subscriptions (SPEC §11), from the event log.
+
+Each subscription is a cursor on its organisation's log (`delivered_through`). A worker
+leases one subscription that has something due (`claim`), fixes its next batch if none is in
+flight (up to 100 matching events; events that match no filter are skipped over), sends it
+signed, and records the outcome (`settle`): a 2xx moves the cursor past the batch; anything
+else keeps the batch (and its `webhook-id`) for a retry after 5 s, 30 s, 2 min, 10 min, 1 h,
+6 h, then every 12 h, while later events wait behind it. After 3 days of failure the
+subscription is disabled. The batch in flight is written before it is sent, so a worker that
+dies mid-send leaves it to the next one after the lease: at least once, in order, and a
+duplicate is only ever a retry of the same `webhook-id`.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from signalscore.db.engine import Database
+from signalscore.db.tables import score_events, webhook_deliveries, webhook_subscriptions
+from signalscore.db.types import utcnow
+from signalscore.errors import Invalid
+from signalscore.events.log import event_id
+from signalscore.events.schemas import Event
+from signalscore.webhooks.signing import sign
+from signalscore.webhooks.urls import check_url
+
+w = webhook_subscriptions
+e = score_events
+
+MAX_BATCH = 100
+SCAN = 1000  # events looked at per claim when the filters skip most of them
+TIMEOUT_SECONDS = 10.0
+LEASE = timedelta(seconds=60)
+RETRY_DELAYS = [5, 30, 120, 600, 3600, 6 * 3600]
+RETRY_EVERY = 12 * 3600
+DISABLE_AFTER = timedelta(days=3)
+MAX_ERROR_CHARS = 500
+
+
+def retry_delay(failures: int) -> timedelta:
+    """The wait after the `failures`-th failed attempt at a batch."""
+    seconds = RETRY_DELAYS[failures - 1] if failures <= len(RETRY_DELAYS) else RETRY_EVERY
+    return timedelta(seconds=seconds)
+
+
+@dataclass
+class Outcome:
+    status_code: int | None
+    duration_ms: float
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+Sender = Callable[[str, dict[str, str], bytes], Outcome]
+
+
+def post(url: str, headers: dict[str, str], body: bytes) -> Outcome:
+    """POST `body`; a 2xx within 10 s is success. Redirects are not followed (a 3xx is a
+    failure: it could point anywhere)."""
+    parts = urlsplit(url)
+    connection_class = (
+        http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    )
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    started = time.monotonic()
+    connection = connection_class(parts.hostname or "", parts.port, timeout=TIMEOUT_SECONDS)
+    try:
+        connection.request("POST", path, body=body, headers=headers)
+        response = connection.getresponse()
+        response.read(64 * 1024)
+        status = response.status
+        error = None if 200 <= status < 300 else f"HTTP {status}"
+    except (OSError, http.client.HTTPException) as exc:
+        status, error = None, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+    finally:
+        connection.close()
+    return Outcome(status, (time.monotonic() - started) * 1000, error)
+
+
+def message(
+    secret: str, message_id: str, events: list[dict[str, Any]], now: datetime
+) -> tuple[dict[str, str], bytes]:
+    """The headers and body of one delivery."""
+    body = json.dumps({"events": events}, separators=(",", ":")).encode()
+    timestamp = int(now.timestamp())
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "signalscore-webhooks",
+        "webhook-id": message_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign(secret, message_id, timestamp, body),
+    }
+    return headers, body
+
+
+def _matching(row: Any, event: Any) -> bool:
+    if event.type not in row.event_types:
+        return False
+    return row.profile_ids is None or str(event.profile_id) in row.profile_ids
+
+
+def _events_after(conn: Connection, org_id: str, after: int, through: int | None) -> list[Any]:
+    query = sa.select(e).where(e.c.organization_id == org_id, e.c.sequence > after)
+    if through is not None:
+        query = query.where(e.c.sequence <= through)
+    return list(conn.execute(query.order_by(e.c.sequence).limit(SCAN)))
+
+
+def _due() -> sa.ColumnElement[bool]:
+    waiting = sa.exists().where(
+        e.c.organization_id == w.c.organization_id, e.c.sequence > w.c.delivered_through
+    )
+    return sa.and_(w.c.enabled, sa.or_(w.c.pending_through.is_not(None), waiting))
+
+
+def _due_now(now: datetime) -> list[sa.ColumnElement[bool]]:
+    return [
+        _due(),
+        sa.or_(w.c.lease_until.is_(None), w.c.lease_until < now),
+        sa.or_(w.c.next_attempt_at.is_(None), w.c.next_attempt_at <= now),
+    ]
+
+
+def webhooks_due(db: Database, now: datetime) -> bool:
+    """Whether some subscription has a batch due now: a read that takes no lock, so idle
+    workers look often without writing."""
+    with db.read() as conn:
+        return conn.execute(sa.select(w.c.id).where(*_due_now(now)).limit(1)).first() is not None
+
+
+def claim(conn: Connection, now: datetime) -> Any | None:
+    """Lease one subscription with a batch due now, fixing its batch if none is in flight;
+    None when nothing is due. Skips subscriptions another worker holds."""
+    row = conn.execute(
+        sa.select(w)
+        .where(*_due_now(now))
+        .order_by(w.c.next_attempt_at.nulls_first(), w.c.created_at)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    ).one_or_none()
+    if row is None:
+        return None
+    values: dict[str, Any] = {"lease_until": now + LEASE}
+    if row.pending_through is None:
+        scanned = _events_after(conn, row.organization_id, row.delivered_through, None)
+        chosen = [event for event in scanned if _matching(row, event)][:MAX_BATCH]
+        if not chosen:  # nothing for this subscription among them: skip past them
+            through = scanned[-1].sequence if scanned else row.delivered_through
+            conn.execute(
+                sa.update(w)
+                .where(w.c.organization_id == row.organization_id, w.c.id == row.id)
+                .values(delivered_through=through)
+            )
+            return None
+        through = chosen[-1].sequence if len(chosen) == MAX_BATCH else scanned[-1].sequence
+        values |= {"pending_through": through, "pending_message_id": uuid.uuid4(), "attempt": 0}
+    conn.execute(
+        sa.update(w)
+        .where(w.c.organization_id == row.organization_id, w.c.id == row.id)
+        .values(**values)
+    )
+    return conn.execute(
+        sa.select(w).where(w.c.organization_id == row.organization_id, w.c.id == row.id)
+    ).one()
+
+
+def record_attempt(
+    conn: Connection,
+    row: Any,
+    message_id: uuid.UUID,
+    event_ids: list[str],
+    attempt: int,
+    outcome: Outcome,
+    now: datetime,
+) -> None:
+    conn.execute(
+        webhook_deliveries.insert().values(
+            organization_id=row.organization_id,
+            id=uuid.uuid4(),
+            subscription_id=row.id,
+            message_id=message_id,
+            event_ids=event_ids,
+            attempt=attempt,
+            status_code=outcome.status_code,
+            duration_ms=round(outcome.duration_ms, 2),
+            error=outcome.error,
+            created_at=now,
+        )
+    )
+
+
+def settle(
+    conn: Connection, row: Any, outcome: Outcome, event_ids: list[str], now: datetime
+) -> None:
+    """Record an attempt at the subscription's batch in flight, and move on or wait."""
+    attempt = row.attempt + 1
+    record_attempt(conn, row, row.pending_message_id, event_ids, attempt, outcome, now)
+    same = sa.and_(
+        w.c.organization_id == row.organization_id,
+        w.c.id == row.id,
+        w.c.pending_message_id == row.pending_message_id,
+    )
+    if outcome.ok:
+        conn.execute(
+            sa.update(w)
+            .where(same)
+            .values(
+                delivered_through=row.pending_through,
+                pending_through=None,
+                pending_message_id=None,
+                attempt=0,
+                next_attempt_at=None,
+                failing_since=None,
+                lease_until=None,
+            )
+        )
+        return
+    failing_since = row.failing_since or now
+    values: dict[str, Any] = {
+        "attempt": attempt,
+        "next_attempt_at": now + retry_delay(attempt),
+        "failing_since": failing_since,
+        "lease_until": None,
+    }
+    if now - failing_since >= DISABLE_AFTER:
+        values |= {
+            "enabled": False,
+            "disabled_reason": f"every delivery failed for 3 days; last: {outcome.error}"[
+                :MAX_ERROR_CHARS
+            ],
+        }
+    conn.execute(sa.update(w).where(same).values(**values))
+
+
+def deliver_once(
+    db: Database,
+    *,
+    allow_private: bool,
+    now: Callable[[], datetime] = utcnow,
+    send: Sender = post,
+) -> int:
+    """Deliver (or retry) one batch of one due subscription; how many events were sent (0:
+    nothing was due)."""
+    with db.write(notify=False) as conn:
+        row = claim(conn, now())
+    if row is None:
+        return 0
+    with db.read() as conn:
+        events = [
+            Event.from_row(event)
+            for event in _events_after(
+                conn, row.organization_id, row.delivered_through, row.pending_through
+            )
+            if _matching(row, event)
+        ]
+    payload = [event.model_dump(mode="json", warnings=False) for event in events]
+    event_ids = [str(event_id(row.organization_id, event.sequence)) for event in events]
+    headers, body = message(row.secret, str(row.pending_message_id), payload, now())
+    try:
+        check_url(row.url, allow_private=allow_private)
+    except Invalid as refused:
+        outcome = Outcome(None, 0.0, refused.fields[0].message[:MAX_ERROR_CHARS])
+    else:
+        outcome = send(row.url, headers, body) if events else Outcome(204, 0.0, None)
+    with db.write(notify=False) as conn:
+        settle(conn, row, outcome, event_ids, now())
+    return max(len(events), 1)
