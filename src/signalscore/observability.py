@@ -16,7 +16,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from signalscore.db.engine import Database
+from signalscore.db.types import utcnow
 from signalscore.recompute import queue_figures
+from signalscore.webhooks.delivery import delivery_figures
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -105,6 +107,37 @@ class _ComputationsCollector(Collector):
         )
 
 
+def _delivery_metrics(database: Database) -> Iterator[GaugeMetricFamily]:
+    """Events and webhook deliveries (SPEC §10-11), read from the database: every
+    worker process's work, whichever process is scraped."""
+    try:
+        with database.read() as conn:
+            figures = delivery_figures(conn, utcnow())
+    except sa.exc.SQLAlchemyError:
+        return
+    yield GaugeMetricFamily(
+        "signalscore_events_written",
+        "Score events written since the start (the organisations' last sequences).",
+        value=figures.events_written,
+    )
+    attempts = GaugeMetricFamily(
+        "signalscore_webhook_attempts",
+        "Webhook delivery attempts in the delivery log, by outcome.",
+        labels=["outcome"],
+    )
+    for outcome, count in sorted(figures.attempts.items()):
+        attempts.add_metric([outcome], count)
+    yield attempts
+    oldest = GaugeMetricFamily(
+        "signalscore_webhook_oldest_undelivered_seconds",
+        "Age of the oldest event an enabled subscription has not had yet (0: none).",
+        labels=["subscription"],
+    )
+    for subscription, age in sorted(figures.oldest_undelivered_seconds.items()):
+        oldest.add_metric([subscription], age)
+    yield oldest
+
+
 class _QueueCollector(Collector):
     """Queue depth and worker lag, read from the database at scrape time (all organisations
     together: counts only, never tenant data)."""
@@ -135,6 +168,7 @@ class _QueueCollector(Collector):
             "Age of the oldest pending recompute trigger (0 when none waits).",
             value=figures.oldest_pending_seconds,
         )
+        yield from _delivery_metrics(self.database)
         yield GaugeMetricFamily(
             "signalscore_queue_scrape_seconds",
             "Time taken to read the queue figures for this scrape.",

@@ -314,3 +314,40 @@ def test_the_test_delivery_reaches_the_receiver_signed(
     assert (failed["statusCode"], failed["error"]) == (503, "HTTP 503")
     log = world.call("GET", f"/v1/webhooks/{hook['id']}/deliveries").json()
     assert [d["statusCode"] for d in log] == [503, 200]
+
+
+def _metric(text: str, name: str) -> dict[str, float]:
+    found = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            key, _, value = line.rpartition(" ")
+            found[key[len(name) :]] = float(value)
+    return found
+
+
+def test_metrics_count_events_and_deliveries_and_the_oldest_waiting(
+    private_ok: World, database: Database, receiver: Receiver
+) -> None:
+    world = private_ok
+    hook = subscribe(world, receiver.url)
+    make_events(world, database, ["m1.com", "m2.com"])
+    written = len(world.call("GET", "/v1/events", params={"limit": 1000}).json()["data"])
+    receiver.plan = [500]
+    clock = [utcnow() + timedelta(seconds=30)]
+    deliver_once(database, allow_private=True, now=lambda: clock[0])  # fails: waits 5 s
+    text = world.client.get("/metrics").text
+    assert _metric(text, "signalscore_events_written") == {"": written}
+    assert _metric(text, "signalscore_webhook_attempts") == {
+        '{outcome="delivered"}': 0,
+        '{outcome="failed"}': 1,
+    }
+    [age] = _metric(text, "signalscore_webhook_oldest_undelivered_seconds").items()
+    assert age[0] == f'{{subscription="{hook["id"]}"}}'
+    assert age[1] > 0
+    clock[0] += timedelta(seconds=5)
+    deliver_all(database, now=lambda: clock[0])
+    text = world.client.get("/metrics").text
+    assert _metric(text, "signalscore_webhook_attempts")['{outcome="delivered"}'] >= 1
+    assert _metric(text, "signalscore_webhook_oldest_undelivered_seconds") == {
+        f'{{subscription="{hook["id"]}"}}': 0
+    }

@@ -55,7 +55,7 @@ from signalscore.recompute.compute import (
     store_results,
 )
 from signalscore.recompute.queue import Lane, queue_next_profile_chunk
-from signalscore.webhooks.delivery import deliver_once, webhooks_due
+from signalscore.webhooks.delivery import deliver_once, expire_deliveries, webhooks_due
 
 log = logging.getLogger("signalscore.worker")
 
@@ -505,10 +505,14 @@ class Worker:
             log.warning("worker %s: could not release leases; they will expire", worker_id)
 
     def housekeeping(self, now: datetime | None = None) -> int:
-        """What a worker does besides batches: delete events past their retention (every
-        worker may; each organisation's deletion holds its event counter, so two workers
-        never delete the same events twice). How many events went."""
-        return expire_events(self.db, self.config.event_retention_days, now or utcnow())
+        """What a worker does besides batches: delete events (and webhook delivery attempts)
+        past their retention (every worker may; each organisation's deletion holds its event
+        counter, so two workers never delete the same events twice). How many events went."""
+        now = now or utcnow()
+        days = self.config.event_retention_days
+        expired = expire_events(self.db, days, now)
+        expire_deliveries(self.db, days, now)  # the delivery log is kept as long
+        return expired
 
     def serve_webhooks(self, stop: threading.Event) -> None:
         """Deliver webhook batches (webhooks/delivery.py) until `stop` is set: a thread of

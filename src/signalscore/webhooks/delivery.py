@@ -27,7 +27,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from signalscore.db.engine import Database
-from signalscore.db.tables import score_events, webhook_deliveries, webhook_subscriptions
+from signalscore.db.tables import (
+    event_counters,
+    score_events,
+    webhook_deliveries,
+    webhook_subscriptions,
+)
 from signalscore.db.types import utcnow
 from signalscore.errors import Invalid
 from signalscore.events.log import event_id
@@ -279,3 +284,50 @@ def deliver_once(
     with db.write(notify=False) as conn:
         settle(conn, row, outcome, event_ids, now())
     return max(len(events), 1)
+
+
+@dataclass
+class DeliveryFigures:
+    """For /metrics: counts and ages only, no tenant content."""
+
+    events_written: int
+    attempts: dict[str, int]  # outcome ("delivered" / "failed") -> attempts in the log
+    oldest_undelivered_seconds: dict[str, float]  # subscription id -> age (0: none waiting)
+
+
+def delivery_figures(conn: Connection, now: datetime) -> DeliveryFigures:
+    d = webhook_deliveries
+    written = conn.execute(
+        sa.select(sa.func.coalesce(sa.func.sum(event_counters.c.last_sequence), 0))
+    ).scalar_one()
+    attempts = {"delivered": 0, "failed": 0}
+    for status, count in conn.execute(
+        sa.select(d.c.status_code, sa.func.count()).group_by(d.c.status_code)
+    ):
+        delivered = status is not None and 200 <= status < 300
+        attempts["delivered" if delivered else "failed"] += count
+    oldest = (
+        sa.select(e.c.created_at)
+        .where(e.c.organization_id == w.c.organization_id, e.c.sequence > w.c.delivered_through)
+        .order_by(e.c.sequence)
+        .limit(1)
+        .scalar_subquery()
+    )
+    ages = {}
+    for subscription_id, created_at in conn.execute(sa.select(w.c.id, oldest).where(w.c.enabled)):
+        ages[str(subscription_id)] = (
+            0.0 if created_at is None else max(0.0, (now - created_at).total_seconds())
+        )
+    return DeliveryFigures(int(written), attempts, ages)
+
+
+def expire_deliveries(db: Database, retention_days: float, now: datetime) -> int:
+    """Delete delivery log rows older than the events' retention; how many went."""
+    with db.write(notify=False) as conn:
+        return int(
+            conn.execute(
+                sa.delete(webhook_deliveries).where(
+                    webhook_deliveries.c.created_at < now - timedelta(days=retention_days)
+                )
+            ).rowcount
+        )
