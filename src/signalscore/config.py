@@ -81,6 +81,19 @@ class Settings(BaseSettings):
         description="Allow webhook URLs whose host is (or resolves to) a loopback, private, "
         "link-local or multicast address (a receiver on the same machine or network).",
     )
+    webhook_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=60,
+        description="A delivery is acknowledged by a 2xx within this many seconds (SPEC: 10).",
+    )
+    webhook_retry_scale: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="Multiplies the retry schedule (5 s ... 12 h) and the 3-day disable: 1 in "
+        "production; below 1 only for drills and tests of delivery under faults.",
+    )
     event_retention_days: float = Field(
         default=30,
         gt=0,

@@ -26,6 +26,8 @@ def worker_config(settings: Settings) -> WorkerConfig:
         poll_seconds=settings.worker_poll_seconds,
         event_retention_days=settings.event_retention_days,
         webhook_allow_private=settings.webhook_allow_private,
+        webhook_timeout_seconds=settings.webhook_timeout_seconds,
+        webhook_retry_scale=settings.webhook_retry_scale,
     )
 
 

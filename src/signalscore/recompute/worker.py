@@ -369,6 +369,8 @@ class WorkerConfig:
     housekeeping_seconds: float = 60.0
     # Webhook deliveries (a thread of their own): may a URL resolve to a private address?
     webhook_allow_private: bool = False
+    webhook_timeout_seconds: float = 10.0
+    webhook_retry_scale: float = 1.0
     deliver_webhooks: bool = True
 
 
@@ -523,7 +525,12 @@ class Worker:
             try:
                 sent = 0
                 if webhooks_due(self.db, utcnow()):
-                    sent = deliver_once(self.db, allow_private=self.config.webhook_allow_private)
+                    sent = deliver_once(
+                        self.db,
+                        allow_private=self.config.webhook_allow_private,
+                        timeout=self.config.webhook_timeout_seconds,
+                        retry_scale=self.config.webhook_retry_scale,
+                    )
                 backoff = self.config.poll_seconds
             except sa.exc.OperationalError as exc:
                 log.warning(

@@ -53,10 +53,11 @@ DISABLE_AFTER = timedelta(days=3)
 MAX_ERROR_CHARS = 500
 
 
-def retry_delay(failures: int) -> timedelta:
-    """The wait after the `failures`-th failed attempt at a batch."""
+def retry_delay(failures: int, scale: float = 1.0) -> timedelta:
+    """The wait after the `failures`-th failed attempt at a batch (`scale` < 1 only in
+    drills and tests: SIGNALSCORE_WEBHOOK_RETRY_SCALE)."""
     seconds = RETRY_DELAYS[failures - 1] if failures <= len(RETRY_DELAYS) else RETRY_EVERY
-    return timedelta(seconds=seconds)
+    return timedelta(seconds=seconds * scale)
 
 
 @dataclass
@@ -70,10 +71,12 @@ class Outcome:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
-Sender = Callable[[str, dict[str, str], bytes], Outcome]
+Sender = Callable[[str, dict[str, str], bytes, float], Outcome]
 
 
-def post(url: str, headers: dict[str, str], body: bytes) -> Outcome:
+def post(
+    url: str, headers: dict[str, str], body: bytes, timeout: float = TIMEOUT_SECONDS
+) -> Outcome:
     """POST `body`; a 2xx within 10 s is success. Redirects are not followed (a 3xx is a
     failure: it could point anywhere)."""
     parts = urlsplit(url)
@@ -82,7 +85,7 @@ def post(url: str, headers: dict[str, str], body: bytes) -> Outcome:
     )
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     started = time.monotonic()
-    connection = connection_class(parts.hostname or "", parts.port, timeout=TIMEOUT_SECONDS)
+    connection = connection_class(parts.hostname or "", parts.port, timeout=timeout)
     try:
         connection.request("POST", path, body=body, headers=headers)
         response = connection.getresponse()
@@ -209,7 +212,12 @@ def record_attempt(
 
 
 def settle(
-    conn: Connection, row: Any, outcome: Outcome, event_ids: list[str], now: datetime
+    conn: Connection,
+    row: Any,
+    outcome: Outcome,
+    event_ids: list[str],
+    now: datetime,
+    retry_scale: float = 1.0,
 ) -> None:
     """Record an attempt at the subscription's batch in flight, and move on or wait."""
     attempt = row.attempt + 1
@@ -237,11 +245,11 @@ def settle(
     failing_since = row.failing_since or now
     values: dict[str, Any] = {
         "attempt": attempt,
-        "next_attempt_at": now + retry_delay(attempt),
+        "next_attempt_at": now + retry_delay(attempt, retry_scale),
         "failing_since": failing_since,
         "lease_until": None,
     }
-    if now - failing_since >= DISABLE_AFTER:
+    if now - failing_since >= DISABLE_AFTER * retry_scale:
         values |= {
             "enabled": False,
             "disabled_reason": f"every delivery failed for 3 days; last: {outcome.error}"[
@@ -257,6 +265,8 @@ def deliver_once(
     allow_private: bool,
     now: Callable[[], datetime] = utcnow,
     send: Sender = post,
+    timeout: float = TIMEOUT_SECONDS,
+    retry_scale: float = 1.0,
 ) -> int:
     """Deliver (or retry) one batch of one due subscription; how many events were sent (0:
     nothing was due)."""
@@ -280,9 +290,9 @@ def deliver_once(
     except Invalid as refused:
         outcome = Outcome(None, 0.0, refused.fields[0].message[:MAX_ERROR_CHARS])
     else:
-        outcome = send(row.url, headers, body) if events else Outcome(204, 0.0, None)
+        outcome = send(row.url, headers, body, timeout) if events else Outcome(204, 0.0, None)
     with db.write(notify=False) as conn:
-        settle(conn, row, outcome, event_ids, now())
+        settle(conn, row, outcome, event_ids, now(), retry_scale)
     return max(len(events), 1)
 
 

@@ -87,7 +87,11 @@ def test_webhook(
     duration or error): whether the receiver is reachable and verifies signatures."""
     with db.write() as conn:
         return service.send_test_event(
-            conn, org_id, _id(webhook_id), allow_private=_allow_private(request)
+            conn,
+            org_id,
+            _id(webhook_id),
+            allow_private=_allow_private(request),
+            timeout=request.app.state.settings.webhook_timeout_seconds,
         )
 
 

@@ -186,6 +186,7 @@ def send_test_event(
     webhook_id: uuid.UUID,
     *,
     allow_private: bool,
+    timeout: float = delivery.TIMEOUT_SECONDS,
 ) -> Delivery:
     """Send one `webhook.test` event now (signed like any delivery, outside the log: it
     takes no sequence and does not move the subscription), and log the attempt."""
@@ -201,7 +202,7 @@ def send_test_event(
     message_id = uuid.uuid4()
     headers, body = delivery.message(row.secret, str(message_id), [event], now)
     check_url(row.url, allow_private=allow_private)
-    outcome = delivery.post(row.url, headers, body)
+    outcome = delivery.post(row.url, headers, body, timeout)
     delivery.record_attempt(conn, row, message_id, [str(test_id)], 1, outcome, now)
     return Delivery(
         id=message_id,
