@@ -14,7 +14,6 @@ duplicate is only ever a retry of the same `webhook-id`.
 from __future__ import annotations
 
 import http.client
-import json
 import time
 import uuid
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from signalscore.db import dialect
 from signalscore.db.engine import Database
 from signalscore.db.tables import (
     event_counters,
@@ -100,10 +100,10 @@ def post(
 
 
 def message(
-    secret: str, message_id: str, events: list[dict[str, Any]], now: datetime
+    secret: str, message_id: str, events: list[bytes], now: datetime
 ) -> tuple[dict[str, str], bytes]:
-    """The headers and body of one delivery."""
-    body = json.dumps({"events": events}, separators=(",", ":")).encode()
+    """The headers and body of one delivery; `events` are each event's JSON."""
+    body = b'{"events":[' + b",".join(events) + b"]}"
     timestamp = int(now.timestamp())
     headers = {
         "Content-Type": "application/json",
@@ -121,11 +121,37 @@ def _matching(row: Any, event: Any) -> bool:
     return row.profile_ids is None or str(event.profile_id) in row.profile_ids
 
 
-def _events_after(conn: Connection, org_id: str, after: int, through: int | None) -> list[Any]:
+def _events_after(
+    conn: Connection, org_id: str, after: int, through: int | None, limit: int = SCAN
+) -> list[Any]:
     query = sa.select(e).where(e.c.organization_id == org_id, e.c.sequence > after)
     if through is not None:
         query = query.where(e.c.sequence <= through)
-    return list(conn.execute(query.order_by(e.c.sequence).limit(SCAN)))
+    return list(conn.execute(query.order_by(e.c.sequence).limit(limit)))
+
+
+def _next_batch(conn: Connection, row: Any) -> tuple[int, list[Any]] | None:
+    """The subscription's next batch after `delivered_through`: (the sequence it ends at,
+    its matching events), reading pages of the log until 100 match or `SCAN` events were
+    looked at. None when the log has nothing after the cursor."""
+    chosen: list[Any] = []
+    after, looked = row.delivered_through, 0
+    while looked < SCAN:
+        page = _events_after(conn, row.organization_id, after, None, MAX_BATCH)
+        if not page:
+            break
+        looked += len(page)
+        for event in page:
+            if _matching(row, event):
+                chosen.append(event)
+                if len(chosen) == MAX_BATCH:
+                    return event.sequence, chosen
+            after = event.sequence
+        if len(page) < MAX_BATCH:
+            break
+    if after == row.delivered_through:
+        return None
+    return after, chosen
 
 
 def _due() -> sa.ColumnElement[bool]:
@@ -150,9 +176,42 @@ def webhooks_due(db: Database, now: datetime) -> bool:
         return conn.execute(sa.select(w.c.id).where(*_due_now(now)).limit(1)).first() is not None
 
 
-def claim(conn: Connection, now: datetime) -> Any | None:
-    """Lease one subscription with a batch due now, fixing its batch if none is in flight;
-    None when nothing is due. Skips subscriptions another worker holds."""
+def _lease(conn: Connection, row: Any, now: datetime) -> tuple[Any, list[Any]] | None:
+    """Hold the (locked) subscription for this worker and fix its batch if none is in
+    flight; (the row, the batch's events), or None when it has nothing to send (the cursor
+    then moves past events no filter matched, and the lease is released)."""
+    key = sa.and_(w.c.organization_id == row.organization_id, w.c.id == row.id)
+    if row.pending_through is not None:
+        events = [
+            event
+            for event in _events_after(
+                conn, row.organization_id, row.delivered_through, row.pending_through
+            )
+            if _matching(row, event)
+        ]
+        values: dict[str, Any] = {"lease_until": now + LEASE}
+    else:
+        batch = _next_batch(conn, row)
+        if batch is None or not batch[1]:
+            values = {"lease_until": None}
+            if batch is not None:  # nothing for this subscription among them: skip past
+                values["delivered_through"] = batch[0]
+            conn.execute(sa.update(w).where(key).values(**values))
+            return None
+        through, events = batch
+        values = {
+            "lease_until": now + LEASE,
+            "pending_through": through,
+            "pending_message_id": uuid.uuid4(),
+            "attempt": 0,
+        }
+    leased = conn.execute(sa.update(w).where(key).values(**values).returning(*w.c)).one()
+    return leased, events
+
+
+def claim(conn: Connection, now: datetime) -> tuple[Any, list[Any]] | None:
+    """Lease one subscription with a batch due now (skipping those another worker holds),
+    with the batch's events; None when nothing is due."""
     row = conn.execute(
         sa.select(w)
         .where(*_due_now(now))
@@ -160,30 +219,7 @@ def claim(conn: Connection, now: datetime) -> Any | None:
         .limit(1)
         .with_for_update(skip_locked=True)
     ).one_or_none()
-    if row is None:
-        return None
-    values: dict[str, Any] = {"lease_until": now + LEASE}
-    if row.pending_through is None:
-        scanned = _events_after(conn, row.organization_id, row.delivered_through, None)
-        chosen = [event for event in scanned if _matching(row, event)][:MAX_BATCH]
-        if not chosen:  # nothing for this subscription among them: skip past them
-            through = scanned[-1].sequence if scanned else row.delivered_through
-            conn.execute(
-                sa.update(w)
-                .where(w.c.organization_id == row.organization_id, w.c.id == row.id)
-                .values(delivered_through=through)
-            )
-            return None
-        through = chosen[-1].sequence if len(chosen) == MAX_BATCH else scanned[-1].sequence
-        values |= {"pending_through": through, "pending_message_id": uuid.uuid4(), "attempt": 0}
-    conn.execute(
-        sa.update(w)
-        .where(w.c.organization_id == row.organization_id, w.c.id == row.id)
-        .values(**values)
-    )
-    return conn.execute(
-        sa.select(w).where(w.c.organization_id == row.organization_id, w.c.id == row.id)
-    ).one()
+    return None if row is None else _lease(conn, row, now)
 
 
 def record_attempt(
@@ -267,33 +303,54 @@ def deliver_once(
     send: Sender = post,
     timeout: float = TIMEOUT_SECONDS,
     retry_scale: float = 1.0,
+    max_batches: int = 50,
 ) -> int:
-    """Deliver (or retry) one batch of one due subscription; how many events were sent (0:
+    """Lease one due subscription and deliver its batches one after the other while they
+    succeed (at most `max_batches`, then the lease goes back for fairness): each outcome
+    is settled, and the next batch fixed, in one transaction. How many events were sent (0:
     nothing was due)."""
     with db.write(notify=False) as conn:
-        row = claim(conn, now())
-    if row is None:
-        return 0
-    with db.read() as conn:
-        events = [
-            Event.from_row(event)
-            for event in _events_after(
-                conn, row.organization_id, row.delivered_through, row.pending_through
+        dialect.derived_commit(conn)
+        leased = claim(conn, now())
+    sent = 0
+    for _ in range(max_batches):
+        if leased is None:
+            break
+        row, rows = leased
+        events = [Event.from_row(event) for event in rows]
+        payload = [event.__pydantic_serializer__.to_json(event, warnings=False) for event in events]
+        event_ids = [str(event_id(row.organization_id, event.sequence)) for event in events]
+        headers, body = message(row.secret, str(row.pending_message_id), payload, now())
+        try:
+            check_url(row.url, allow_private=allow_private)
+        except Invalid as refused:
+            outcome = Outcome(None, 0.0, refused.fields[0].message[:MAX_ERROR_CHARS])
+        else:
+            outcome = send(row.url, headers, body, timeout)
+        sent += max(len(events), 1)
+        # A settle whose lease was lost (a worker that slept past it) changes nothing: the
+        # other worker owns the batch now, under the same webhook-id.
+        with db.write(notify=False) as conn:
+            dialect.derived_commit(conn)
+            settle(conn, row, outcome, event_ids, now(), retry_scale)
+            leased = None
+            if outcome.ok:
+                current = conn.execute(
+                    sa.select(w)
+                    .where(w.c.organization_id == row.organization_id, w.c.id == row.id)
+                    .with_for_update()
+                ).one_or_none()
+                # Still ours (our settle released the lease; nobody took it since).
+                if current is not None and current.enabled and current.lease_until is None:
+                    leased = _lease(conn, current, now())
+    if leased is not None:  # the batch budget is spent: give the lease back
+        with db.write(notify=False) as conn:
+            conn.execute(
+                sa.update(w)
+                .where(w.c.organization_id == leased[0].organization_id, w.c.id == leased[0].id)
+                .values(lease_until=None)
             )
-            if _matching(row, event)
-        ]
-    payload = [event.model_dump(mode="json", warnings=False) for event in events]
-    event_ids = [str(event_id(row.organization_id, event.sequence)) for event in events]
-    headers, body = message(row.secret, str(row.pending_message_id), payload, now())
-    try:
-        check_url(row.url, allow_private=allow_private)
-    except Invalid as refused:
-        outcome = Outcome(None, 0.0, refused.fields[0].message[:MAX_ERROR_CHARS])
-    else:
-        outcome = send(row.url, headers, body, timeout) if events else Outcome(204, 0.0, None)
-    with db.write(notify=False) as conn:
-        settle(conn, row, outcome, event_ids, now(), retry_scale)
-    return max(len(events), 1)
+    return sent
 
 
 @dataclass

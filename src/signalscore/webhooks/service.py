@@ -3,6 +3,7 @@ SQL. Deliveries are in delivery.py."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -200,7 +201,9 @@ def send_test_event(
         "webhookId": str(row.id),
     }
     message_id = uuid.uuid4()
-    headers, body = delivery.message(row.secret, str(message_id), [event], now)
+    headers, body = delivery.message(
+        row.secret, str(message_id), [json.dumps(event, separators=(",", ":")).encode()], now
+    )
     check_url(row.url, allow_private=allow_private)
     outcome = delivery.post(row.url, headers, body, timeout)
     delivery.record_attempt(conn, row, message_id, [str(test_id)], 1, outcome, now)
