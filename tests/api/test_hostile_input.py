@@ -119,6 +119,13 @@ ENDPOINTS = [
         numbers=("tiers.fit[0].minScore",),
     ),
     Endpoint(
+        "webhook create",
+        "POST",
+        "/v1/webhooks",
+        {"url": "https://93.184.216.34/hook", "eventTypes": ["score.changed"], "description": "d"},
+        ("url", "eventTypes[0]", "description"),
+    ),
+    Endpoint(
         "rule (ranges)",
         "PUT",
         "/v1/scoring/profiles/{pid}/rules",
