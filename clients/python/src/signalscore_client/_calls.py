@@ -81,6 +81,14 @@ ENDPOINTS: dict[str, tuple[str, str]] = {
     "get_values": ("GET", "/v1/signals/values"),
     "list_events": ("GET", "/v1/events"),
     "get_history": ("GET", "/v1/scoring/history"),
+    "create_webhook": ("POST", "/v1/webhooks"),
+    "list_webhooks": ("GET", "/v1/webhooks"),
+    "get_webhook": ("GET", "/v1/webhooks/{webhook_id}"),
+    "update_webhook": ("PATCH", "/v1/webhooks/{webhook_id}"),
+    "delete_webhook": ("DELETE", "/v1/webhooks/{webhook_id}"),
+    "rotate_webhook_secret": ("POST", "/v1/webhooks/{webhook_id}/rotate-secret"),
+    "test_webhook": ("POST", "/v1/webhooks/{webhook_id}/test"),
+    "list_webhook_deliveries": ("GET", "/v1/webhooks/{webhook_id}/deliveries"),
 }
 
 # The request and response models of each endpoint, checked against the OpenAPI document.
@@ -117,6 +125,14 @@ MODELS: dict[str, tuple[type | None, type | list[type] | None]] = {
     "get_values": (None, [m.SignalValue]),
     "list_events": (None, m.EventPage),
     "get_history": (None, m.HistoryPage),
+    "create_webhook": (m.WebhookCreate, m.WebhookWithSecret),
+    "list_webhooks": (None, [m.Webhook]),
+    "get_webhook": (None, m.Webhook),
+    "update_webhook": (m.WebhookPatch, m.Webhook),
+    "delete_webhook": (None, None),
+    "rotate_webhook_secret": (None, m.WebhookWithSecret),
+    "test_webhook": (None, m.Delivery),
+    "list_webhook_deliveries": (None, [m.Delivery]),
 }
 
 
@@ -398,6 +414,50 @@ def get_history(
         cursor=cursor,
     )
     return Call("GET", "/v1/scoring/history", params=params)
+
+
+def create_webhook(
+    url: str, event_types: Sequence[str], profile_ids: Sequence[str] | None, description: str | None
+) -> Call[m.WebhookWithSecret]:
+    body: dict[str, Any] = {"url": url, "eventTypes": list(event_types)}
+    if profile_ids is not UNSET:
+        body["profileIds"] = None if profile_ids is None else list(profile_ids)
+    if description is not UNSET:
+        body["description"] = description
+    return Call("POST", "/v1/webhooks", json=body, idempotent=False)
+
+
+def list_webhooks() -> Call[list[m.Webhook]]:
+    return Call("GET", "/v1/webhooks")
+
+
+def get_webhook(webhook_id: str) -> Call[m.Webhook]:
+    return Call("GET", f"/v1/webhooks/{_seg(webhook_id)}")
+
+
+def update_webhook(webhook_id: str, changes: dict[str, Any]) -> Call[m.Webhook]:
+    body = {key: value for key, value in changes.items() if value is not UNSET}
+    return Call("PATCH", f"/v1/webhooks/{_seg(webhook_id)}", json=body)
+
+
+def delete_webhook(webhook_id: str) -> Call[None]:
+    return Call("DELETE", f"/v1/webhooks/{_seg(webhook_id)}", empty=True)
+
+
+def rotate_webhook_secret(webhook_id: str) -> Call[m.WebhookWithSecret]:
+    # Not repeated blindly: a second rotation would replace the secret the first made.
+    path = f"/v1/webhooks/{_seg(webhook_id)}/rotate-secret"
+    return Call("POST", path, idempotent=False)
+
+
+def test_webhook(webhook_id: str) -> Call[m.Delivery]:
+    # Each call delivers one more test event.
+    return Call("POST", f"/v1/webhooks/{_seg(webhook_id)}/test", idempotent=False)
+
+
+def list_webhook_deliveries(webhook_id: str, limit: int | None) -> Call[list[m.Delivery]]:
+    path = f"/v1/webhooks/{_seg(webhook_id)}/deliveries"
+    return Call("GET", path, params=_params(limit=limit))
 
 
 def add_counts(total: dict[str, int], part: dict[str, Any]) -> None:

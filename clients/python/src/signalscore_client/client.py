@@ -418,3 +418,61 @@ class Client:
             cursor = page["nextCursor"]
             if cursor is None:
                 return
+
+    # --- webhooks (SPEC §11) ------------------------------------------------------------
+
+    def create_webhook(
+        self,
+        url: str,
+        event_types: Sequence[str],
+        *,
+        profile_ids: Sequence[str] | None = UNSET,
+        description: str | None = UNSET,
+    ) -> m.WebhookWithSecret:
+        """Subscribe `url`; the answer is the only one with the `secret` (`whsec_...`) to
+        give `verify_webhook`. Not idempotent: never retried once it may have been sent."""
+        return self._send(c.create_webhook(url, event_types, profile_ids, description))
+
+    def list_webhooks(self) -> list[m.Webhook]:
+        return self._send(c.list_webhooks())
+
+    def get_webhook(self, webhook_id: str) -> m.Webhook:
+        return self._send(c.get_webhook(webhook_id))
+
+    def update_webhook(
+        self,
+        webhook_id: str,
+        *,
+        url: str = UNSET,
+        event_types: Sequence[str] = UNSET,
+        profile_ids: Sequence[str] | None = UNSET,
+        description: str | None = UNSET,
+        enabled: bool = UNSET,
+    ) -> m.Webhook:
+        """Only the arguments given change; `enabled=True` resumes a disabled one."""
+        changes = {
+            "url": url,
+            "eventTypes": event_types if event_types is UNSET else list(event_types),
+            "profileIds": profile_ids
+            if profile_ids is UNSET or profile_ids is None
+            else list(profile_ids),
+            "description": description,
+            "enabled": enabled,
+        }
+        return self._send(c.update_webhook(webhook_id, changes))
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        self._send(c.delete_webhook(webhook_id))
+
+    def rotate_webhook_secret(self, webhook_id: str) -> m.WebhookWithSecret:
+        return self._send(c.rotate_webhook_secret(webhook_id))
+
+    def test_webhook(self, webhook_id: str) -> m.Delivery:
+        """Deliver one `webhook.test` event now; the attempt's outcome."""
+        return self._send(c.test_webhook(webhook_id))
+
+    def list_webhook_deliveries(
+        self, webhook_id: str, *, limit: int | None = None
+    ) -> list[m.Delivery]:
+        """The delivery attempts, newest first."""
+        return self._send(c.list_webhook_deliveries(webhook_id, limit))

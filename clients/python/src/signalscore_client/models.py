@@ -304,6 +304,50 @@ class HistoryPage(TypedDict):
     nextCursor: str | None
 
 
+# --- webhooks (SPEC §11) ----------------------------------------------------------------------
+
+
+class WebhookCreate(TypedDict):
+    url: str
+    eventTypes: list[str]
+    profileIds: NotRequired[list[str] | None]
+    description: NotRequired[str | None]
+
+
+class WebhookPatch(TypedDict, total=False):
+    url: str | None
+    eventTypes: list[str] | None
+    profileIds: list[str] | None
+    description: str | None
+    enabled: bool | None
+
+
+class Webhook(TypedDict):
+    id: str
+    url: str
+    eventTypes: list[str]
+    profileIds: list[str] | None
+    description: str | None
+    enabled: bool
+    disabledReason: str | None
+    createdAt: str
+    updatedAt: str
+
+
+class WebhookWithSecret(Webhook):
+    secret: str
+
+
+class Delivery(TypedDict):
+    id: str
+    eventIds: list[str]
+    attempt: int
+    statusCode: int | None
+    durationMs: float
+    error: str | None
+    createdAt: str
+
+
 # --- errors (SPEC §3) --------------------------------------------------------------------------
 
 
