@@ -13,7 +13,9 @@ import csv
 import hashlib
 import json
 import os
+import queue
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,52 +42,48 @@ def detect_format(path: Path, given: str | None) -> Format:
     return "csv"
 
 
-@dataclass
-class Record:
-    line: int  # file line where the record starts
-    raw: bytes  # its bytes, line ends included (more than one line for a multi-line CSV record)
+def _physical_lines(raw: bytes) -> int:
+    return raw.count(b"\n") + (0 if raw.endswith(b"\n") else 1)
 
 
-def records(
-    source: IO[bytes], fmt: Format, first_line: int, hasher: Any
-) -> Iterator[tuple[Record, int]]:
-    """(record, bytes consumed) from the current position, whose line number is
-    `first_line`. Blank lines are records too (the server skips them). `hasher` sees every
-    byte consumed."""
+def records(source: IO[bytes], fmt: Format, first_line: int) -> Iterator[tuple[int, bytes]]:
+    """(file line where it starts, bytes with line ends) of every record from the current
+    position, whose line number is `first_line`. A multi-line CSV record comes whole. Blank
+    lines are records too (the server skips them)."""
     line_no = first_line
     pending: list[bytes] = []
     start = line_no
     in_quotes = False
+    is_csv = fmt == "csv"
     for line in source:
-        hasher.update(line)
         if not pending:
             start = line_no
         pending.append(line)
         line_no += 1
-        if fmt == "csv" and line.count(b'"') % 2:
+        if is_csv and b'"' in line and line.count(b'"') % 2:
             in_quotes = not in_quotes
         if in_quotes:
             continue
         raw = pending[0] if len(pending) == 1 else b"".join(pending)
         pending = []
-        yield Record(start, raw), len(raw)
-    if pending:  # an unterminated quote at the end: send it, the server reports it
-        raw = b"".join(pending)
-        yield Record(start, raw), len(raw)
+        yield start, raw
+    if pending:  # an unterminated quote at the end: sent as it is, the server reports it
+        yield start, b"".join(pending)
 
 
 @dataclass
 class Chunk:
-    """One import call: `body` to send, and the file line of each of its lines."""
+    """One import call: `body` to send, and where its lines are in the file."""
 
     body: bytes
-    first_line: int  # file line of its first record
-    last_line: int  # file line of its last record
-    records: int  # non-blank records
+    first_line: int  # file line of its first line
+    last_line: int  # file line of its last line
+    has_records: bool  # not only blank lines
     end_offset: int  # file offset right after it
+    prefix_sha256: str  # of the file up to `end_offset`
     fmt: Format
     header: bool  # the body starts with a CSV header line (file line 1)
-    line_map: list[int] | None = None  # file line of each body record, when not contiguous
+    line_map: list[int] | None = None  # file line of each body line, when not contiguous
 
     def file_line(self, body_line: int) -> int:
         """The file line of line `body_line` (from 1) of this chunk's body."""
@@ -108,6 +106,7 @@ class Checkpoint:
     file: str
     fmt: Format
     profile_id: str | None = None
+    organization_id: str | None = None
     offset: int = 0
     line: int = 1
     chunks: int = 0
@@ -126,6 +125,7 @@ class Checkpoint:
             file=data["file"],
             fmt=data["format"],
             profile_id=data.get("profileId"),
+            organization_id=data.get("organizationId"),
             offset=int(data["offset"]),
             line=int(data["line"]),
             chunks=int(data["chunks"]),
@@ -141,6 +141,7 @@ class Checkpoint:
             "file": self.file,
             "format": self.fmt,
             "profileId": self.profile_id,
+            "organizationId": self.organization_id,
             "offset": self.offset,
             "line": self.line,
             "chunks": self.chunks,
@@ -178,41 +179,42 @@ def value_chunks(
     lines_per_chunk: int,
     hasher: Any,
 ) -> Iterator[Chunk]:
-    """The file from `start_offset` as import bodies of about `lines_per_chunk` lines, sent
-    as they are (a CSV chunk gets the file's header line first)."""
+    """The file from `start_offset` (line `start_line`) as import bodies of about
+    `lines_per_chunk` lines, sent as they are (a CSV chunk gets the file's header line
+    first). The hot loop of `push values`: one list append per line, a quote count for CSV
+    lines that have quotes; joining and hashing happen once per chunk."""
     source.seek(start_offset)
     offset = start_offset
+    line_no = start_line
     parts: list[bytes] = []
-    count = 0
-    nonblank = 0
-    first = last = start_line
+    in_quotes = False
+    is_csv = fmt == "csv"
 
     def emit() -> Chunk:
-        body_parts = parts if header is None else [header, *parts]
-        if body_parts and not body_parts[-1].endswith(b"\n"):
-            body_parts[-1] += b"\n"
+        nonlocal offset, line_no
+        data = b"".join(parts)
+        hasher.update(data)
+        first, offset, line_no = line_no, offset + len(data), line_no + len(parts)
+        if not data.endswith(b"\n"):
+            data += b"\n"
         return Chunk(
-            body=b"".join(body_parts),
+            body=data if header is None else header + data,
             first_line=first,
-            last_line=last,
-            records=nonblank,
+            last_line=line_no - 1,
+            has_records=any(part.strip() for part in parts),
             end_offset=offset,
+            prefix_sha256=hasher.hexdigest(),
             fmt=fmt,
             header=header is not None,
         )
 
-    for record, size in records(source, fmt, start_line, hasher):
-        if not parts:
-            first = record.line
-        parts.append(record.raw)
-        last = record.line
-        offset += size
-        count += record.raw.count(b"\n") or 1
-        if record.raw.strip():
-            nonblank += 1
-        if count >= lines_per_chunk:
+    for line in source:
+        parts.append(line)
+        if is_csv and b'"' in line and line.count(b'"') % 2:
+            in_quotes = not in_quotes
+        if len(parts) >= lines_per_chunk and not in_quotes:
             yield emit()
-            parts, count, nonblank = [], 0, 0
+            parts = []
     if parts:
         yield emit()
 
@@ -255,51 +257,62 @@ def assignment_chunks(
     offset = start_offset
     lines: list[bytes] = []
     line_map: list[int] = []
-    nonblank = 0
-    first = last = start_line
+    first = next_line = start_line
+    pending = False  # records consumed since the last chunk
     id_index = type_index = -1
+    width = len(columns or ())
     if columns is not None:
         if "objectId" not in columns:
             raise BadRecord(1, "the CSV header has no objectId column")
         id_index = columns.index("objectId")
         type_index = columns.index("objectType") if "objectType" in columns else -1
 
-    pending = False  # records consumed since the last chunk
-    for record, size in records(source, fmt, start_line, hasher):
-        offset += size
+    def emit() -> Chunk:
+        return Chunk(
+            body=b"".join(lines),
+            first_line=first,
+            last_line=next_line - 1,
+            has_records=bool(lines),
+            end_offset=offset,
+            prefix_sha256=hasher.hexdigest(),
+            fmt="ndjson",
+            header=False,
+            line_map=line_map,
+        )
+
+    for start, raw in records(source, fmt, start_line):
+        hasher.update(raw)
+        offset += len(raw)
         if not pending:
-            first = record.line
+            first = start
         pending = True
-        last = record.line
-        if record.raw.strip():
+        next_line = start + _physical_lines(raw)
+        if raw.strip():
+            item: dict[str, Any]
             try:
                 if fmt == "csv":
-                    row = _csv_row(record.raw)
-                    if len(row) != len(columns or ()):
-                        raise BadRecord(
-                            record.line,
-                            f"{len(row)} fields where the header has {len(columns or ())}",
-                        )
-                    item: dict[str, Any] = {"objectId": row[id_index]}
+                    row = _csv_row(raw)
+                    if len(row) != width:
+                        raise BadRecord(start, f"{len(row)} fields where the header has {width}")
+                    item = {"objectId": row[id_index]}
                     if type_index >= 0:
                         item["objectType"] = row[type_index]
                 else:
-                    data = json.loads(record.raw)
+                    data = json.loads(raw)
                     if not isinstance(data, dict) or "objectId" not in data:
-                        raise BadRecord(record.line, "each line must be an object with objectId")
+                        raise BadRecord(start, "each line must be an object with objectId")
                     item = {"objectId": data["objectId"]}
                     if "objectType" in data:
                         item["objectType"] = data["objectType"]
             except (UnicodeDecodeError, csv.Error, ValueError) as exc:
-                raise BadRecord(record.line, f"the line cannot be read: {exc}") from exc
+                raise BadRecord(start, f"the line cannot be read: {exc}") from exc
             lines.append(json.dumps(item, ensure_ascii=False).encode() + b"\n")
-            line_map.append(record.line)
-            nonblank += 1
+            line_map.append(start)
         if len(lines) >= lines_per_chunk:
-            yield Chunk(b"".join(lines), first, last, nonblank, offset, "ndjson", False, line_map)
-            lines, line_map, nonblank, pending = [], [], 0, False
+            yield emit()
+            lines, line_map, pending = [], [], False
     if pending:
-        yield Chunk(b"".join(lines), first, last, nonblank, offset, "ndjson", False, line_map)
+        yield emit()
 
 
 def parse_line_field(name: str) -> tuple[int, str] | None:
@@ -308,3 +321,29 @@ def parse_line_field(name: str) -> tuple[int, str] | None:
     if not found:
         return None
     return int(found.group(1)), found.group(2)
+
+
+def prefetch(chunks: Iterator[Chunk]) -> Iterator[Chunk]:
+    """The chunks, the next one read by a thread while the caller sends the current one
+    (reading a file releases the GIL's hold on nothing the sender needs: the sender waits on
+    its socket). At most one chunk waits ready; an exception comes in its place."""
+    ready: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
+
+    def read() -> None:
+        try:
+            for chunk in chunks:
+                ready.put(("chunk", chunk))
+        except BaseException as exc:
+            ready.put(("error", exc))
+            return
+        ready.put(("done", None))
+
+    threading.Thread(target=read, name="read-chunks", daemon=True).start()
+    while True:
+        kind, value = ready.get()
+        if kind == "chunk":
+            yield value
+        elif kind == "error":
+            raise value
+        else:
+            return

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -35,6 +36,7 @@ from signalscore_client import bulk
 from signalscore_client.client import Client, resolve_config
 from signalscore_client.errors import ApiError, SignalscoreError, TransportError
 from signalscore_client.models import Dimension
+from signalscore_client.retry import RetryPolicy
 
 DEFAULT_CHUNK_LINES = 100_000
 EXPORT_COLUMNS = (
@@ -80,7 +82,7 @@ def _client(args: argparse.Namespace) -> Client:
     url, key = resolve_config(args.url, args.api_key)
     if not key:
         raise UsageError("no API key: pass --api-key or set SIGNALSCORE_API_KEY")
-    return Client(url, key, timeout=args.timeout)
+    return Client(url, key, timeout=args.timeout, retry=RetryPolicy(attempts=args.retries))
 
 
 def _report_api_error(exc: ApiError, where: str) -> None:
@@ -99,7 +101,11 @@ def _checkpoint_path(args: argparse.Namespace, path: Path) -> Path:
 
 
 def _open_checkpoint(
-    args: argparse.Namespace, kind: str, path: Path, fmt: bulk.Format, profile_id: str | None
+    args: argparse.Namespace,
+    kind: str,
+    path: Path,
+    fmt: bulk.Format,
+    profile_id: str | None,
 ) -> tuple[bulk.Checkpoint, Any]:
     """The checkpoint to continue from (a fresh one unless --resume found one) and the
     sha256 of the file up to it, verified."""
@@ -152,10 +158,68 @@ def _report_bad_lines(
     more = f" (the first {listed} listed)" if isinstance(bad, int) and bad > listed else ""
     stderr.print(
         f"signalscore-client: {bad} bad line(s){more} in lines {chunk.first_line}-"
-        f"{chunk.last_line}; nothing of those lines was written. Lines before "
-        f"{checkpoint.line} are loaded ({checkpoint.chunks} chunk(s)); fix the file and "
-        "rerun with --resume."
+        f"{chunk.last_line}; nothing of those lines was written. {_loaded(checkpoint)}"
     )
+
+
+def _loaded(checkpoint: bulk.Checkpoint) -> str:
+    if not checkpoint.chunks:
+        return "Nothing was loaded; fix the file and push it again."
+    return (
+        f"Lines before {checkpoint.line} are loaded ({checkpoint.chunks} chunk(s)); fix the "
+        "file and rerun with --resume."
+    )
+
+
+def _push_chunks(
+    args: argparse.Namespace,
+    chunks_from: Callable[[IO[bytes], bulk.Checkpoint, Any], Iterator[bulk.Chunk]],
+    send: Callable[[Client, bulk.Chunk], dict[str, Any]],
+    path: Path,
+    kind: str,
+    size: int,
+    client: Client,
+    source: IO[bytes],
+    progress: Progress,
+    checkpoint: bulk.Checkpoint,
+    hasher: Any,
+) -> None:
+    task = progress.add_task(f"push {kind}", total=size or 1, completed=checkpoint.offset, info="")
+    chunks = bulk.prefetch(chunks_from(source, checkpoint, hasher))
+    while True:
+        try:
+            chunk = next(chunks, None)
+        except bulk.BadRecord as exc:
+            progress.stop()
+            stderr.print(f"{path}:{exc.line}: {exc.message}")
+            stderr.print(
+                f"signalscore-client: stopped at line {exc.line}; the chunk holding it was "
+                f"not sent. {_loaded(checkpoint)}"
+            )
+            raise Failed from exc
+        if chunk is None:
+            break
+        if chunk.has_records:
+            try:
+                result = send(client, chunk)
+            except ApiError as exc:
+                progress.stop()
+                if exc.status == 422 and any(
+                    bulk.parse_line_field(str(f.get("field", ""))) for f in exc.fields
+                ):
+                    _report_bad_lines(exc, chunk, path, checkpoint)
+                else:
+                    _report_api_error(exc, f"lines {chunk.first_line}-{chunk.last_line}")
+                raise Failed from exc
+            for key, value in result.items():
+                checkpoint.totals[key] = checkpoint.totals.get(key, 0) + int(value)
+        checkpoint.offset = chunk.end_offset
+        checkpoint.line = chunk.last_line + 1
+        checkpoint.chunks += 1
+        checkpoint.prefix_sha256 = chunk.prefix_sha256
+        checkpoint.save()
+        records = checkpoint.totals.get("records", 0)
+        progress.update(task, completed=chunk.end_offset, info=f"{records:,} records")
 
 
 def _push(
@@ -167,37 +231,34 @@ def _push(
     fmt: bulk.Format,
     profile_id: str | None,
 ) -> int:
-    checkpoint, hasher = _open_checkpoint(args, kind, path, fmt, profile_id)
     started = time.monotonic()
-    resumed_at = checkpoint.line
     size = path.stat().st_size
     show = not args.no_progress and stderr.is_terminal
-    with _client(args) as client, path.open("rb") as source, _progress(show) as progress:
-        task = progress.add_task(
-            f"push {kind}", total=size or 1, completed=checkpoint.offset, info=""
-        )
-        for chunk in chunks_from(source, checkpoint, hasher):
-            if chunk.records:
-                try:
-                    result = send(client, chunk)
-                except ApiError as exc:
-                    progress.stop()
-                    if exc.status == 422 and any(
-                        bulk.parse_line_field(str(f.get("field", ""))) for f in exc.fields
-                    ):
-                        _report_bad_lines(exc, chunk, path, checkpoint)
-                    else:
-                        _report_api_error(exc, f"lines {chunk.first_line}-{chunk.last_line}")
-                    raise Failed from exc
-                for key, value in result.items():
-                    checkpoint.totals[key] = checkpoint.totals.get(key, 0) + int(value)
-            checkpoint.offset = chunk.end_offset
-            checkpoint.line = chunk.last_line + 1
-            checkpoint.chunks += 1
-            checkpoint.prefix_sha256 = hasher.copy().hexdigest()
-            checkpoint.save()
-            records = checkpoint.totals.get("records", 0)
-            progress.update(task, completed=chunk.end_offset, info=f"{records:,} records")
+    checkpoint, hasher = _open_checkpoint(args, kind, path, fmt, profile_id)
+    resumed_at = checkpoint.line
+    with _client(args) as client, path.open("rb") as source:
+        # The key is checked, and its organisation known, before anything is sent.
+        organization_id = client.organization()["id"]
+        if checkpoint.organization_id not in (None, organization_id):
+            raise UsageError(
+                f"the checkpoint {checkpoint.path} is of a load into organisation "
+                f"{checkpoint.organization_id}; this key is of {organization_id}"
+            )
+        checkpoint.organization_id = organization_id
+        with _progress(show) as progress:
+            _push_chunks(
+                args,
+                chunks_from,
+                send,
+                path,
+                kind,
+                size,
+                client,
+                source,
+                progress,
+                checkpoint,
+                hasher,
+            )
     summary = {
         "file": str(path),
         **checkpoint.totals,
@@ -260,18 +321,7 @@ def cmd_push_assignments(args: argparse.Namespace) -> int:
             source.seek(0)
             hasher.update(source.read(header_end))
             offset, line = header_end, 2
-        chunks = bulk.assignment_chunks(
-            source, fmt, columns, offset, line, args.chunk_lines, hasher
-        )
-        try:
-            yield from chunks
-        except bulk.BadRecord as exc:
-            stderr.print(f"{path}:{exc.line}: {exc.message}")
-            stderr.print(
-                f"signalscore-client: stopped at line {exc.line}; the lines before "
-                f"{checkpoint.line} are loaded. Fix the file and rerun with --resume."
-            )
-            raise Failed from exc
+        return bulk.assignment_chunks(source, fmt, columns, offset, line, args.chunk_lines, hasher)
 
     def send(client: Client, chunk: bulk.Chunk) -> dict[str, Any]:
         return dict(client.import_assignments(args.profile, chunk.body, format="ndjson"))
@@ -371,6 +421,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--url", help="server URL [env SIGNALSCORE_URL; http://127.0.0.1:8000]")
     parser.add_argument("--api-key", help="API key [env SIGNALSCORE_API_KEY]")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per request [600]")
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=5,
+        help="attempts per request, the first included, for 429/503 and lost connections [5]",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -432,8 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     args = build_parser().parse_args(argv)
-    if getattr(args, "chunk_lines", 1) < 1:
-        stderr.print("signalscore-client: --chunk-lines must be at least 1")
+    if getattr(args, "chunk_lines", 1) < 1 or args.retries < 1:
+        stderr.print("signalscore-client: --chunk-lines and --retries must be at least 1")
         sys.exit(2)
     try:
         code = int(args.handler(args))
@@ -449,6 +505,13 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         _report_api_error(exc, args.command)
         code = 1
     except SignalscoreError as exc:
+        stderr.print(f"signalscore-client: {exc}")
+        code = 1
+    except BrokenPipeError:
+        # The reader went away (`... | head`): no traceback, and none at exit either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 1
+    except OSError as exc:  # a file that cannot be read, a checkpoint that cannot be written
         stderr.print(f"signalscore-client: {exc}")
         code = 1
     sys.exit(code)
