@@ -7,10 +7,15 @@ import hashlib
 import hmac
 import json
 import secrets
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
 
 import pytest
 
-from signalscore_client import WebhookVerificationError, sign_webhook, verify_webhook
+from conftest import LiveServer
+from signalscore_client import Client, WebhookVerificationError, sign_webhook, verify_webhook
 
 # The example of the Standard Webhooks specification and its reference libraries.
 SPEC_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -118,3 +123,75 @@ def test_the_comparison_is_constant_time() -> None:
     source = inspect.getsource(webhooks.verify)
     assert "hmac.compare_digest" in source
     assert "== expected" not in source
+
+
+def test_the_server_s_deliveries_verify(server: LiveServer) -> None:
+    """End to end: a subscription on the live server, its test delivery and real score
+    events received by a local receiver, each verified with the secret the server gave;
+    after a rotation the old secret no longer verifies."""
+    received: list[tuple[dict[str, str], bytes]] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["content-length"]))
+            received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            self.send_response(204)
+            self.end_headers()
+
+    receiver = HTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
+    tag = secrets.token_hex(3)
+    try:
+        with Client(server.url, server.key) as client:
+            profile = client.create_profile("company", f"Hooks {tag}")
+            hook = client.create_webhook(
+                url, ["score.created"], profile_ids=[profile["id"]], description="test"
+            )
+            secret = hook["secret"]
+            assert secret.startswith("whsec_")
+            assert "secret" not in client.get_webhook(hook["id"])
+            assert hook["id"] in [w["id"] for w in client.list_webhooks()]
+
+            delivery = client.test_webhook(hook["id"])
+            assert delivery["statusCode"] == 204
+            headers, body = received[-1]
+            payload = verify_webhook(secret, headers, body)
+            assert payload["events"][0]["type"] == "webhook.test"
+            assert headers["webhook-id"] == delivery["id"]
+
+            template = client.create_template("n", "company", "number", id=f"hook-{tag}")
+            client.put_rule(
+                profile["id"],
+                template["id"],
+                "fit",
+                "number",
+                {"ranges": [{"min": 0, "max": None, "points": 1}]},
+            )
+            client.create_assignment(profile["id"], "company", f"hook-{tag}.example.com")
+            deadline = time.monotonic() + 30
+            events: list[Any] = []
+            while not events and time.monotonic() < deadline:
+                for headers, body in received[1:]:
+                    events += verify_webhook(secret, headers, body)["events"]
+                time.sleep(0.1)
+            assert [e["objectId"] for e in events] == [f"hook-{tag}.example.com"]
+            assert client.list_webhook_deliveries(hook["id"], limit=1)[0]["statusCode"] == 204
+
+            rotated = client.rotate_webhook_secret(hook["id"])
+            client.test_webhook(hook["id"])
+            headers, body = received[-1]
+            verify_webhook(rotated["secret"], headers, body)
+            with pytest.raises(WebhookVerificationError):
+                verify_webhook(secret, headers, body)
+            disabled = client.update_webhook(hook["id"], enabled=False, description=None)
+            assert disabled["enabled"] is False
+            assert disabled["description"] is None
+            assert disabled["url"] == url
+            client.delete_webhook(hook["id"])
+    finally:
+        receiver.shutdown()
+        receiver.server_close()
