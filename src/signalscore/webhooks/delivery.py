@@ -35,8 +35,7 @@ from signalscore.db.tables import (
 )
 from signalscore.db.types import utcnow
 from signalscore.errors import Invalid
-from signalscore.events.log import event_id
-from signalscore.events.schemas import Event
+from signalscore.events.schemas import event_json
 from signalscore.webhooks.signing import sign
 from signalscore.webhooks.urls import check_url
 
@@ -124,7 +123,12 @@ def _matching(row: Any, event: Any) -> bool:
 def _events_after(
     conn: Connection, org_id: str, after: int, through: int | None, limit: int = SCAN
 ) -> list[Any]:
-    query = sa.select(e).where(e.c.organization_id == org_id, e.c.sequence > after)
+    # Each event's changes also as their stored JSON text, passed through into deliveries.
+    changes_text = sa.cast(e.c.changes, sa.Text).label("changes_text")
+    columns = [column for column in e.c if column.name != "changes"]
+    query = sa.select(*columns, changes_text).where(
+        e.c.organization_id == org_id, e.c.sequence > after
+    )
     if through is not None:
         query = query.where(e.c.sequence <= through)
     return list(conn.execute(query.order_by(e.c.sequence).limit(limit)))
@@ -316,10 +320,10 @@ def deliver_once(
     for _ in range(max_batches):
         if leased is None:
             break
-        row, rows = leased
-        events = [Event.from_row(event) for event in rows]
-        payload = [event.__pydantic_serializer__.to_json(event, warnings=False) for event in events]
-        event_ids = [str(event_id(row.organization_id, event.sequence)) for event in events]
+        row, events = leased
+        rendered = [event_json(event, event.changes_text) for event in events]
+        event_ids = [str(identifier) for identifier, _ in rendered]
+        payload = [document for _, document in rendered]
         headers, body = message(row.secret, str(row.pending_message_id), payload, now())
         try:
             check_url(row.url, allow_private=allow_private)
