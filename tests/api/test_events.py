@@ -83,6 +83,17 @@ def scored(world: World, database: Database) -> tuple[World, str, int]:
     return world, profile, seen
 
 
+def assign(world: World, database: Database, profile: str, objects: list[str]) -> None:
+    """Assign in bulk, and let the workers score them (their events are written)."""
+    response = world.call(
+        "POST",
+        "/v1/scoring/assignments/bulk",
+        json={"profileId": profile, "objectType": "company", "objectIds": objects},
+    )
+    assert response.status_code == 201, response.text
+    drain(database)
+
+
 def test_a_new_row_writes_created_and_tier_changed_with_every_rule(
     scored: tuple[World, str, int], database: Database
 ) -> None:
@@ -176,12 +187,7 @@ def test_deletions_write_deleted_with_every_rule_as_before(
 ) -> None:
     world, profile, _ = scored
     # The last rule of a dimension: its rows go.
-    world.call(
-        "POST",
-        "/v1/scoring/assignments/bulk",
-        json={"profileId": profile, "objectType": "company", "objectIds": ["b.com", "c.com"]},
-    )
-    drain(database)
+    assign(world, database, profile, ["b.com", "c.com"])
     seen = feed(world)["nextAfter"]
     rules = world.call("GET", f"/v1/scoring/profiles/{profile}/rules").json()
     for rule in rules:
@@ -202,12 +208,7 @@ def test_unassigning_and_deleting_a_profile_write_deleted(
     scored: tuple[World, str, int], database: Database
 ) -> None:
     world, profile, _ = scored
-    world.call(
-        "POST",
-        "/v1/scoring/assignments/bulk",
-        json={"profileId": profile, "objectType": "company", "objectIds": ["b.com", "c.com"]},
-    )
-    drain(database)
+    assign(world, database, profile, ["b.com", "c.com"])
     assignments = world.call(
         "GET", "/v1/scoring/assignments", params={"objectType": "company", "objectId": "b.com"}
     ).json()
@@ -254,16 +255,7 @@ def test_paging_the_feed_sees_every_event_once_in_order(
     scored: tuple[World, str, int], database: Database
 ) -> None:
     world, profile, _ = scored
-    world.call(
-        "POST",
-        "/v1/scoring/assignments/bulk",
-        json={
-            "profileId": profile,
-            "objectType": "company",
-            "objectIds": [f"p{i}.com" for i in range(7)],
-        },
-    )
-    drain(database)
+    assign(world, database, profile, [f"p{i}.com" for i in range(7)])
     everything = all_events(world)
     assert len(everything) >= 9
     assert [e["sequence"] for e in everything] == list(range(1, len(everything) + 1))
