@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import queue
@@ -181,41 +182,63 @@ def value_chunks(
 ) -> Iterator[Chunk]:
     """The file from `start_offset` (line `start_line`) as import bodies of about
     `lines_per_chunk` lines, sent as they are (a CSV chunk gets the file's header line
-    first). The hot loop of `push values`: one list append per line, a quote count for CSV
-    lines that have quotes; joining and hashing happen once per chunk."""
+    first). The hot loop of `push values`: each line is written once into the chunk's
+    buffer (no list of lines), with a quote count for CSV lines that have quotes; the
+    chunk is hashed once."""
     source.seek(start_offset)
     offset = start_offset
     line_no = start_line
-    parts: list[bytes] = []
-    in_quotes = False
     is_csv = fmt == "csv"
+    start = len(header or b"")
+
+    def new_buffer() -> io.BytesIO:
+        buffer = io.BytesIO()
+        if header is not None:
+            buffer.write(header)
+        return buffer
+
+    buffer = new_buffer()
+    count = 0
+    in_quotes = nonblank = False
+    last = b"\n"
 
     def emit() -> Chunk:
         nonlocal offset, line_no
-        data = b"".join(parts)
-        hasher.update(data)
-        first, offset, line_no = line_no, offset + len(data), line_no + len(parts)
-        if not data.endswith(b"\n"):
-            data += b"\n"
+        if not last.endswith(b"\n"):
+            buffer.write(b"\n")  # the file's last line, without its end
+            size = buffer.tell() - start - 1
+        else:
+            size = buffer.tell() - start
+        body = buffer.getvalue()
+        hasher.update(memoryview(body)[start : start + size])
+        first, offset, line_no = line_no, offset + size, line_no + count
         return Chunk(
-            body=data if header is None else header + data,
+            body=body,
             first_line=first,
             last_line=line_no - 1,
-            has_records=any(part.strip() for part in parts),
+            has_records=nonblank,
             end_offset=offset,
             prefix_sha256=hasher.hexdigest(),
             fmt=fmt,
             header=header is not None,
         )
 
+    write = buffer.write
     for line in source:
-        parts.append(line)
+        write(line)
+        count += 1
+        last = line
+        if not nonblank and line.strip():
+            nonblank = True
         if is_csv and b'"' in line and line.count(b'"') % 2:
             in_quotes = not in_quotes
-        if len(parts) >= lines_per_chunk and not in_quotes:
+        if count >= lines_per_chunk and not in_quotes:
             yield emit()
-            parts = []
-    if parts:
+            buffer = new_buffer()
+            write = buffer.write
+            count = 0
+            nonblank = False
+    if count:
         yield emit()
 
 
@@ -325,13 +348,19 @@ def parse_line_field(name: str) -> tuple[int, str] | None:
 
 def prefetch(chunks: Iterator[Chunk]) -> Iterator[Chunk]:
     """The chunks, the next one read by a thread while the caller sends the current one
-    (reading a file releases the GIL's hold on nothing the sender needs: the sender waits on
-    its socket). At most one chunk waits ready; an exception comes in its place."""
-    ready: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
+    (the sender waits on its socket, without the GIL). The thread starts a chunk only once
+    the caller has taken the previous one, so at most two are in memory: the one being
+    sent and the next. An exception comes in place of the chunk that raised it."""
+    ready: queue.Queue[tuple[str, Any]] = queue.Queue()
+    taken = threading.Semaphore(1)
 
     def read() -> None:
         try:
-            for chunk in chunks:
+            while True:
+                taken.acquire()
+                chunk = next(chunks, None)
+                if chunk is None:
+                    break
                 ready.put(("chunk", chunk))
         except BaseException as exc:
             ready.put(("error", exc))
@@ -342,6 +371,7 @@ def prefetch(chunks: Iterator[Chunk]) -> Iterator[Chunk]:
     while True:
         kind, value = ready.get()
         if kind == "chunk":
+            taken.release()
             yield value
         elif kind == "error":
             raise value
