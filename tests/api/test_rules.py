@@ -23,6 +23,7 @@ RULE_KEYS = {
     "selector",
     "answerType",
     "pointValues",
+    "decay",
     "createdAt",
     "updatedAt",
 }

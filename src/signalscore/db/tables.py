@@ -31,6 +31,10 @@ OBJECT_ID_CODE_POINT_ORDER = sa.String(500).with_variant(
 ORG_ID = sa.String(24)
 # JSONB on PostgreSQL (compact, comparable), JSON text on SQLite.
 JSON_DOCUMENT = sa.JSON().with_variant(JSONB(), "postgresql")
+# The same, with Python's None stored as SQL NULL rather than the JSON text `null`.
+NULLABLE_JSON_DOCUMENT = sa.JSON(none_as_null=True).with_variant(
+    JSONB(none_as_null=True), "postgresql"
+)
 
 organizations = sa.Table(
     "organizations",
@@ -112,6 +116,8 @@ scoring_rules = sa.Table(
     sa.Column("dimension", sa.String(16), nullable=False),
     sa.Column("answer_type", sa.String(16), nullable=False),
     sa.Column("point_values", JSON_DOCUMENT, nullable=False),
+    # SPEC §13: `{"steps": [{"afterDays", "factor"}]}`, or NULL (no decay).
+    sa.Column("decay", NULLABLE_JSON_DOCUMENT, nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(
@@ -253,6 +259,9 @@ score_results = sa.Table(
     # SPEC §9: the tier of `score` under the profile's tiers when it was computed.
     sa.Column("tier", sa.String(50), nullable=True),
     sa.Column("previous_tier", sa.String(50), nullable=True),
+    # SPEC §13: the earliest instant a decay step of one of the row's rules passes for its
+    # values, when the row was computed; NULL when none will. The sweep queues rows past it.
+    sa.Column("next_change_at", UTCDateTime(), nullable=True),
     sa.ForeignKeyConstraint(
         ["organization_id", "profile_id"],
         ["scoring_profiles.organization_id", "scoring_profiles.id"],
@@ -277,6 +286,13 @@ score_results = sa.Table(
         "score",
         "object_id",
         "tier",
+    ),
+    # The decay sweep's scan: only rows that will change with time alone (migration 0014).
+    sa.Index(
+        "ix_score_results_next_change",
+        "next_change_at",
+        postgresql_where=sa.text("next_change_at IS NOT NULL"),
+        sqlite_where=sa.text("next_change_at IS NOT NULL"),
     ),
 )
 
