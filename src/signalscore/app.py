@@ -37,6 +37,7 @@ from signalscore.events.router import router as events_router
 from signalscore.health import router as health_router
 from signalscore.middleware import BodyLimitMiddleware, HeadMiddleware, RequestContextMiddleware
 from signalscore.observability import Metrics
+from signalscore.preview.router import router as preview_router
 from signalscore.profiles.router import router as profiles_router
 from signalscore.ratelimit import create_rate_limiter
 from signalscore.recompute.runner import EmbeddedWorker
@@ -112,6 +113,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         organization_router,
         profiles_router,
         rules_router,
+        preview_router,
         assignments_router,
         scores_router,
         signals_router,

@@ -79,6 +79,11 @@ CALLS: dict[tuple[str, str], tuple[Expect, Body | None, dict[str, Any] | None]] 
         None,
         {"dimension": "fit"},
     ),
+    ("POST", "/v1/scoring/profiles/{profile_id}/preview"): (
+        "404",
+        lambda w: {"rules": [_rule(w)], "tiers": {"fit": [{"name": "A", "minScore": 0}]}},
+        None,
+    ),
     ("DELETE", "/v1/scoring/profiles/{profile_id}"): ("404", None, None),
     ("GET", "/v1/scoring/profiles/{profile_id}/rules"): ("404", None, None),
     ("PUT", "/v1/scoring/profiles/{profile_id}/rules"): ("404", _rule, None),

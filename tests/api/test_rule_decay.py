@@ -52,6 +52,10 @@ def test_one_step_with_factor_one_and_integer_factors_are_kept(world: World) -> 
     put = world.call("PUT", RULES, json=rule(decay))
     assert put.status_code == 200, put.text
     assert put.json()["decay"] == decay
+    # 7.0 is the JSON integer 7 (JSON Schema's "integer"), stored as 7.
+    put = world.call("PUT", RULES, json=rule({"steps": [{"afterDays": 7.0, "factor": 0.5}]}))
+    assert put.status_code == 200, put.text
+    assert put.json()["decay"] == {"steps": [{"afterDays": 7, "factor": 0.5}]}
 
 
 @pytest.mark.parametrize(

@@ -80,6 +80,11 @@ NOT_EXPRESSIBLE = {
     "UNSAFE_WEBHOOK_URL",
     "UNRESOLVABLE_WEBHOOK_HOST",
     "PROFILE_NOT_FOUND",
+    # Decay steps: afterDays strictly increasing and factors non-increasing from step to
+    # step; a preview's rules one per (template, dimension).
+    "DECAY_STEPS_NOT_INCREASING",
+    "DECAY_FACTOR_INCREASES",
+    "DUPLICATE_RULE",
 }
 # Query parameters cannot depend on each other: whether `objectId` is a domain or a LinkedIn
 # URL depends on `objectType` (in bodies the document states it, one variant per type).

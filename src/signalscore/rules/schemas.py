@@ -21,6 +21,9 @@ MAX_AFTER_DAYS = 36_500
 
 
 def _after_days(value: Any) -> int:
+    # JSON has one number type: 30.0 is the integer 30 (as JSON Schema's "integer" says).
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise PydanticCustomError("INVALID_AFTER_DAYS", "'afterDays' must be a positive integer")
     if not 1 <= value <= MAX_AFTER_DAYS:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import uuid
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Literal
@@ -336,6 +336,21 @@ def distribution(
         )
         .group_by(s.c.score, s.c.tier)
     ).all()
+    tiers = (profile.tiers or {}).get(dimension, [])
+    return distribution_of(dimension, assigned, groups, tiers, buckets)
+
+
+def distribution_of(
+    dimension: Dimension,
+    assigned: int,
+    groups: Iterable[Any],
+    tiers: Sequence[Any],
+    buckets: int,
+) -> Distribution:
+    """SPEC §9 distribution from (score, tier, count) groups (tuples or rows): the
+    histogram, exact mean, nearest-rank percentiles and the counts of `tiers` (objects with
+    `name` and `minScore`, minScore descending). The stored one (`distribution`) and a preview's
+    (`preview.service`) are both built here."""
     by_score: dict[float, int] = {}
     by_tier: dict[str | None, int] = {}
     for score, tier, count in groups:
@@ -351,9 +366,8 @@ def distribution(
         Bucket(min=_number(edges[i]), max=_number(edges[i + 1]), count=counts[i])
         for i in range(buckets)
     ]
-    tiers = [
-        TierCount(name=t.name, minScore=t.minScore, count=by_tier.get(t.name, 0))
-        for t in (profile.tiers or {}).get(dimension, [])
+    tier_counts = [
+        TierCount(name=t.name, minScore=t.minScore, count=by_tier.get(t.name, 0)) for t in tiers
     ]
     if not scored:
         return Distribution(
@@ -364,7 +378,7 @@ def distribution(
             p50=None,
             p90=None,
             histogram=histogram,
-            tiers=tiers,
+            tiers=tier_counts,
         )
     total = sum((Fraction(score) * count for score, count in ascending), Fraction(0))
     return Distribution(
@@ -375,5 +389,5 @@ def distribution(
         p50=nearest_rank(ascending, scored, 50),
         p90=nearest_rank(ascending, scored, 90),
         histogram=histogram,
-        tiers=tiers,
+        tiers=tier_counts,
     )
