@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -229,30 +229,59 @@ def contributions_fingerprint(contributions: list[dict[str, Any]]) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+#: `observedAt` as the engine reads it (SPEC §13): UTC, always 27 characters, so that text
+#: order is time order: "2026-11-30T12:00:00.000000Z".
+OBSERVED_AT_FORMAT = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
+
+
+def observed_text(stored: str) -> str:
+    """SQLite's stored form of a timestamp ("2026-11-30 12:00:00.000000", what SQLAlchemy
+    writes) as the engine's observedAt text; any other stored form is parsed."""
+    if len(stored) == 26 and stored[10] == " ":
+        return f"{stored[:10]}T{stored[11:]}Z"
+    moment = datetime.fromisoformat(stored)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class LoadedValues:
+    """Objects' values and their `observedAt` texts, by object id, then template id."""
+
+    values: dict[str, dict[str, Any]]
+    observed: dict[str, dict[str, str]]
+
+
 def load_values(
     conn: Connection,
     org_id: str,
     object_type: str,
     object_ids: Sequence[str],
     wanted: frozenset[str],
-) -> dict[str, dict[str, Any]]:
-    """The objects' values for the given templates. The template filter is applied here, not
-    in SQL: with both lists PostgreSQL probes the primary key once per (object, template)."""
+) -> LoadedValues:
+    """The objects' values for the given templates, with when each was observed
+    (`OBSERVED_AT_FORMAT`). The template filter is applied here, not in SQL: with both
+    lists PostgreSQL probes the primary key once per (object, template)."""
     v = signal_values
-    values: dict[str, dict[str, Any]] = defaultdict(dict)
-    if not object_ids:
-        return values
+    loaded = LoadedValues({}, {})
+    if not object_ids or not wanted:
+        return loaded
+    values, observed = loaded.values, loaded.observed
     if is_postgresql(conn):
-        # One row per object (its values as one JSON object): a sixteenth of the rows and of
-        # the driver's per-row work. The aggregate is taken per id, down the primary key
-        # (see `rows_by_key`): the aggregate keeps the subquery apart. An object without
-        # values gets NULL.
+        # One row per object (its values and their times as two JSON objects): a sixteenth
+        # of the rows and of the driver's per-row work. The aggregates are taken per id,
+        # down the primary key (see `rows_by_key`): the aggregate keeps the subquery apart.
+        # An object without values gets NULLs.
         by_object = sa.func.jsonb_object_agg(
             v.c.signal_template_id, v.c.value, type_=postgresql.JSONB
         )
+        times = sa.func.json_object_agg(
+            v.c.signal_template_id,
+            sa.func.to_char(v.c.observed_at, OBSERVED_AT_FORMAT),
+            type_=postgresql.JSON,
+        )
         wanted_ids = _wanted(v.c.object_id, object_ids)
         found = (
-            sa.select(by_object.label("document"))
+            sa.select(by_object.label("document"), times.label("times"))
             .where(
                 v.c.organization_id == org_id,
                 v.c.object_type == object_type,
@@ -261,24 +290,27 @@ def load_values(
             .lateral("found")
         )
         rows = conn.execute(
-            sa.select(wanted_ids.c.id, found.c.document).select_from(
+            sa.select(wanted_ids.c.id, found.c.document, found.c.times).select_from(
                 wanted_ids.join(found, sa.true())
             )
         )
-        for object_id, document in rows:
+        for object_id, document, at in rows:
             if document is not None:
                 values[object_id] = {k: x for k, x in document.items() if k in wanted}
-        return values
+                observed[object_id] = {k: x for k, x in at.items() if k in wanted}
+        return loaded
+    stored_at = sa.type_coerce(v.c.observed_at, sa.String())
     for among in id_filters(conn, v.c.object_id, object_ids):
         rows = conn.execute(
-            sa.select(v.c.object_id, v.c.signal_template_id, v.c.value).where(
+            sa.select(v.c.object_id, v.c.signal_template_id, v.c.value, stored_at).where(
                 v.c.organization_id == org_id, v.c.object_type == object_type, among
             )
         )
-        for object_id, template_id, value in rows:
+        for object_id, template_id, value, at in rows:
             if template_id in wanted:
-                values[object_id][template_id] = value
-    return values
+                values.setdefault(object_id, {})[template_id] = value
+                observed.setdefault(object_id, {})[template_id] = observed_text(at)
+    return loaded
 
 
 # A new row: (profile id, object id, dimension, result, fingerprint of its contributions), and

@@ -178,9 +178,7 @@ def preview(conn: Connection, org_id: str, profile_id: uuid.UUID, body: PreviewR
     empty: dict[str, Any] = {}
     for ids in _object_chunks(conn, org_id, profile_id, profile.type, body.sampleSize):
         objects += len(ids)
-        values = (
-            dialect.load_values(conn, org_id, profile.type, ids, templates) if templates else {}
-        )
+        values = dialect.load_values(conn, org_id, profile.type, ids, templates).values
         results = compiled.score_many([values.get(o, empty) for o in ids])
         stored = _stored_rows(conn, org_id, profile.type, profile_id, ids)
         for object_id, by_dimension in zip(ids, results, strict=True):

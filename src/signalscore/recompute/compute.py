@@ -139,12 +139,10 @@ def _load_values(
     object_type: str,
     object_ids: Sequence[str],
     template_ids: Sequence[str],
-) -> dict[str, dict[str, Any]]:
-    """The objects' values for the given templates (`dialect.load_values`)."""
-    wanted = frozenset(template_ids)
-    if not wanted:
-        return defaultdict(dict)
-    return dialect.load_values(conn, org_id, object_type, object_ids, wanted)
+) -> dialect.LoadedValues:
+    """The objects' values for the given templates, with their `observedAt`
+    (`dialect.load_values`)."""
+    return dialect.load_values(conn, org_id, object_type, object_ids, frozenset(template_ids))
 
 
 def _load_scores(
@@ -214,7 +212,8 @@ def compute_objects(
     rules = _load_rules(conn, org_id, sorted(assigned))
     tiers = _load_tiers(conn, org_id, sorted(rules))
     template_ids = sorted({rule.signal_template_id for rs in rules.values() for rule in rs})
-    values = _load_values(conn, org_id, object_type, object_ids, template_ids)
+    loaded = _load_values(conn, org_id, object_type, object_ids, template_ids)
+    values = loaded.values
     results: list[tuple[uuid.UUID, str, dict[str, DimensionResult]]] = []
     empty: dict[str, Any] = {}
     for profile_id, members in assigned.items():
