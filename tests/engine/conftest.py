@@ -1,14 +1,18 @@
-"""A slow, obviously-correct reference for SPEC §6, shared by the engine tests as a fixture.
+"""A slow, obviously-correct reference for SPEC §6 and §13, shared by the engine tests as a
+fixture.
 
-Written straight from the text of SPEC §6 (plus the decisions documented in
+Written straight from the text of SPEC §6 and §13 (plus the decisions documented in
 ``signalscore.engine``), one rule and one object at a time, with exact rational arithmetic for
-the per-rule sums. It shares no code with the engine.
+the per-rule sums and ``datetime`` arithmetic for decay (no comparisons of texts). It shares no
+code with the engine.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from typing import Any
 
@@ -118,20 +122,76 @@ def _evaluate_unbounded(rule: Rule, value: Any) -> tuple[str | None, int | float
     return f"{_text(value)} (no range)", 0
 
 
-def reference_score(rules: Sequence[Rule], values: Mapping[str, Any]) -> ReferenceResult:
-    """SPEC §6 for one object: {dimension: {score, earned, maxPossible, ...}}."""
+def parse_instant(text: str) -> datetime:
+    """Canonical UTC text (``2026-11-30T12:00:00.000000Z``) as an aware datetime."""
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def format_instant(instant: datetime) -> str:
+    """An aware datetime as canonical UTC text: 27 characters, the year zero-padded."""
+    t = instant.astimezone(UTC)
+    return f"{t.year:04d}-{t.strftime('%m-%dT%H:%M:%S.%f')}Z"
+
+
+def _decay(
+    rule: Rule, points: int | float, observed: datetime, now: datetime
+) -> tuple[int | float, int | float, datetime | None]:
+    """SPEC §13 for one rule with a value observed at ``observed``: (pointsEarned,
+    decayFactor, the earliest instant at which a step not yet passed will pass)."""
+    passed: list[tuple[int, int | float]] = []
+    upcoming: list[datetime] = []
+    for step in (rule.decay or {}).get("steps", []):
+        days = step["afterDays"]
+        try:
+            has_passed = observed < now - timedelta(days=days)
+        except OverflowError:  # now - afterDays is before year 1: nothing is older
+            has_passed = False
+        if has_passed:
+            passed.append((days, step["factor"]))
+            continue
+        with contextlib.suppress(OverflowError):  # after year 9999: never
+            upcoming.append(observed + timedelta(days=days))
+    next_change = min(upcoming, default=None)
+    if not passed:
+        return points, 1, next_change
+    factor = max(passed)[1]  # the step with the largest afterDays
+    if factor == 1:
+        return points, factor, next_change
+    decayed = round(points * factor, 2)
+    if decayed == 0:
+        decayed = 0.0 if isinstance(decayed, float) else decayed  # no negative zero
+    return decayed, factor, next_change
+
+
+def reference_score(
+    rules: Sequence[Rule],
+    values: Mapping[str, Any],
+    observed: Mapping[str, str | None] | None = None,
+    now: datetime | None = None,
+) -> ReferenceResult:
+    """SPEC §6 and §13 for one object: {dimension: {score, earned, maxPossible, ...}}.
+
+    ``observed``: the values' observedAt texts by template id; ``now`` is required with it."""
     out: ReferenceResult = {}
     for dimension in sorted({rule.dimension for rule in rules}):
         contributions = []
         earned_list: list[int | float] = []
         max_list: list[int | float] = []
         coverage = 0
+        next_changes: list[datetime] = []
         for rule in rules:
             if rule.dimension != dimension:
                 continue
             matched, points = _evaluate(rule, values.get(rule.signal_template_id))
             max_points = _max_points(rule)
             coverage += matched is not None
+            text = None if matched is None else (observed or {}).get(rule.signal_template_id)
+            factor: int | float = 1
+            if text is not None:
+                assert now is not None, "the reference needs now with observedAt"
+                points, factor, next_change = _decay(rule, points, parse_instant(text), now)
+                if next_change is not None:
+                    next_changes.append(next_change)
             earned_list.append(points)
             max_list.append(max_points)
             contributions.append(
@@ -141,6 +201,8 @@ def reference_score(rules: Sequence[Rule], values: Mapping[str, Any]) -> Referen
                     "matchedValue": matched,
                     "pointsEarned": points,
                     "maxPoints": max_points,
+                    "observedAt": text,
+                    "decayFactor": factor,
                 }
             )
         earned = math.fsum(earned_list)
@@ -156,13 +218,15 @@ def reference_score(rules: Sequence[Rule], values: Mapping[str, Any]) -> Referen
             "signalCoverage": coverage,
             "totalRules": len(contributions),
             "contributions": contributions,
+            "nextChangeAt": format_instant(min(next_changes)) if next_changes else None,
         }
     return out
 
 
 @pytest.fixture(scope="session")
-def reference() -> Callable[[Sequence[Rule], Mapping[str, Any]], ReferenceResult]:
-    """The reference implementation of SPEC §6 (see module docstring)."""
+def reference() -> Callable[..., ReferenceResult]:
+    """The reference implementation of SPEC §6 and §13 (see module docstring):
+    ``reference(rules, values, observed=None, now=None)``."""
     return reference_score
 
 

@@ -325,8 +325,11 @@ def test_case(name: str, reference: Reference, backend: Backend) -> None:
             "matchedValue": case.matched,
             "pointsEarned": case.earned,
             "maxPoints": case.max_points,
+            "observedAt": None,
+            "decayFactor": 1,
         }
     ]
+    assert dimension.next_change_at is None
     assert dimension.score == case.score
     assert dimension.earned == case.earned
     assert dimension.max_possible == case.max_points

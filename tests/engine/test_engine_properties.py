@@ -196,6 +196,7 @@ def _as_reference(result: dict[str, DimensionResult]) -> dict[str, dict[str, Any
             "signalCoverage": r.signal_coverage,
             "totalRules": r.total_rules,
             "contributions": r.contributions,
+            "nextChangeAt": r.next_change_at,
         }
         for dimension, r in result.items()
     }
@@ -208,7 +209,14 @@ def _assert_agrees(
     assert list(actual) == list(expected)
     for dimension, want in expected.items():
         got = actual[dimension]
-        for key in ("contributions", "score", "earned", "maxPossible", "signalCoverage"):
+        for key in (
+            "contributions",
+            "score",
+            "earned",
+            "maxPossible",
+            "signalCoverage",
+            "nextChangeAt",
+        ):
             assert got[key] == want[key], (dimension, key)
         assert got["totalRules"] == want["totalRules"]
         for contribution in got["contributions"]:
@@ -220,6 +228,8 @@ def _assert_agrees(
                 "matchedValue",
                 "pointsEarned",
                 "maxPoints",
+                "observedAt",
+                "decayFactor",
             ]
         assert type(got["score"]) is float
         assert 0.0 <= got["score"] <= 100.0

@@ -80,6 +80,7 @@ Decisions where SPEC §6 is silent
 from signalscore.engine._model import (
     Contribution,
     DimensionResult,
+    ObservedAt,
     Rule,
     SignalValue,
     SignalValues,
@@ -108,6 +109,7 @@ __all__ = [
     "Contribution",
     "DimensionResult",
     "InvalidRuleError",
+    "ObservedAt",
     "Rule",
     "SignalValue",
     "SignalValues",

@@ -13,20 +13,33 @@
  *
  *   (helpers, slots, dims)
  *   helpers = (DimensionResult, fsum, round, as_number, as_list, additive_float_points,
- *              score_memo_size, max_matched_value_chars, ellipsis)
+ *              decay_points, ndays, score_memo_size, max_matched_value_chars, ellipsis)
  *             every matchedValue longer than max_matched_value_chars code points is cut to
  *             its first (max - len(ellipsis)) code points + ellipsis (bound_matched_value)
  *   slots   = ((template_id, kind), ...)        kind: 0 raw (boolean), 1 number, 2 list
  *   dims    = ((name, max_possible, int_exact, score_memo, total_rules, rules), ...)
- *   rules   = (0, slot, absent, on_true, on_false, if_true, if_false)          boolean
- *           | (1, slot, absent, boundaries, entries)                            range
+ *   rules   = (0, slot, absent, on_true, on_false, if_true, if_false, steps)          boolean
+ *           | (1, slot, absent, boundaries, entries, steps)                            range
  *               entries = ((points, " (label)", template), ...), last one = no range
- *           | (2, slot, absent, mode, template, points_by_key, keys, total)    list
+ *           | (2, slot, absent, mode, template, points_by_key, keys, total, steps)    list
  *               mode: 0 additive (int points), 1 additive (float points), 2 best-match,
  *                     3 contains-all, 4 contains-none, 5 exact-match
+ *   steps   = the rule's decay steps (SPEC §13) in increasing afterDays order, () if none:
+ *             ((th, after_days, factor, on_true, on_false, if_true, if_false), ...)  boolean
+ *           | ((th, after_days, factor, ((points, template), ...)), ...)   range, per entry
+ *           | ((th, after_days, factor, template), ...)                   list
+ *             th: index of the step's threshold among the ``ndays`` per-call thresholds.
+ *
+ * Time decay: score_batch(values_list, normalized, observed_list, thresholds) also reads each
+ * value's observedAt (canonical UTC text, 27 ASCII characters) from the mappings of
+ * observed_list. thresholds[th] is the text of ``now - afterDays days`` ("" when before year
+ * 1): a step has passed when observedAt < its threshold, compared with memcmp (fixed-width
+ * text: string order is time order). Steps pass as a prefix, so the rule's factor is that of
+ * the last passed one, and the first one not passed gives the dimension's next change.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -46,6 +59,28 @@ enum {
 #define EXACT_INT_LIMIT 9007199254740992LL
 /* Integral floats below this magnitude print as integers ("874", not "874.0"). */
 #define INTEGRAL_FLOAT_LIMIT 1e16
+/* Canonical UTC text: YYYY-MM-DDTHH:MM:SS.ffffffZ. */
+#define OBSERVED_CHARS 27
+/* Days from 0001-01-01 to 9999-12-31: no date shifted by more stays below year 10000. */
+#define MAX_SHIFT_DAYS 3652058LL
+
+typedef struct {
+    Py_ssize_t th;   /* index of its threshold in the per-call thresholds */
+    long long days;  /* afterDays (LLONG_MAX when it does not fit) */
+    PyObject *factor;
+    /* boolean */
+    PyObject *on_true, *on_false, *if_true, *if_false;
+    /* range: per entry, as Rule.entry_points / entry_template */
+    PyObject **entry_points, **entry_template;
+    /* list */
+    PyObject *template;
+} Step;
+
+/* The earliest next change of one dimension of one object. */
+typedef struct {
+    int set;
+    char text[OBSERVED_CHARS];
+} NextChange;
 
 typedef struct {
     PyObject *key; /* borrowed from the plan */
@@ -68,6 +103,9 @@ typedef struct {
     /* list */
     int mode;
     PyObject *template, *points_by_key, *keys, *total;
+    /* decay */
+    Py_ssize_t nsteps;
+    Step *steps;
 } Rule;
 
 typedef struct {
@@ -91,14 +129,16 @@ typedef struct {
     Py_ssize_t nunique, cap;
     double number;
     int exact, nan;
+    PyObject *observed; /* new reference: the value's observedAt (checked), or NULL */
 } Prepared;
 
 typedef struct {
     PyObject_HEAD
     PyObject *plan;
     PyTypeObject *result_type;
-    PyObject *fsum, *round, *as_number, *as_list, *additive_float;
+    PyObject *fsum, *round, *as_number, *as_list, *additive_float, *decay_points;
     Py_ssize_t memo_size;
+    Py_ssize_t ndays; /* how many thresholds a call with observedAt passes */
     /* matchedValue bound: longer texts keep their first ``keep`` code points + ellipsis */
     Py_ssize_t max_matched, keep;
     PyObject *ellipsis; /* borrowed from the plan */
@@ -110,6 +150,7 @@ typedef struct {
 
 static PyObject *s_matched_value; /* "matchedValue" */
 static PyObject *s_points_earned; /* "pointsEarned" */
+static PyObject *s_observed_at;   /* "observedAt" */
 static PyObject *s_separator;     /* ", " */
 static PyObject *s_get;           /* "get" */
 static PyObject *s_strip;         /* "strip" */
@@ -165,6 +206,89 @@ exact_double(PyObject *obj, double *out)
 }
 
 static int
+parse_steps(Scorer *self, PyObject *steps, Rule *rule)
+{
+    if (expect_tuple(steps, -1, "decay steps") < 0) {
+        return -1;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(steps);
+    if (n == 0) {
+        return 0;
+    }
+    rule->steps = PyMem_Calloc(n, sizeof(Step));
+    if (!rule->steps) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    rule->nsteps = n;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *spec = PyTuple_GET_ITEM(steps, i);
+        Step *step = &rule->steps[i];
+        if (expect_tuple(spec, rule->kind == RULE_BOOLEAN ? 7 : 4, "decay step") < 0) {
+            return -1;
+        }
+        step->th = PyLong_AsSsize_t(PyTuple_GET_ITEM(spec, 0));
+        int overflow = 0;
+        step->days = PyLong_AsLongLongAndOverflow(PyTuple_GET_ITEM(spec, 1), &overflow);
+        if (PyErr_Occurred()) {
+            return -1;
+        }
+        if (overflow > 0) {
+            step->days = LLONG_MAX;
+        }
+        /* The prefix rule needs strictly increasing afterDays, hence thresholds. */
+        if (step->th < 0 || step->th >= self->ndays || overflow < 0 || step->days < 1 ||
+            (i > 0 && (step->days <= step[-1].days || step->th <= step[-1].th))) {
+            PyErr_SetString(PyExc_ValueError, "scorer plan: malformed decay step");
+            return -1;
+        }
+        step->factor = PyTuple_GET_ITEM(spec, 2);
+        switch (rule->kind) {
+        case RULE_BOOLEAN:
+            step->on_true = PyTuple_GET_ITEM(spec, 3);
+            step->on_false = PyTuple_GET_ITEM(spec, 4);
+            step->if_true = PyTuple_GET_ITEM(spec, 5);
+            step->if_false = PyTuple_GET_ITEM(spec, 6);
+            if (expect_dict(step->if_true, "if_true") < 0 ||
+                expect_dict(step->if_false, "if_false") < 0) {
+                return -1;
+            }
+            break;
+        case RULE_RANGE: {
+            PyObject *entries = PyTuple_GET_ITEM(spec, 3);
+            if (expect_tuple(entries, rule->nentries, "decayed range entries") < 0) {
+                return -1;
+            }
+            step->entry_points = PyMem_Calloc(rule->nentries + 1, sizeof(PyObject *));
+            step->entry_template = PyMem_Calloc(rule->nentries + 1, sizeof(PyObject *));
+            if (!step->entry_points || !step->entry_template) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            for (Py_ssize_t e = 0; e < rule->nentries; e++) {
+                PyObject *entry = PyTuple_GET_ITEM(entries, e);
+                if (expect_tuple(entry, 2, "decayed range entry") < 0) {
+                    return -1;
+                }
+                step->entry_points[e] = PyTuple_GET_ITEM(entry, 0);
+                step->entry_template[e] = PyTuple_GET_ITEM(entry, 1);
+                if (expect_dict(step->entry_template[e], "decayed range template") < 0) {
+                    return -1;
+                }
+            }
+            break;
+        }
+        default:
+            step->template = PyTuple_GET_ITEM(spec, 3);
+            if (expect_dict(step->template, "decayed list template") < 0) {
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+static int
 parse_rule(Scorer *self, PyObject *spec, Rule *rule)
 {
     if (expect_tuple(spec, -1, "rule") < 0 || PyTuple_GET_SIZE(spec) < 3) {
@@ -193,7 +317,7 @@ parse_rule(Scorer *self, PyObject *spec, Rule *rule)
     }
     switch (rule->kind) {
     case RULE_BOOLEAN:
-        if (expect_tuple(spec, 7, "boolean rule") < 0) {
+        if (expect_tuple(spec, 8, "boolean rule") < 0) {
             return -1;
         }
         rule->on_true = PyTuple_GET_ITEM(spec, 3);
@@ -204,9 +328,9 @@ parse_rule(Scorer *self, PyObject *spec, Rule *rule)
             expect_dict(rule->if_false, "if_false") < 0) {
             return -1;
         }
-        return 0;
+        return parse_steps(self, PyTuple_GET_ITEM(spec, 7), rule);
     case RULE_RANGE: {
-        if (expect_tuple(spec, 5, "range rule") < 0) {
+        if (expect_tuple(spec, 6, "range rule") < 0) {
             return -1;
         }
         PyObject *bounds = PyTuple_GET_ITEM(spec, 3);
@@ -248,10 +372,10 @@ parse_rule(Scorer *self, PyObject *spec, Rule *rule)
                 return -1;
             }
         }
-        return 0;
+        return parse_steps(self, PyTuple_GET_ITEM(spec, 5), rule);
     }
     case RULE_LIST:
-        if (expect_tuple(spec, 8, "list rule") < 0) {
+        if (expect_tuple(spec, 9, "list rule") < 0) {
             return -1;
         }
         rule->mode = (int)PyLong_AsLong(PyTuple_GET_ITEM(spec, 3));
@@ -274,7 +398,7 @@ parse_rule(Scorer *self, PyObject *spec, Rule *rule)
             PyErr_SetString(PyExc_TypeError, "scorer plan: keys must be a frozenset");
             return -1;
         }
-        return 0;
+        return parse_steps(self, PyTuple_GET_ITEM(spec, 8), rule);
     default:
         PyErr_SetString(PyExc_ValueError, "scorer plan: unknown rule kind");
         return -1;
@@ -291,6 +415,12 @@ free_tables(Scorer *self)
                 continue;
             }
             for (Py_ssize_t r = 0; r < dim->nrules; r++) {
+                Rule *rule = &dim->rules[r];
+                for (Py_ssize_t i = 0; rule->steps && i < rule->nsteps; i++) {
+                    PyMem_Free(rule->steps[i].entry_points);
+                    PyMem_Free(rule->steps[i].entry_template);
+                }
+                PyMem_Free(rule->steps);
                 PyMem_Free(dim->rules[r].bounds_d);
                 PyMem_Free(dim->rules[r].entry_points);
                 PyMem_Free(dim->rules[r].entry_suffix);
@@ -324,7 +454,7 @@ Scorer_init(Scorer *self, PyObject *args, PyObject *kwds)
     PyObject *helpers = PyTuple_GET_ITEM(plan, 0);
     PyObject *slots = PyTuple_GET_ITEM(plan, 1);
     PyObject *dims = PyTuple_GET_ITEM(plan, 2);
-    if (expect_tuple(helpers, 9, "helpers") < 0 || expect_tuple(slots, -1, "slots") < 0 ||
+    if (expect_tuple(helpers, 11, "helpers") < 0 || expect_tuple(slots, -1, "slots") < 0 ||
         expect_tuple(dims, -1, "dimensions") < 0) {
         return -1;
     }
@@ -340,15 +470,24 @@ Scorer_init(Scorer *self, PyObject *args, PyObject *kwds)
     self->as_number = PyTuple_GET_ITEM(helpers, 3);
     self->as_list = PyTuple_GET_ITEM(helpers, 4);
     self->additive_float = PyTuple_GET_ITEM(helpers, 5);
-    self->memo_size = PyLong_AsSsize_t(PyTuple_GET_ITEM(helpers, 6));
+    self->decay_points = PyTuple_GET_ITEM(helpers, 6);
+    self->ndays = PyLong_AsSsize_t(PyTuple_GET_ITEM(helpers, 7));
     if (PyErr_Occurred()) {
         return -1;
     }
-    self->max_matched = PyLong_AsSsize_t(PyTuple_GET_ITEM(helpers, 7));
+    if (self->ndays < 0) {
+        PyErr_SetString(PyExc_ValueError, "scorer plan: ndays must not be negative");
+        return -1;
+    }
+    self->memo_size = PyLong_AsSsize_t(PyTuple_GET_ITEM(helpers, 8));
     if (PyErr_Occurred()) {
         return -1;
     }
-    self->ellipsis = PyTuple_GET_ITEM(helpers, 8);
+    self->max_matched = PyLong_AsSsize_t(PyTuple_GET_ITEM(helpers, 9));
+    if (PyErr_Occurred()) {
+        return -1;
+    }
+    self->ellipsis = PyTuple_GET_ITEM(helpers, 10);
     if (!PyUnicode_CheckExact(self->ellipsis) ||
         PyUnicode_GET_LENGTH(self->ellipsis) > self->max_matched) {
         PyErr_SetString(PyExc_ValueError,
@@ -454,6 +593,7 @@ prepared_clear(Prepared *p)
     Py_CLEAR(p->value);
     Py_CLEAR(p->text);
     Py_CLEAR(p->answer);
+    Py_CLEAR(p->observed);
     p->nunique = 0;
 }
 
@@ -612,9 +752,49 @@ prepare_list(Scorer *self, Prepared *p, PyObject *normalized)
     return p->text ? 0 : -1;
 }
 
-/* Fetch and prepare every template value the profile uses. */
+/* The observedAt of a present value: ``observed_get`` is the object's observed mapping's
+ * ``get`` (NULL when it is a dict, read directly; ``observed`` NULL: none known). A text
+ * must be an exact str of OBSERVED_CHARS ASCII characters (the loops compare it with memcmp);
+ * None means none known. */
 static int
-prepare_object(Scorer *self, PyObject *values, PyObject *normalized, Prepared *prepared)
+prepare_observed(PyObject *observed, PyObject *observed_get, PyObject *key, Prepared *p)
+{
+    PyObject *text;
+    if (!observed) {
+        return 0;
+    }
+    if (!observed_get) {
+        text = PyDict_GetItemWithError(observed, key);
+        if (!text) {
+            return PyErr_Occurred() ? -1 : 0;
+        }
+        Py_INCREF(text);
+    }
+    else if (!(text = PyObject_CallOneArg(observed_get, key))) {
+        return -1;
+    }
+    if (text == Py_None) {
+        Py_DECREF(text);
+        return 0;
+    }
+    if (!PyUnicode_CheckExact(text) || PyUnicode_GET_LENGTH(text) != OBSERVED_CHARS ||
+        !PyUnicode_IS_ASCII(text)) {
+        PyErr_Format(PyExc_ValueError,
+                     "observedAt must be canonical UTC text of %d ASCII characters "
+                     "(YYYY-MM-DDTHH:MM:SS.ffffffZ), got %R",
+                     OBSERVED_CHARS, text);
+        Py_DECREF(text);
+        return -1;
+    }
+    p->observed = text;
+    return 0;
+}
+
+/* Fetch and prepare every template value the profile uses, and with ``observed`` (the
+ * object's observedAt mapping, or NULL) each present value's observedAt. */
+static int
+prepare_object(Scorer *self, PyObject *values, PyObject *observed, PyObject *observed_get,
+               PyObject *normalized, Prepared *prepared)
 {
     int is_dict = PyDict_CheckExact(values);
     for (Py_ssize_t i = 0; i < self->nslots; i++) {
@@ -650,8 +830,113 @@ prepare_object(Scorer *self, PyObject *values, PyObject *normalized, Prepared *p
                 return -1;
             }
         }
+        if (p->value && prepare_observed(observed, observed_get, self->slots[i].key, p) < 0) {
+            return -1;
+        }
     }
     return 0;
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil). */
+static long long
+days_from_civil(long long y, unsigned m, unsigned d)
+{
+    y -= m <= 2;
+    long long era = (y >= 0 ? y : y - 399) / 400;
+    unsigned yoe = (unsigned)(y - era * 400);
+    unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (long long)doe - 719468;
+}
+
+/* The inverse of days_from_civil. */
+static void
+civil_from_days(long long z, long long *y, unsigned *m, unsigned *d)
+{
+    z += 719468;
+    long long era = (z >= 0 ? z : z - 146096) / 146097;
+    unsigned doe = (unsigned)(z - era * 146097);
+    unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    unsigned mp = (5 * doy + 2) / 153;
+    *d = doy - (153 * mp + 2) / 5 + 1;
+    *m = mp < 10 ? mp + 3 : mp - 9;
+    *y = (long long)yoe + era * 400 + (*m <= 2);
+}
+
+static int
+digits(const char *text, int n, unsigned *out)
+{
+    unsigned v = 0;
+    for (int i = 0; i < n; i++) {
+        if (text[i] < '0' || text[i] > '9') {
+            return 0;
+        }
+        v = v * 10 + (unsigned)(text[i] - '0');
+    }
+    *out = v;
+    return 1;
+}
+
+/* ``observed`` (canonical UTC text) plus ``days`` days into ``out``: whole days in UTC keep
+ * the time of day, so only the date part changes. Returns 1, or 0 past 9999-12-31, or -1
+ * (ValueError) when the text does not start with a valid date YYYY-MM-DD, as
+ * _decay.shift_date does. */
+static int
+shift_observed(const char *observed, long long days, char *out)
+{
+    unsigned y, m, d;
+    static const unsigned char month_days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (!digits(observed, 4, &y) || observed[4] != '-' || !digits(observed + 5, 2, &m) ||
+        observed[7] != '-' || !digits(observed + 8, 2, &d) || y < 1 || m < 1 || m > 12 ||
+        d < 1 ||
+        d > month_days[m - 1] + (unsigned)(m == 2 && y % 4 == 0 && (y % 100 != 0 || y % 400 == 0))) {
+        PyErr_Format(PyExc_ValueError,
+                     "observedAt must start with a date YYYY-MM-DD, got '%.10s'", observed);
+        return -1;
+    }
+    if (days > MAX_SHIFT_DAYS) {
+        return 0;
+    }
+    long long year;
+    unsigned month, day;
+    civil_from_days(days_from_civil(y, m, d) + days, &year, &month, &day);
+    if (year > 9999) {
+        return 0;
+    }
+    char date[11];
+    snprintf(date, sizeof(date), "%04lld-%02u-%02u", year, month, day);
+    memcpy(out, date, 10);
+    memcpy(out + 10, observed + 10, OBSERVED_CHARS - 10);
+    return 1;
+}
+
+/* How many of the rule's decay steps have passed for the observedAt text ``observed``: steps
+ * pass as a prefix (their thresholds fall as afterDays rises), so scan from the last. The
+ * instant the first step not passed will pass is folded into ``next``. -1 on error. */
+static Py_ssize_t
+passed_steps(Rule *rule, const char *observed, const char *const *thresholds, NextChange *next)
+{
+    Py_ssize_t k = 0;
+    for (Py_ssize_t j = rule->nsteps; j > 0; j--) {
+        const char *threshold = thresholds[rule->steps[j - 1].th];
+        if (threshold && memcmp(observed, threshold, OBSERVED_CHARS) < 0) {
+            k = j;
+            break;
+        }
+    }
+    if (k < rule->nsteps) {
+        char when[OBSERVED_CHARS];
+        int shifted = shift_observed(observed, rule->steps[k].days, when);
+        if (shifted < 0) {
+            return -1;
+        }
+        if (shifted && (!next->set || memcmp(when, next->text, OBSERVED_CHARS) < 0)) {
+            memcpy(next->text, when, OBSERVED_CHARS);
+            next->set = 1;
+        }
+    }
+    return k;
 }
 
 static Py_ssize_t
@@ -690,16 +975,18 @@ bisect_right_object(PyObject *const *bounds, Py_ssize_t n, PyObject *x)
     return lo;
 }
 
-/* A copy of ``template`` with matchedValue (and, if given, pointsEarned) set. */
+/* A copy of ``template`` with matchedValue, and each of pointsEarned and observedAt if
+ * given, set. */
 static PyObject *
-contribution(PyObject *template, PyObject *matched, PyObject *points)
+contribution(PyObject *template, PyObject *matched, PyObject *points, PyObject *observed)
 {
     PyObject *c = PyDict_Copy(template);
     if (!c) {
         return NULL;
     }
-    if (PyDict_SetItem(c, s_matched_value, matched) < 0 ||
-        (points && PyDict_SetItem(c, s_points_earned, points) < 0)) {
+    if ((matched && PyDict_SetItem(c, s_matched_value, matched) < 0) ||
+        (points && PyDict_SetItem(c, s_points_earned, points) < 0) ||
+        (observed && PyDict_SetItem(c, s_observed_at, observed) < 0)) {
         Py_DECREF(c);
         return NULL;
     }
@@ -847,25 +1134,42 @@ copy_with_points(PyObject *template, PyObject *earned, PyObject **points)
 }
 
 /* One rule for one object: returns the new contribution dict and, on success only, sets
- * *points to a new reference to its pointsEarned; counts a missing value in *missing. */
+ * *points to a new reference to its pointsEarned; counts a missing value in *missing. With
+ * ``thresholds`` (a call with observedAt), a present value's observedAt is stamped on the
+ * contribution and the rule's decay applied, its next step folded into ``next``. */
 static PyObject *
-score_rule(Scorer *self, Rule *rule, Prepared *prepared, PyObject **points, long *missing)
+score_rule(Scorer *self, Rule *rule, Prepared *prepared, const char *const *thresholds,
+           NextChange *next, PyObject **points, long *missing)
 {
     Prepared *p = &prepared[rule->slot];
-    if (!p->value) {
+    if (!p->value || (rule->kind == RULE_BOOLEAN && p->value != Py_True &&
+                      p->value != Py_False)) { /* a boolean rule's value must be a bool */
         *missing += 1;
         return copy_with_points(rule->absent, int_zero, points);
     }
+    Step *step = NULL; /* the last decay step passed */
+    if (p->observed && rule->nsteps) {
+        Py_ssize_t k = passed_steps(rule, PyUnicode_DATA(p->observed), thresholds, next);
+        if (k < 0) {
+            return NULL;
+        }
+        step = k ? &rule->steps[k - 1] : NULL;
+    }
+    PyObject *c, *earned;
     switch (rule->kind) {
     case RULE_BOOLEAN:
         if (p->value == Py_True) {
-            return copy_with_points(rule->if_true, rule->on_true, points);
+            c = contribution(step ? step->if_true : rule->if_true, NULL, NULL, p->observed);
+            earned = step ? step->on_true : rule->on_true;
         }
-        if (p->value == Py_False) {
-            return copy_with_points(rule->if_false, rule->on_false, points);
+        else {
+            c = contribution(step ? step->if_false : rule->if_false, NULL, NULL, p->observed);
+            earned = step ? step->on_false : rule->on_false;
         }
-        *missing += 1; /* not a bool: no value */
-        return copy_with_points(rule->absent, int_zero, points);
+        if (c) {
+            *points = Py_NewRef(earned);
+        }
+        return c;
     case RULE_RANGE: {
         Py_ssize_t index;
         if (p->nan) {
@@ -882,20 +1186,24 @@ score_rule(Scorer *self, Rule *rule, Prepared *prepared, PyObject **points, long
         if (!matched) {
             return NULL;
         }
-        PyObject *c = contribution(rule->entry_template[index], matched, NULL);
+        c = contribution(step ? step->entry_template[index] : rule->entry_template[index],
+                         matched, NULL, p->observed);
         Py_DECREF(matched);
         if (c) {
-            *points = rule->entry_points[index];
-            Py_INCREF(*points);
+            *points = Py_NewRef(step ? step->entry_points[index] : rule->entry_points[index]);
         }
         return c;
     }
     default: { /* RULE_LIST */
-        PyObject *earned = list_points(self, rule, p);
+        earned = list_points(self, rule, p);
+        if (earned && step) {
+            Py_SETREF(earned, PyObject_CallFunctionObjArgs(self->decay_points, earned,
+                                                            step->factor, NULL));
+        }
         if (!earned) {
             return NULL;
         }
-        PyObject *c = contribution(rule->template, p->text, earned);
+        c = contribution(step ? step->template : rule->template, p->text, earned, p->observed);
         if (!c) {
             Py_DECREF(earned);
             return NULL;
@@ -951,17 +1259,20 @@ score_of(Scorer *self, Dim *dim, PyObject *earned)
 
 /* One dimension of one object: a DimensionResult (new reference). */
 static PyObject *
-score_dimension(Scorer *self, Dim *dim, Prepared *prepared, PyObject **points)
+score_dimension(Scorer *self, Dim *dim, Prepared *prepared, const char *const *thresholds,
+                PyObject **points)
 {
     PyObject *contributions = PyList_New(dim->nrules);
-    PyObject *earned = NULL, *score = NULL, *coverage = NULL, *result = NULL;
+    PyObject *earned = NULL, *score = NULL, *coverage = NULL, *result = NULL, *when = NULL;
+    NextChange next = {0};
     Py_ssize_t done = 0;
     long missing = 0;
     if (!contributions) {
         return NULL;
     }
     for (; done < dim->nrules; done++) {
-        PyObject *c = score_rule(self, &dim->rules[done], prepared, &points[done], &missing);
+        PyObject *c = score_rule(self, &dim->rules[done], prepared, thresholds, &next,
+                                 &points[done], &missing);
         if (!c) {
             goto finally;
         }
@@ -996,7 +1307,12 @@ score_dimension(Scorer *self, Dim *dim, Prepared *prepared, PyObject **points)
         }
         goto finally;
     }
-    result = self->result_type->tp_alloc(self->result_type, 6);
+    when = next.set ? PyUnicode_DecodeASCII(next.text, OBSERVED_CHARS, NULL) : Py_NewRef(Py_None);
+    if (!when) {
+        goto finally;
+    }
+    /* Positional, as the generated loop does: NamedTuple defaults do not apply here. */
+    result = self->result_type->tp_alloc(self->result_type, 7);
     if (!result) {
         goto finally;
     }
@@ -1008,7 +1324,8 @@ score_dimension(Scorer *self, Dim *dim, Prepared *prepared, PyObject **points)
     PyTuple_SET_ITEM(result, 3, coverage);
     PyTuple_SET_ITEM(result, 4, dim->total_rules);
     PyTuple_SET_ITEM(result, 5, contributions);
-    score = earned = coverage = contributions = NULL; /* the result owns them */
+    PyTuple_SET_ITEM(result, 6, when);
+    score = earned = coverage = contributions = when = NULL; /* the result owns them */
 finally:
     for (Py_ssize_t r = 0; r < done; r++) {
         Py_CLEAR(points[r]);
@@ -1017,15 +1334,24 @@ finally:
     Py_XDECREF(earned);
     Py_XDECREF(score);
     Py_XDECREF(coverage);
+    Py_XDECREF(when);
     return result;
 }
 
 static PyObject *
-score_one(Scorer *self, PyObject *values, PyObject *normalized, Prepared *prepared,
-          PyObject **points)
+score_one(Scorer *self, PyObject *values, PyObject *observed, PyObject *normalized,
+          const char *const *thresholds, Prepared *prepared, PyObject **points)
 {
-    PyObject *out = NULL;
-    if (prepare_object(self, values, normalized, prepared) < 0) {
+    PyObject *out = NULL, *observed_get = NULL;
+    if (observed == Py_None) {
+        observed = NULL;
+    }
+    /* As the generated loop does: a mapping's ``get`` is looked up once per object. */
+    if (observed && !PyDict_CheckExact(observed) &&
+        !(observed_get = PyObject_GetAttr(observed, s_get))) {
+        goto finally;
+    }
+    if (prepare_object(self, values, observed, observed_get, normalized, prepared) < 0) {
         goto finally;
     }
     out = PyDict_New();
@@ -1033,7 +1359,7 @@ score_one(Scorer *self, PyObject *values, PyObject *normalized, Prepared *prepar
         goto finally;
     }
     for (Py_ssize_t d = 0; d < self->ndims; d++) {
-        PyObject *result = score_dimension(self, &self->dims[d], prepared, points);
+        PyObject *result = score_dimension(self, &self->dims[d], prepared, thresholds, points);
         if (!result || PyDict_SetItem(out, self->dims[d].name, result) < 0) {
             Py_XDECREF(result);
             Py_CLEAR(out);
@@ -1042,6 +1368,7 @@ score_one(Scorer *self, PyObject *values, PyObject *normalized, Prepared *prepar
         Py_DECREF(result);
     }
 finally:
+    Py_XDECREF(observed_get);
     for (Py_ssize_t i = 0; i < self->nslots; i++) {
         prepared_clear(&prepared[i]);
     }
@@ -1049,11 +1376,14 @@ finally:
 }
 
 PyDoc_STRVAR(score_batch_doc,
-             "score_batch(values_list, normalized) -> list[dict[str, DimensionResult]]\n\n"
+             "score_batch(values_list, normalized, observed_list=None, thresholds=())\n"
+             "    -> list[dict[str, DimensionResult]]\n\n"
              "Score every object of the iterable ``values_list`` (mappings of template id to\n"
              "value).\n"
              "``normalized`` is the batch's memo of normalised list strings (a dict whose\n"
-             "``__missing__`` normalises).");
+             "``__missing__`` normalises). ``observed_list``, parallel to ``values_list``,\n"
+             "gives each object's observedAt texts (a mapping or None); ``thresholds`` the\n"
+             "texts of now - afterDays days, one per distinct afterDays of the plan.");
 
 static PyObject *
 Scorer_score_batch(Scorer *self, PyObject *const *args, Py_ssize_t nargs)
@@ -1062,8 +1392,8 @@ Scorer_score_batch(Scorer *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_RuntimeError, "Scorer is not initialised");
         return NULL;
     }
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "score_batch() takes exactly 2 arguments");
+    if (nargs < 2 || nargs > 4) {
+        PyErr_SetString(PyExc_TypeError, "score_batch() takes 2 to 4 arguments");
         return NULL;
     }
     PyObject *normalized = args[1];
@@ -1071,8 +1401,44 @@ Scorer_score_batch(Scorer *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "score_batch(): normalized must be a dict");
         return NULL;
     }
+    PyObject *observed_list = nargs > 2 && args[2] != Py_None ? args[2] : NULL;
+    PyObject *observed_seq = NULL;
+    const char **thresholds = NULL;
+    if (observed_list) {
+        /* The thresholds stay alive in args for the whole call. */
+        PyObject *given = nargs > 3 ? args[3] : NULL;
+        if (!given || !PyTuple_Check(given) || PyTuple_GET_SIZE(given) != self->ndays) {
+            PyErr_Format(PyExc_ValueError,
+                         "score_batch(): thresholds must be a tuple of %zd texts", self->ndays);
+            return NULL;
+        }
+        thresholds = PyMem_Calloc(self->ndays + 1, sizeof(char *));
+        if (!thresholds) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        for (Py_ssize_t i = 0; i < self->ndays; i++) {
+            PyObject *text = PyTuple_GET_ITEM(given, i);
+            if (!PyUnicode_CheckExact(text) || !PyUnicode_IS_ASCII(text) ||
+                (PyUnicode_GET_LENGTH(text) != OBSERVED_CHARS &&
+                 PyUnicode_GET_LENGTH(text) != 0)) {
+                PyErr_SetString(PyExc_ValueError,
+                                "score_batch(): a threshold must be canonical UTC text or ''");
+                PyMem_Free(thresholds);
+                return NULL;
+            }
+            /* "": the step cannot pass (nothing is less than the empty string). */
+            thresholds[i] = PyUnicode_GET_LENGTH(text) ? PyUnicode_DATA(text) : NULL;
+        }
+        if (!(observed_seq = PyObject_GetIter(observed_list))) {
+            PyMem_Free(thresholds);
+            return NULL;
+        }
+    }
     PyObject *seq = PyObject_GetIter(args[0]);
     if (!seq) {
+        Py_XDECREF(observed_seq);
+        PyMem_Free(thresholds);
         return NULL;
     }
     Py_ssize_t most = 0;
@@ -1096,8 +1462,19 @@ Scorer_score_batch(Scorer *self, PyObject *const *args, Py_ssize_t nargs)
     gc_was_enabled = PyGC_Disable();
     PyObject *values;
     while ((values = PyIter_Next(seq)) != NULL) {
-        PyObject *out = score_one(self, values, normalized, prepared, points);
+        PyObject *observed = NULL;
+        if (observed_seq && !(observed = PyIter_Next(observed_seq))) {
+            Py_DECREF(values);
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_ValueError,
+                                "observed_list is shorter than values_list");
+            }
+            goto error;
+        }
+        PyObject *out = score_one(self, values, observed, normalized, thresholds, prepared,
+                                  points);
         Py_DECREF(values);
+        Py_XDECREF(observed);
         if (!out || PyList_Append(results, out) < 0) {
             Py_XDECREF(out);
             goto error;
@@ -1106,6 +1483,16 @@ Scorer_score_batch(Scorer *self, PyObject *const *args, Py_ssize_t nargs)
     }
     if (PyErr_Occurred()) {
         goto error;
+    }
+    if (observed_seq) {
+        PyObject *extra = PyIter_Next(observed_seq);
+        if (extra || PyErr_Occurred()) {
+            if (extra) {
+                Py_DECREF(extra);
+                PyErr_SetString(PyExc_ValueError, "observed_list is longer than values_list");
+            }
+            goto error;
+        }
     }
     goto done;
 error:
@@ -1121,6 +1508,8 @@ done:
     }
     PyMem_Free(prepared);
     PyMem_Free(points);
+    PyMem_Free(thresholds);
+    Py_XDECREF(observed_seq);
     Py_DECREF(seq);
     return results;
 }
@@ -1161,12 +1550,14 @@ PyInit__native(void)
     if (!int_two) {
         s_matched_value = PyUnicode_InternFromString("matchedValue");
         s_points_earned = PyUnicode_InternFromString("pointsEarned");
+        s_observed_at = PyUnicode_InternFromString("observedAt");
         s_separator = PyUnicode_FromString(", ");
         s_get = PyUnicode_InternFromString("get");
         s_strip = PyUnicode_InternFromString("strip");
         s_casefold = PyUnicode_InternFromString("casefold");
         int_zero = PyLong_FromLong(0);
-        if (!s_matched_value || !s_points_earned || !s_separator || !s_get || !s_strip ||
+        if (!s_matched_value || !s_points_earned || !s_observed_at || !s_separator || !s_get ||
+            !s_strip ||
             !s_casefold || !int_zero) {
             return NULL;
         }

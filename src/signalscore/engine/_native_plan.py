@@ -20,6 +20,7 @@ from signalscore.engine._codegen import (
     as_list,
     as_number,
 )
+from signalscore.engine._decay import decay_days
 from signalscore.engine._model import DimensionResult
 from signalscore.engine._rules import (
     ELLIPSIS,
@@ -28,6 +29,7 @@ from signalscore.engine._rules import (
     CompiledRule,
     ListRule,
     RangeRule,
+    decay_points,
     max_possible,
     sums_exactly_as_floats,
 )
@@ -57,22 +59,42 @@ def _list_mode(rule: ListRule) -> int:
 
 
 def build_plan(dimensions: Sequence[tuple[str, Sequence[CompiledRule]]]) -> tuple[Any, ...]:
-    """The plan the C ``Scorer`` runs: helpers, value slots, and per dimension its rules."""
+    """The plan the C ``Scorer`` runs: helpers, value slots, and per dimension its rules.
+
+    Decay steps refer to the per-call thresholds by index into ``_decay.decay_days`` of the
+    same rules, the order in which ``CompiledProfile`` computes them."""
     slots: dict[tuple[str, str], int] = {}  # (template id, kind) → slot index
 
     def slot(rule: CompiledRule) -> int:
         return slots.setdefault((rule.signal_template_id, rule.kind), len(slots))
 
+    days = decay_days(rule for _, rules in dimensions for rule in rules)
+    day_index = {d: i for i, d in enumerate(days)}
+
+    def steps(rule: CompiledRule) -> tuple[tuple[Any, ...], ...]:
+        """Per decay step: (threshold index, afterDays, factor, what the kind needs)."""
+        out: list[tuple[Any, ...]] = []
+        for k, step in enumerate(rule.decay, start=1):
+            head = (day_index[step.after_days], step.after_days, step.factor)
+            if isinstance(rule, BooleanRule):
+                (on_true, if_true), (on_false, if_false) = rule.true_steps[k], rule.false_steps[k]
+                out.append((*head, on_true, on_false, if_true, if_false))
+            elif isinstance(rule, RangeRule):
+                out.append((*head, tuple((p, t) for p, _, t in rule.interval_steps[k])))
+            elif isinstance(rule, ListRule):
+                out.append((*head, rule.template_steps[k]))
+        return tuple(out)
+
     def spec(rule: CompiledRule) -> tuple[Any, ...]:
         if isinstance(rule, BooleanRule):
             return (_RULE_BOOLEAN, slot(rule), rule.absent, rule.on_true, rule.on_false,
-                    rule.if_true, rule.if_false)  # fmt: skip
+                    rule.if_true, rule.if_false, steps(rule))  # fmt: skip
         if isinstance(rule, RangeRule):
             return (_RULE_RANGE, slot(rule), rule.absent, tuple(rule.boundaries),
-                    tuple(rule.intervals))  # fmt: skip
+                    tuple(rule.intervals), steps(rule))  # fmt: skip
         if isinstance(rule, ListRule):
             return (_RULE_LIST, slot(rule), rule.absent, _list_mode(rule), rule.template,
-                    rule.points_by_key, rule.keys, rule.total)  # fmt: skip
+                    rule.points_by_key, rule.keys, rule.total, steps(rule))  # fmt: skip
         raise TypeError(f"cannot plan {type(rule).__name__}")  # pragma: no cover
 
     dims: tuple[tuple[Any, ...], ...] = tuple(
@@ -87,7 +109,8 @@ def build_plan(dimensions: Sequence[tuple[str, Sequence[CompiledRule]]]) -> tupl
         for name, rules in dimensions
     )
     helpers = (DimensionResult, math.fsum, round, as_number, as_list, additive_float_points,
-               SCORE_MEMO_SIZE, MAX_MATCHED_VALUE_CHARS, ELLIPSIS)  # fmt: skip
+               decay_points, len(days), SCORE_MEMO_SIZE, MAX_MATCHED_VALUE_CHARS,
+               ELLIPSIS)  # fmt: skip
     slot_specs = tuple((template, _SLOT_KINDS[kind]) for (template, kind) in slots)
     return helpers, slot_specs, dims
 

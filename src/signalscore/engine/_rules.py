@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from signalscore.engine._model import Contribution, Rule
 from signalscore.engine._numbers import EXACT_INT_LIMIT, exact_sum, format_number
@@ -64,8 +64,63 @@ def _bound(value: Any, where: str) -> Number | None:
     return None if value is None else _points(value, where)
 
 
+#: Most steps a rule's decay may have (SPEC §13).
+MAX_DECAY_STEPS = 10
+
+
+class DecayStep(NamedTuple):
+    """One step of a rule's decay: after ``after_days`` days, points times ``factor``."""
+
+    after_days: int
+    factor: Number
+
+
+def compile_decay(decay: Any) -> tuple[DecayStep, ...]:
+    """A rule's ``decay`` (SPEC §13) as its steps, checked; ``()`` for ``None``.
+
+    The API validates the same constraints; here they guard what the loops rely on (steps
+    in increasing ``afterDays`` order pass as a prefix)."""
+    if decay is None:
+        return ()
+    steps = decay.get("steps") if isinstance(decay, Mapping) else None
+    if (
+        not isinstance(decay, Mapping)
+        or set(decay) != {"steps"}
+        or not isinstance(steps, Sequence)
+        or isinstance(steps, str)
+        or not 1 <= len(steps) <= MAX_DECAY_STEPS
+    ):
+        raise InvalidRuleError(f"decay must be {{'steps': [...]}} with 1-{MAX_DECAY_STEPS} steps")
+    out: list[DecayStep] = []
+    for i, step in enumerate(steps):
+        if not isinstance(step, Mapping) or set(step) != {"afterDays", "factor"}:
+            raise InvalidRuleError(f"decay.steps[{i}] must be {{afterDays, factor}}")
+        days, factor = step["afterDays"], step["factor"]
+        if type(days) is bool or not isinstance(days, int) or days < 1:
+            raise InvalidRuleError(f"decay.steps[{i}].afterDays must be a positive integer")
+        factor = _points(factor, f"decay.steps[{i}].factor")
+        if not 0 <= factor <= 1:
+            raise InvalidRuleError(f"decay.steps[{i}].factor must be between 0 and 1")
+        if out and (days <= out[-1].after_days or factor > out[-1].factor):
+            raise InvalidRuleError(
+                "decay steps need strictly increasing afterDays and non-increasing factors"
+            )
+        out.append(DecayStep(int(days), factor))
+    return tuple(out)
+
+
+def decay_points(points: Number, factor: Number) -> Number:
+    """pointsEarned after a passed decay step (SPEC §13): ``round(points * factor, 2)`` with
+    a negative zero made ``0.0``; ``points`` itself (its type kept) when ``factor == 1``."""
+    if factor == 1:
+        return points
+    decayed = round(points * factor, 2)
+    return 0.0 if decayed == 0 and type(decayed) is float else decayed
+
+
 class CompiledRule:
-    """What every compiled rule has: identity, maxPoints, and a bound on |pointsEarned|."""
+    """What every compiled rule has: identity, maxPoints, a bound on |pointsEarned|, and its
+    decay steps."""
 
     kind = ""
 
@@ -74,6 +129,15 @@ class CompiledRule:
         self.signal_template_id = rule.signal_template_id
         self.dimension = rule.dimension
         self.max_points = max_points
+        #: The decay steps, in increasing ``after_days`` order; ``()`` without decay.
+        self.decay: tuple[DecayStep, ...] = compile_decay(rule.decay)
+        if self.decay and int_bound is not None:
+            try:  # points * factor: the int points must convert to a float
+                float(int_bound)
+            except OverflowError:
+                raise InvalidRuleError("points too large for a rule with decay") from None
+            if any(type(step.factor) is not int and step.factor != 1 for step in self.decay):
+                int_bound = None  # a decayed pointsEarned may be a float
         #: When every pointsEarned this rule can produce is an ``int``: a bound on its
         #: magnitude. ``None`` when it can produce a float.
         self.int_bound = int_bound
@@ -87,7 +151,23 @@ class CompiledRule:
             "matchedValue": None if matched is None else bound_matched_value(matched),
             "pointsEarned": earned,
             "maxPoints": self.max_points,
+            "observedAt": None,
+            "decayFactor": 1,
         }
+
+    def decayed(self, earned: Number, template: Contribution) -> list[tuple[Number, Contribution]]:
+        """``(pointsEarned, contribution template)`` of a value earning ``earned`` with
+        ``template``: index 0 when no decay step has passed, index k after step k."""
+        return [
+            (earned, template),
+            *(
+                (
+                    points := decay_points(earned, step.factor),
+                    {**template, "pointsEarned": points, "decayFactor": step.factor},
+                )
+                for step in self.decay
+            ),
+        ]
 
 
 class BooleanRule(CompiledRule):
@@ -107,6 +187,9 @@ class BooleanRule(CompiledRule):
         )
         self.if_true = self.contribution("true", self.on_true)
         self.if_false = self.contribution("false", self.on_false)
+        #: ``decayed`` of the true and the false answer.
+        self.true_steps = self.decayed(self.on_true, self.if_true)
+        self.false_steps = self.decayed(self.on_false, self.if_false)
 
 
 def _range_label(low: Number | None, high: Number | None) -> str:
@@ -169,6 +252,18 @@ class RangeRule(CompiledRule):
             holder = next((r for r in parsed if _holds(r, start)), None)
             self.intervals.append(self._entry(holder))
         self.intervals.append(self._entry(None))
+        #: ``intervals`` after each decay step: ``interval_steps[k]`` once step k has passed
+        #: (``interval_steps[0]`` is ``intervals``).
+        self.interval_steps: list[list[tuple[Number, str, Contribution]]] = [
+            list(entries)
+            for entries in zip(
+                *(
+                    [(points, suffix, template) for points, template in self.decayed(p, tm)]
+                    for p, suffix, tm in self.intervals
+                ),
+                strict=True,
+            )
+        ]
 
     def _entry(
         self, holder: tuple[Number | None, Number | None, Number] | None
@@ -243,6 +338,9 @@ class ListRule(CompiledRule):
         else:
             self.points_by_key = {}
         self.template = self.contribution(None, 0)
+        #: ``template`` after each decay step (index 0: none passed); pointsEarned is set
+        #: per object.
+        self.template_steps = [template for _, template in self.decayed(0, self.template)]
 
 
 def compile_rule(rule: Rule) -> CompiledRule:
