@@ -104,18 +104,20 @@ def drain(database: Database, *, max_batches: int = 10_000) -> int:
 
 
 def expected_scores(database: Database) -> dict[tuple[Any, ...], tuple[Any, ...]]:
-    """Every score row that should exist, computed from scratch by the engine over the
-    current rules, assignments and values, with its tier by `reference_tier` over the
-    profile's current tiers: {(org, profile, type, object, dimension): (score,
-    contributions, coverage, total rules, tier)}."""
+    """Every score row that should exist, computed from scratch by the engine now over the
+    current rules (with their decay), assignments and values (with their observedAt), with
+    its tier by `reference_tier` over the profile's current tiers: {(org, profile, type,
+    object, dimension): (score, contributions, coverage, total rules, tier, next change)}."""
     import sqlalchemy as sa
 
+    from signalscore.db.dialect import instant
     from signalscore.db.tables import (
         profile_assignments,
         scoring_profiles,
         scoring_rules,
         signal_values,
     )
+    from signalscore.db.types import utcnow
     from signalscore.engine import Rule, score_object
 
     with database.read() as conn:
@@ -124,29 +126,44 @@ def expected_scores(database: Database) -> dict[tuple[Any, ...], tuple[Any, ...]
             sa.select(scoring_rules).order_by(scoring_rules.c.created_at, scoring_rules.c.id)
         ):
             rules.setdefault((r.organization_id, r.profile_id), []).append(
-                Rule(str(r.id), r.signal_template_id, r.dimension, r.answer_type, r.point_values)
+                Rule(
+                    str(r.id),
+                    r.signal_template_id,
+                    r.dimension,
+                    r.answer_type,
+                    r.point_values,
+                    r.decay,
+                )
             )
         values: dict[tuple[str, str, str], dict[str, Any]] = {}
+        observed: dict[tuple[str, str, str], dict[str, str]] = {}
         for v in conn.execute(sa.select(signal_values)):
             key = (v.organization_id, v.object_type, v.object_id)
             values.setdefault(key, {})[v.signal_template_id] = v.value
+            observed.setdefault(key, {})[v.signal_template_id] = v.observed_at.strftime(
+                "%Y-%m-%dT%H:%M:%S.%fZ"
+            )
         assignments = list(conn.execute(sa.select(profile_assignments)))
         tiers = {
             (p.organization_id, p.id): p.tiers or {}
             for p in conn.execute(sa.select(scoring_profiles))
         }
     expected = {}
+    now = utcnow()
     for a in assignments:
         profile_rules = rules.get((a.organization_id, a.profile_id), [])
-        object_values = values.get((a.organization_id, a.object_type, a.object_id), {})
+        key = (a.organization_id, a.object_type, a.object_id)
+        object_values, times = values.get(key, {}), observed.get(key, {})
         profile_tiers = tiers[(a.organization_id, a.profile_id)]
-        for dimension, result in score_object(profile_rules, object_values).items():
+        scored = score_object(profile_rules, object_values, observed=times, now=now)
+        for dimension, result in scored.items():
             expected[(a.organization_id, a.profile_id, a.object_type, a.object_id, dimension)] = (
                 result.score,
                 result.contributions,
                 result.signal_coverage,
                 result.total_rules,
                 reference_tier(profile_tiers.get(dimension), result.score),
+                instant(result.next_change_at),
             )
     return expected
 
@@ -164,19 +181,24 @@ def stored_scores(database: Database) -> dict[tuple[Any, ...], tuple[Any, ...]]:
                 r.signal_coverage,
                 r.total_rules,
                 r.tier,
+                r.next_change_at,
             )
             for r in conn.execute(sa.select(score_results))
         }
 
 
 def assert_scores_fresh(database: Database) -> None:
-    """The SPEC §7 invariant: with the queue empty, every stored score equals a from-scratch
-    computation, and no row exists that should not."""
+    """The SPEC §7 invariant, as §13 states it with decay: with the queue empty and no
+    `nextChangeAt` in the past, every stored score equals a from-scratch computation now,
+    and no row exists that should not."""
     import sqlalchemy as sa
 
-    from signalscore.db.tables import recompute_profiles, recompute_queue
+    from signalscore.db.tables import recompute_profiles, recompute_queue, score_results
+    from signalscore.db.types import utcnow
 
     with database.read() as conn:
+        due = sa.select(sa.func.count()).where(score_results.c.next_change_at < utcnow())
+        assert conn.execute(due).scalar() == 0, "rows past their nextChangeAt: sweep first"
         assert conn.execute(sa.select(sa.func.count()).select_from(recompute_queue)).scalar() == 0
         assert (
             conn.execute(sa.select(sa.func.count()).select_from(recompute_profiles)).scalar() == 0
@@ -242,7 +264,7 @@ def assert_events_replay(database: Database) -> int:
     from signalscore.db.tables import score_events, score_results
 
     def parts(contributions: list[dict[str, Any]]) -> dict[str, Any]:
-        keys = ("matchedValue", "pointsEarned", "maxPoints")
+        keys = ("matchedValue", "pointsEarned", "maxPoints", "observedAt", "decayFactor")
         return {c["ruleId"]: {k: c[k] for k in keys} for c in contributions}
 
     with database.read() as conn:

@@ -124,6 +124,13 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = Field(
         default=0.1, gt=0, description="Idle workers look for new work this often."
     )
+    decay_sweep_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=50,
+        description="Workers look for score rows past their nextChangeAt (SPEC §13) this often "
+        "and queue them; a row is recomputed within this plus the queue's delay.",
+    )
     worker_audit_log: str | None = Field(
         default=None,
         description="Append one line per computed object (object, start, end, worker) to this "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -30,6 +31,7 @@ SCORE_KEYS = {
     "signalCoverage",
     "totalRules",
     "computedAt",
+    "nextChangeAt",
     "version",
 }
 
@@ -75,6 +77,11 @@ def test_single_assign_computes_before_answering(world: World, database: Databas
     assert row["previousScore"] is None
     assert row["previousContributions"] == []
     assert (row["signalCoverage"], row["totalRules"]) == (1, 1)
+    # observedAt: the value's, in the engine's fixed form (UTC, microseconds).
+    (value,) = world.call(
+        "GET", "/v1/signals/values", params={"objectType": "company", "objectId": "acme.com"}
+    ).json()[:1]
+    observed = datetime.fromisoformat(value["observedAt"]).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     assert row["contributions"] == [
         {
             "ruleId": world.rule_id,
@@ -82,6 +89,8 @@ def test_single_assign_computes_before_answering(world: World, database: Databas
             "matchedValue": "50 (0–100)",
             "pointsEarned": 5,
             "maxPoints": 5,
+            "observedAt": observed,
+            "decayFactor": 1,
         }
     ]
     # Assigning again returns the existing row with 200.

@@ -94,6 +94,17 @@ def assign(world: World, database: Database, profile: str, objects: list[str]) -
     drain(database)
 
 
+def timeless(side: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A change's side without its observedAt (a time of the run), checking its decayFactor
+    is 1 (no rule here decays) and that it has an observedAt."""
+    if side is None:
+        return None
+    rest = dict(side)
+    assert isinstance(rest.pop("observedAt"), str)
+    assert rest.pop("decayFactor") == 1
+    return rest
+
+
 def test_a_new_row_writes_created_and_tier_changed_with_every_rule(
     scored: tuple[World, str, int], database: Database
 ) -> None:
@@ -111,7 +122,9 @@ def test_a_new_row_writes_created_and_tier_changed_with_every_rule(
     }
     assert (created["score"], created["previousScore"], created["version"]) == (100, None, 1)
     assert (created["tier"], created["previousTier"]) == ("A", None)
-    assert [(c["signalTemplateId"], c["before"], c["after"]) for c in created["changes"]] == [
+    assert [
+        (c["signalTemplateId"], c["before"], timeless(c["after"])) for c in created["changes"]
+    ] == [
         ("employees", None, {"matchedValue": "500 (≥100)", "pointsEarned": 10, "maxPoints": 10}),
         ("is_b2b", None, {"matchedValue": "true", "pointsEarned": 10, "maxPoints": 10}),
     ]
@@ -132,14 +145,18 @@ def test_a_changed_value_explains_only_the_rule_that_moved(
     assert changed["type"] == "score.changed"
     assert (changed["score"], changed["previousScore"], changed["version"]) == (55, 100, 2)
     assert (changed["tier"], changed["previousTier"]) == ("A", "A")
-    assert changed["changes"] == [
-        {
-            "ruleId": changed["changes"][0]["ruleId"],
-            "signalTemplateId": "employees",
-            "before": {"matchedValue": "500 (≥100)", "pointsEarned": 10, "maxPoints": 10},
-            "after": {"matchedValue": "50 (<100)", "pointsEarned": 1, "maxPoints": 10},
-        }
+    sides = [(c["ruleId"], timeless(c["before"]), timeless(c["after"])) for c in changed["changes"]]
+    assert sides == [
+        (
+            changed["changes"][0]["ruleId"],
+            {"matchedValue": "500 (≥100)", "pointsEarned": 10, "maxPoints": 10},
+            {"matchedValue": "50 (<100)", "pointsEarned": 1, "maxPoints": 10},
+        )
     ]
+    assert changed["changes"][0]["signalTemplateId"] == "employees"
+    # The new value was observed at its write, after the old one.
+    before, after = changed["changes"][0]["before"], changed["changes"][0]["after"]
+    assert before["observedAt"] < after["observedAt"]
     # Moving into tier B: changed, then tier_changed with the same fields.
     seen = changed["sequence"]
     put_value(world, "acme.com", "is_b2b", False)

@@ -174,9 +174,15 @@ def test_a_value_import_does_what_the_same_put_does(
     moved = {org: {k for k, at in after[org].items() if before[org].get(k) != at} for org in orgs}
     assert moved[b] == moved[a]
     # Queued, by both: exactly the assigned objects whose value of a template with a rule
-    # (the world's one rule reads `employees`) changed; not an assigned object whose other
-    # values changed in the same write.
-    changed = moved[b] | (set(before_values) - set(stored_values(database, b)))
+    # (the world's one rule reads `employees`) changed, or was observed anew (scores show
+    # each value's observedAt, SPEC §13); not an assigned object whose other values changed
+    # in the same write.
+    after_values = stored_values(database, b)
+    observed_anew = {
+        key for key, (_, at) in after_values.items() if key in before_values and
+        before_values[key][1] != at
+    }  # fmt: skip
+    changed = moved[b] | observed_anew | (set(before_values) - set(after_values))
     expected = {
         (object_type, object_id)
         for object_type, object_id, template_id in changed

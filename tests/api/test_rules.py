@@ -208,22 +208,18 @@ def test_value_writes_queue_only_objects_a_rule_reads(world: World, database: Da
     )
     assert _queued(database) == {"beta.io"}
     _clear_queue(database)
-    # Writing the same value again changes nothing and queues nothing.
-    world.call(
-        "PUT",
-        "/v1/signals/values",
-        json={
-            "values": [
-                {
-                    "objectType": "company",
-                    "objectId": "beta.io",
-                    "signalTemplateId": "employees",
-                    "value": 7,
-                }
-            ]
-        },
-    )
+    # Writing the same value again with the same observedAt changes nothing and queues
+    # nothing; observed anew, it queues (scores show each value's observedAt, SPEC §13).
+    same = {"objectType": "company", "objectId": "beta.io", "signalTemplateId": "employees",
+            "value": 7, "observedAt": "2026-01-02T03:04:05Z"}  # fmt: skip
+    world.call("PUT", "/v1/signals/values", json={"values": [same]})
+    _clear_queue(database)
+    again = world.call("PUT", "/v1/signals/values", json={"values": [same]})
+    assert again.json() == {"written": 0, "deleted": 0, "unchanged": 1}
     assert _queued(database) == set()
+    anew = world.call("PUT", "/v1/signals/values", json={"values": [{**same, "observedAt": None}]})
+    assert anew.json() == {"written": 0, "deleted": 0, "unchanged": 1}
+    assert _queued(database) == {"beta.io"}
 
 
 def test_a_pending_object_is_queued_once(world: World, database: Database) -> None:

@@ -243,6 +243,11 @@ def observed_text(stored: str) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def instant(text: str | None) -> datetime | None:
+    """The engine's `next_change_at` text (`OBSERVED_AT_FORMAT`) as an aware datetime."""
+    return None if text is None else datetime.fromisoformat(text)
+
+
 @dataclass
 class LoadedValues:
     """Objects' values and their `observedAt` texts, by object id, then template id."""
@@ -369,6 +374,7 @@ def _write_scores_generic(
                     "version": 1,
                     "tier": tier,
                     "previous_tier": None,
+                    "next_change_at": instant(result.next_change_at),
                 }
                 for profile_id, object_id, dimension, result, fingerprint, tier in inserts
             ],
@@ -391,6 +397,7 @@ def _write_scores_generic(
                 signal_coverage=sa.bindparam("signal_coverage"),
                 total_rules=sa.bindparam("total_rules"),
                 computed_at=sa.bindparam("computed_at", now, type_=s.c.computed_at.type),
+                next_change_at=sa.bindparam("next_change_at", type_=s.c.next_change_at.type),
             ),
             [
                 {
@@ -401,6 +408,7 @@ def _write_scores_generic(
                     "signal_coverage": result.signal_coverage,
                     "total_rules": result.total_rules,
                     "tier": tier,
+                    "next_change_at": instant(result.next_change_at),
                 }
                 for row_id, result, fingerprint, tier in changed
             ],
@@ -415,18 +423,20 @@ _PG_INSERT = """
     INSERT INTO score_results (
         organization_id, id, profile_id, object_type, object_id, dimension, score,
         previous_score, contributions, contributions_hash, previous_contributions,
-        signal_coverage, total_rules, computed_at, version, tier, previous_tier
+        signal_coverage, total_rules, computed_at, version, tier, previous_tier,
+        next_change_at
     )
     SELECT %(org)s, v.id, v.profile_id, %(object_type)s, v.object_id, v.dimension, v.score,
         NULL, v.contributions::jsonb, v.hash, '[]'::jsonb, v.signal_coverage, v.total_rules,
-        %(now)s, 1, v.tier, NULL
+        %(now)s, 1, v.tier, NULL, v.next_change::timestamp
     FROM unnest(
         %(ids)b::uuid[], %(profile_ids)b::uuid[], %(object_ids)b::text[],
         %(dimensions)b::text[], %(scores)b::float8[], %(contributions)b::text[],
-        %(hashes)b::int8[], %(coverages)b::int4[], %(totals)b::int4[], %(tiers)b::text[]
+        %(hashes)b::int8[], %(coverages)b::int4[], %(totals)b::int4[], %(tiers)b::text[],
+        %(next_changes)b::text[]
     ) AS v (
         id, profile_id, object_id, dimension, score, contributions, hash, signal_coverage,
-        total_rules, tier
+        total_rules, tier, next_change
     )
 """
 
@@ -446,11 +456,12 @@ _PG_UPDATE = """
         contributions_hash = v.hash,
         signal_coverage = v.signal_coverage,
         total_rules = v.total_rules,
-        computed_at = %(now)s
+        computed_at = %(now)s,
+        next_change_at = v.next_change::timestamp
     FROM unnest(
         %(ids)b::uuid[], %(scores)b::float8[], %(contributions)b::text[], %(hashes)b::int8[],
-        %(coverages)b::int4[], %(totals)b::int4[], %(tiers)b::text[]
-    ) AS v (id, score, contributions, hash, signal_coverage, total_rules, tier)
+        %(coverages)b::int4[], %(totals)b::int4[], %(tiers)b::text[], %(next_changes)b::text[]
+    ) AS v (id, score, contributions, hash, signal_coverage, total_rules, tier, next_change)
     WHERE s.ctid = ANY(ARRAY(
             SELECT found.tid FROM unnest(%(ids)b::uuid[]) AS wanted (id)
             CROSS JOIN LATERAL (
@@ -495,6 +506,7 @@ def _write_scores_postgresql(
                 "coverages": [row[3].signal_coverage for row in inserts],
                 "totals": [row[3].total_rules for row in inserts],
                 "tiers": [row[5] for row in inserts],
+                "next_changes": [row[3].next_change_at for row in inserts],
             },
         )
     if changed:
@@ -510,6 +522,7 @@ def _write_scores_postgresql(
                 "coverages": [row[1].signal_coverage for row in changed],
                 "totals": [row[1].total_rules for row in changed],
                 "tiers": [row[3] for row in changed],
+                "next_changes": [row[1].next_change_at for row in changed],
             },
         )
 
@@ -649,6 +662,9 @@ changed_values = sa.Table(
     sa.Column("object_id", sa.String()),
     sa.Column("signal_template_id", sa.String()),
     sa.Column("deleted", sa.Boolean()),
+    # The value is the same, observed anew: no value was written, but the scores that read
+    # it explain its `observedAt` (and decay from it, SPEC §13), so they are recomputed.
+    sa.Column("observed_only", sa.Boolean()),
     prefixes=["TEMPORARY"],
 )
 
@@ -792,7 +808,9 @@ def stage_assignments(conn: Connection, rows: Sequence[tuple[int, uuid.UUID, str
 # row's `updated_at` becomes this write's time only when its value changed (jsonb equality:
 # 5 and 5.0 are equal, true and 1 are not, as in `signals.service._same_value`); that is how
 # the RETURNING list tells changed rows from fresh observations of the same value, against
-# the row as it is under this transaction's lock, not as a snapshot saw it.
+# the row as it is under this transaction's lock, not as a snapshot saw it. A row whose value
+# and `observedAt` are both the same is not rewritten (nor returned); one observed anew is
+# recorded as `observed_only`.
 _PG_MERGE_VALUES = """
     WITH src AS (
         SELECT DISTINCT ON (object_type, object_id, template_id)
@@ -811,6 +829,7 @@ _PG_MERGE_VALUES = """
             observed_at = excluded.observed_at,
             updated_at = CASE WHEN v.value = excluded.value THEN v.updated_at
                 ELSE excluded.updated_at END
+        WHERE v.value <> excluded.value OR v.observed_at <> excluded.observed_at
         RETURNING v.object_type, v.object_id, v.signal_template_id, v.updated_at = %(now)s
             AS changed
     ), removed AS (
@@ -821,9 +840,9 @@ _PG_MERGE_VALUES = """
         RETURNING v.object_type, v.object_id, v.signal_template_id
     ), recorded AS (
         INSERT INTO signalscore_changed_values
-        SELECT object_type, object_id, signal_template_id, false FROM upserted WHERE changed
+        SELECT object_type, object_id, signal_template_id, false, NOT changed FROM upserted
         UNION ALL
-        SELECT object_type, object_id, signal_template_id, true FROM removed
+        SELECT object_type, object_id, signal_template_id, true, false FROM removed
     )
     SELECT (SELECT count(*) FROM src),
         (SELECT count(*) FILTER (WHERE changed) FROM upserted),
@@ -836,18 +855,21 @@ _PG_MERGE_VALUES = """
 # and so do their values.
 _SQLITE_CHANGED_VALUES = """
     INSERT INTO signalscore_changed_values
-    SELECT s.object_type, s.object_id, s.template_id, s.value IS NULL
-    FROM signalscore_import_values AS s
-    LEFT JOIN signal_values AS v ON v.organization_id = :org
-        AND v.object_type = s.object_type AND v.object_id = s.object_id
-        AND v.signal_template_id = s.template_id
-    WHERE CASE WHEN s.value IS NULL THEN v.value IS NOT NULL
-        ELSE v.value IS NULL OR NOT (
-            (json_type(v.value) = json_type(s.value)
-                OR (json_type(v.value) IN ('integer', 'real')
-                    AND json_type(s.value) IN ('integer', 'real')))
-            AND json_extract(v.value, '$') = json_extract(s.value, '$')
-        ) END
+    SELECT object_type, object_id, template_id, deleted, NOT moved FROM (
+        SELECT s.object_type, s.object_id, s.template_id, s.value IS NULL AS deleted,
+            CASE WHEN s.value IS NULL THEN v.value IS NOT NULL
+                ELSE v.value IS NULL OR NOT (
+                    (json_type(v.value) = json_type(s.value)
+                        OR (json_type(v.value) IN ('integer', 'real')
+                            AND json_type(s.value) IN ('integer', 'real')))
+                    AND json_extract(v.value, '$') = json_extract(s.value, '$')
+                ) END AS moved,
+            s.value IS NOT NULL AND v.observed_at IS NOT s.observed_at AS observed
+        FROM signalscore_import_values AS s
+        LEFT JOIN signal_values AS v ON v.organization_id = :org
+            AND v.object_type = s.object_type AND v.object_id = s.object_id
+            AND v.signal_template_id = s.template_id
+    ) WHERE moved OR observed
 """
 
 # The same comparison, keeping the stored value and its `updated_at` when equal.
@@ -898,8 +920,8 @@ def merge_staged_values(conn: Connection, org_id: str, now: datetime) -> tuple[i
     keys = conn.execute(sa.text("SELECT count(*) FROM signalscore_import_values")).scalar_one()
     written, deleted = conn.execute(
         sa.text(
-            "SELECT coalesce(sum(NOT deleted), 0), coalesce(sum(deleted), 0)"
-            " FROM signalscore_changed_values"
+            "SELECT coalesce(sum(NOT deleted AND NOT observed_only), 0),"
+            " coalesce(sum(deleted), 0) FROM signalscore_changed_values"
         )
     ).one()
     conn.execute(sa.text(_SQLITE_UPSERT_VALUES), {"org": org_id, "now": stored_now})
@@ -1089,12 +1111,15 @@ def count_stashed_deletions(conn: Connection) -> int:
     return int(conn.execute(sa.select(sa.func.count()).select_from(_deleted_scores)).scalar_one())
 
 
-# The `changes` of a deleted row: every rule's contribution as `before`, `after` null.
+# The `changes` of a deleted row: every rule's contribution as `before` (as `events.log.changes`
+# builds it), `after` null.
 _PG_DELETED_CHANGES = """COALESCE((
     SELECT jsonb_agg(jsonb_build_object(
         'ruleId', c -> 'ruleId', 'signalTemplateId', c -> 'signalTemplateId',
         'before', jsonb_build_object('matchedValue', c -> 'matchedValue',
-            'pointsEarned', c -> 'pointsEarned', 'maxPoints', c -> 'maxPoints'),
+            'pointsEarned', c -> 'pointsEarned', 'maxPoints', c -> 'maxPoints',
+            'observedAt', c -> 'observedAt',
+            'decayFactor', COALESCE(c -> 'decayFactor', '1'::jsonb)),
         'after', NULL) ORDER BY n)
     FROM jsonb_array_elements(d.contributions) WITH ORDINALITY AS e (c, n)), '[]'::jsonb)"""
 _SQLITE_DELETED_CHANGES = """COALESCE((
@@ -1103,7 +1128,9 @@ _SQLITE_DELETED_CHANGES = """COALESCE((
         'signalTemplateId', json_extract(e.value, '$.signalTemplateId'),
         'before', json_object('matchedValue', json_extract(e.value, '$.matchedValue'),
             'pointsEarned', json_extract(e.value, '$.pointsEarned'),
-            'maxPoints', json_extract(e.value, '$.maxPoints')),
+            'maxPoints', json_extract(e.value, '$.maxPoints'),
+            'observedAt', json_extract(e.value, '$.observedAt'),
+            'decayFactor', COALESCE(json_extract(e.value, '$.decayFactor'), 1)),
         'after', NULL))
     FROM json_each(d.contributions) AS e), '[]')"""
 

@@ -98,10 +98,14 @@ class _Log:
 
 
 def _part(contribution: dict[str, Any]) -> dict[str, Any]:
+    # With the decay of SPEC §13, a score also moves because a value was observed anew or a
+    # step passed: `observedAt` and `decayFactor` say so.
     return {
         "matchedValue": contribution.get("matchedValue"),
         "pointsEarned": contribution.get("pointsEarned"),
         "maxPoints": contribution.get("maxPoints"),
+        "observedAt": contribution.get("observedAt"),
+        "decayFactor": contribution.get("decayFactor", 1),
     }
 
 
@@ -111,7 +115,7 @@ def changes(
     """One entry per rule whose contribution differs between two versions of a row, in the
     new row's rule order, then the rules only the old one had: `{ruleId, signalTemplateId,
     before, after}`, each side `{matchedValue, pointsEarned, maxPoints}` or null where the
-    rule did not exist."""
+    rule did not exist; with `observedAt` and `decayFactor` (SPEC §13)."""
     old = {c["ruleId"]: c for c in before or ()}
     result = []
     seen = set()

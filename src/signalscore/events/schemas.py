@@ -20,6 +20,12 @@ class ContributionSide(ResponseModel):
     matchedValue: str | None
     pointsEarned: int | float
     maxPoints: int | float
+    observedAt: str | None = Field(
+        default=None, description="The value's observedAt (SPEC §13): a value observed anew."
+    )
+    decayFactor: int | float = Field(
+        default=1, description="The decay factor applied (SPEC §13): a step that passed."
+    )
 
 
 class Change(ResponseModel):

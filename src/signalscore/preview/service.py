@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection
 from signalscore.db import dialect
 from signalscore.db.dialect import rows_by_key
 from signalscore.db.tables import profile_assignments, score_results, scoring_rules
+from signalscore.db.types import utcnow
 from signalscore.engine import Rule, TierTable, compile_profile, tier_tables
 from signalscore.errors import Problems
 from signalscore.preview.schemas import (
@@ -167,6 +168,7 @@ def preview(conn: Connection, org_id: str, profile_id: uuid.UUID, body: PreviewR
                 c.body.dimension,
                 c.body.answerType,
                 c.point_values,
+                c.decay,
             )
             for i, c in enumerate(checked)
         ]
@@ -176,10 +178,15 @@ def preview(conn: Connection, org_id: str, profile_id: uuid.UUID, body: PreviewR
     tallies: dict[Dimension, _Tally] = {d: _Tally() for d in get_args(Dimension)}
     objects = 0
     empty: dict[str, Any] = {}
+    no_times: dict[str, str] = {}
+    now = utcnow()
     for ids in _object_chunks(conn, org_id, profile_id, profile.type, body.sampleSize):
         objects += len(ids)
-        values = dialect.load_values(conn, org_id, profile.type, ids, templates).values
-        results = compiled.score_many([values.get(o, empty) for o in ids])
+        loaded = dialect.load_values(conn, org_id, profile.type, ids, templates)
+        values, observed = loaded.values, loaded.observed
+        results = compiled.score_many(
+            [values.get(o, empty) for o in ids], [observed.get(o, no_times) for o in ids], now
+        )
         stored = _stored_rows(conn, org_id, profile.type, profile_id, ids)
         for object_id, by_dimension in zip(ids, results, strict=True):
             for dimension, tally in tallies.items():

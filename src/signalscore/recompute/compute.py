@@ -106,13 +106,14 @@ def _load_rules(
                 r.c.dimension,
                 r.c.answer_type,
                 r.c.point_values,
+                r.c.decay,
             )
             .where(r.c.organization_id == org_id, among)
             .order_by(r.c.profile_id, r.c.created_at, r.c.id)
         )
-        for profile_id, rule_id, template_id, dimension, answer_type, point_values in rows:
+        for profile_id, rule_id, template_id, dimension, answer_type, point_values, decay in rows:
             rules[profile_id].append(
-                Rule(str(rule_id), template_id, dimension, answer_type, point_values)
+                Rule(str(rule_id), template_id, dimension, answer_type, point_values, decay)
             )
     return rules
 
@@ -167,6 +168,7 @@ def _load_scores(
             s.c.contributions_hash,
             s.c.tier,
             s.c.version,
+            s.c.next_change_at,
             sa.type_coerce(legacy, s.c.contributions.type).label("contributions"),
         ],
         match={"organization_id": org_id, "object_type": object_type},
@@ -185,6 +187,13 @@ def _same_contributions(stored: Any, new: list[dict[str, Any]], fingerprint: int
     return bool(stored.contributions == new)
 
 
+def _same_instant(stored: datetime | None, text: str | None) -> bool:
+    """Whether a stored `next_change_at` is the engine's `next_change_at` text."""
+    if stored is None or text is None:
+        return stored is None and text is None
+    return stored == dialect.instant(text)
+
+
 @dataclass
 class Computed:
     """The scores of some objects, computed from one read of their inputs (`compute_objects`)
@@ -195,6 +204,8 @@ class Computed:
     results: list[tuple[uuid.UUID, str, dict[str, DimensionResult]]]
     # The tiers of the profiles that have some, as read with the rules.
     tiers: dict[uuid.UUID, dict[str, TierTable]]
+    # The time the scores were computed at (decay, SPEC §13), and their `computedAt`.
+    now: datetime
 
 
 def compute_objects(
@@ -204,29 +215,37 @@ def compute_objects(
     object_ids: Sequence[str],
     *,
     profiles: ProfileCache | None = None,
+    now: datetime | None = None,
 ) -> Computed:
     """Read the objects' assignments, rules, tiers and values (five statements), and score
-    them. Reads only: a worker runs this outside any write transaction, holding no lock."""
+    them at `now` (default: the current time). Reads only: a worker runs this outside any
+    write transaction, holding no lock."""
+    now = now or utcnow()
     object_ids = list(dict.fromkeys(object_ids))
     assigned = _load_assignments(conn, org_id, object_type, object_ids)
     rules = _load_rules(conn, org_id, sorted(assigned))
     tiers = _load_tiers(conn, org_id, sorted(rules))
     template_ids = sorted({rule.signal_template_id for rs in rules.values() for rule in rs})
     loaded = _load_values(conn, org_id, object_type, object_ids, template_ids)
-    values = loaded.values
+    values, observed = loaded.values, loaded.observed
     results: list[tuple[uuid.UUID, str, dict[str, DimensionResult]]] = []
     empty: dict[str, Any] = {}
+    no_times: dict[str, str] = {}
     for profile_id, members in assigned.items():
         profile_rules = rules.get(profile_id, [])
         if not profile_rules:
             continue
         compiled = _compiled(profile_id, profile_rules, profiles)
-        scored = compiled.score_many([values.get(o, empty) for o in members])
+        scored = compiled.score_many(
+            [values.get(o, empty) for o in members],
+            [observed.get(o, no_times) for o in members],
+            now=now,
+        )
         results.extend(
             (profile_id, object_id, by_dimension)
             for object_id, by_dimension in zip(members, scored, strict=True)
         )
-    return Computed(object_ids, results, tiers)
+    return Computed(object_ids, results, tiers, now)
 
 
 def _existing_profiles(
@@ -261,8 +280,9 @@ def store_results(
 ) -> RecomputeStats:
     """Store `computed` for its objects (or `only` these of them) against the rows stored
     now, which are read here, in the write transaction: inserts, updates with `version + 1`,
-    `computed_at` touches and deletes, as SPEC §6 says."""
-    now = now or utcnow()
+    `computed_at` touches and deletes, as SPEC §6 says. `now` (default: the time of the
+    computation) is their `computedAt`."""
+    now = now or computed.now
     object_ids = computed.object_ids if only is None else list(dict.fromkeys(only))
     wanted = frozenset(object_ids)
     results = [r for r in computed.results if r[1] in wanted]
@@ -272,8 +292,10 @@ def store_results(
     inserts: list[dialect.NewRow] = []
     # Rows whose score, contributions or tier moved.
     changed: list[dialect.ChangedRow] = []
-    # Rows that compute identical: only `computed_at` changes.
+    # Rows that compute identical: only `computed_at` changes, and `next_change_at` for
+    # those whose next decay step moved (a decay rule edited without changing a factor).
     touched: list[uuid.UUID] = []
+    retimed: dict[str | None, list[uuid.UUID]] = defaultdict(list)
     no_tiers: dict[str, TierTable] = {}
     for profile_id, object_id, by_dimension in results:
         tables = computed.tiers.get(profile_id, no_tiers)
@@ -289,7 +311,10 @@ def store_results(
                 and old.tier == tier
                 and _same_contributions(old, result.contributions, fingerprint)
             ):
-                touched.append(old.id)
+                if _same_instant(old.next_change_at, result.next_change_at):
+                    touched.append(old.id)
+                else:
+                    retimed[result.next_change_at].append(old.id)
             else:
                 changed.append((old.id, result, fingerprint, tier))
     # Whatever is left has no reason to exist any more.
@@ -304,10 +329,15 @@ def store_results(
     same_org = {"organization_id": org_id}
     for among in key_filters(conn, s, "id", touched, match=same_org):
         conn.execute(sa.update(s).where(among).values(computed_at=now))
+    for next_change, ids in retimed.items():
+        at = dialect.instant(next_change)
+        for among in key_filters(conn, s, "id", ids, match=same_org):
+            conn.execute(sa.update(s).where(among).values(computed_at=now, next_change_at=at))
     for among in key_filters(conn, s, "id", deleted, match=same_org):
         conn.execute(sa.delete(s).where(among))
     stats.inserted, stats.updated = len(inserts), len(changed)
-    stats.unchanged, stats.deleted = len(touched), len(deleted)
+    stats.unchanged = len(touched) + sum(map(len, retimed.values()))
+    stats.deleted = len(deleted)
     return stats
 
 
@@ -385,7 +415,7 @@ def recompute_objects(
 ) -> RecomputeStats:
     """Recompute every score row of the given objects (all their profiles) and store the
     changes, all on `conn`. `profiles` is an optional cache of compiled profiles."""
-    computed = compute_objects(conn, org_id, object_type, object_ids, profiles=profiles)
+    computed = compute_objects(conn, org_id, object_type, object_ids, profiles=profiles, now=now)
     return store_results(conn, org_id, object_type, computed, now=now)
 
 

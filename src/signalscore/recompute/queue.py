@@ -25,11 +25,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from signalscore.db.dialect import changed_values, lock_order, rows_by_key, upsert
+from signalscore.db.dialect import changed_values, id_filters, lock_order, rows_by_key, upsert
 from signalscore.db.tables import (
     profile_assignments,
     recompute_profiles,
     recompute_queue,
+    score_results,
     scoring_rules,
 )
 from signalscore.db.types import UTCDateTime, utcnow
@@ -404,3 +405,37 @@ def queue_status(conn: Connection, org_id: str) -> tuple[int, int, float]:
     oldest = min(starts) if starts else None
     age = 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
     return int(queued) + int(fanned_later), int(running_count), round(age, 3)
+
+
+#: Score rows one step of the decay sweep looks at.
+DECAY_SWEEP_CHUNK = 5_000
+
+
+def queue_decayed(conn: Connection, now: datetime) -> int:
+    """One step of the decay sweep (SPEC §13): queue (background lane) the objects of up to
+    `DECAY_SWEEP_CHUNK` score rows whose `next_change_at` has passed, earliest first, and
+    clear it on those rows, in this transaction; returns how many rows it found.
+
+    Their recomputation stores a new `next_change_at` (the next step, or NULL). Clearing is
+    what moves the sweep on to later rows without holding any lock while it reads: the read
+    takes none, the queue rows are written first (the order in which a worker's store step
+    takes them, so the two cannot deadlock), and a row recomputed since the read, whose
+    `next_change_at` is no longer past, keeps it (the UPDATE checks the condition again on
+    the row's current version)."""
+    s = score_results
+    due = conn.execute(
+        sa.select(s.c.id, s.c.organization_id, s.c.object_type, s.c.object_id)
+        .where(s.c.next_change_at < now)
+        .order_by(s.c.next_change_at)
+        .limit(DECAY_SWEEP_CHUNK)
+    ).all()
+    groups: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for _, org_id, object_type, object_id in due:
+        groups[(org_id, object_type)].add(object_id)
+    for (org_id, object_type), object_ids in sorted(groups.items()):
+        enqueue_objects(conn, org_id, object_type, object_ids, lane=Lane.BACKGROUND)
+    for among in id_filters(conn, s.c.id, [row.id for row in due]):
+        conn.execute(
+            sa.update(s).where(among, s.c.next_change_at < now).values(next_change_at=None)
+        )
+    return len(due)

@@ -25,6 +25,7 @@ def worker_config(settings: Settings) -> WorkerConfig:
         lease_seconds=settings.worker_lease_seconds,
         poll_seconds=settings.worker_poll_seconds,
         event_retention_days=settings.event_retention_days,
+        decay_sweep_seconds=settings.decay_sweep_seconds,
         webhook_allow_private=settings.webhook_allow_private,
         webhook_timeout_seconds=settings.webhook_timeout_seconds,
         webhook_retry_scale=settings.webhook_retry_scale,

@@ -54,7 +54,12 @@ from signalscore.recompute.compute import (
     compute_objects,
     store_results,
 )
-from signalscore.recompute.queue import Lane, queue_next_profile_chunk
+from signalscore.recompute.queue import (
+    DECAY_SWEEP_CHUNK,
+    Lane,
+    queue_decayed,
+    queue_next_profile_chunk,
+)
 from signalscore.webhooks.delivery import deliver_once, expire_deliveries, webhooks_due
 
 log = logging.getLogger("signalscore.worker")
@@ -367,6 +372,8 @@ class WorkerConfig:
     # Housekeeping, between batches: events past their retention are deleted this often.
     event_retention_days: float = 30.0
     housekeeping_seconds: float = 60.0
+    # The decay sweep (SPEC §13), between batches: rows past their nextChangeAt are queued.
+    decay_sweep_seconds: float = 10.0
     # Webhook deliveries (a thread of their own): may a URL resolve to a private address?
     webhook_allow_private: bool = False
     webhook_timeout_seconds: float = 10.0
@@ -516,6 +523,21 @@ class Worker:
         expire_deliveries(self.db, days, now)  # the delivery log is kept as long
         return expired
 
+    def sweep_decayed(self, now: datetime | None = None, *, steps: int = 20) -> int:
+        """Queue the objects whose score rows' `nextChangeAt` has passed (SPEC §13), a chunk
+        per transaction (`queue.queue_decayed`), at most `steps` chunks per call (the next
+        sweep continues). Every worker may sweep: two sweeps queue an object once. How many
+        rows were due."""
+        now = now or utcnow()
+        found = 0
+        for _ in range(steps):
+            with self.db.write() as conn:
+                step = queue_decayed(conn, now)
+            found += step
+            if step < DECAY_SWEEP_CHUNK:
+                break
+        return found
+
     def serve_webhooks(self, stop: threading.Event) -> None:
         """Deliver webhook batches (webhooks/delivery.py) until `stop` is set: a thread of
         its own, so a slow receiver (10 s at most per attempt) never holds up scoring. Looks
@@ -569,12 +591,15 @@ class Worker:
             )
             deliveries.start()
         backoff = self.config.poll_seconds
-        housekeeping = 0.0  # monotonic time of the next housekeeping
+        housekeeping = sweep = 0.0  # monotonic times of the next housekeeping and sweep
         while not stop.is_set():
             try:
                 if time.monotonic() >= housekeeping:
                     housekeeping = time.monotonic() + self.config.housekeeping_seconds
                     self.housekeeping()
+                if time.monotonic() >= sweep:
+                    sweep = time.monotonic() + self.config.decay_sweep_seconds
+                    self.sweep_decayed()
                 processed = self.run_once()
                 backoff = self.config.poll_seconds
             except sa.exc.OperationalError as exc:

@@ -22,6 +22,16 @@ class Contribution(ResponseModel):
     # int | float keeps integral points as JSON integers (`10`, not `10.0`).
     pointsEarned: int | float
     maxPoints: int | float
+    observedAt: str | None = Field(
+        default=None,
+        description="When the value was observed (SPEC §13), UTC with microseconds; null "
+        "when the object has no value for the rule's template.",
+    )
+    decayFactor: int | float = Field(
+        default=1,
+        description="The factor of the rule's largest decay step that has passed for the "
+        "value (pointsEarned is the points times it, rounded to 2 decimals); 1 when none has.",
+    )
 
 
 class ScoreRow(ResponseModel):
@@ -43,6 +53,10 @@ class ScoreRow(ResponseModel):
     signalCoverage: int
     totalRules: int
     computedAt: datetime
+    nextChangeAt: datetime | None = Field(
+        description="When a decay step of one of the row's rules next passes for its values "
+        "(SPEC §13), so that time alone changes the score; null when none will."
+    )
     version: int
 
     @classmethod
@@ -68,6 +82,7 @@ class ScoreRow(ResponseModel):
             signalCoverage=row.signal_coverage,
             totalRules=row.total_rules,
             computedAt=row.computed_at,
+            nextChangeAt=row.next_change_at,
             version=row.version,
         )
 

@@ -56,6 +56,7 @@ SCORE_COLUMNS = (
     s.c.signal_coverage,
     s.c.total_rules,
     s.c.computed_at,
+    s.c.next_change_at,
     s.c.version,
 )
 

@@ -289,7 +289,7 @@ def write_values(conn: Connection, org_id: str, items: Sequence[Any]) -> SignalV
     # The last item wins for repeated keys (after normalisation).
     latest = {(i.object_type, i.object_id, i.template_id): i for i in valid}
 
-    existing: dict[tuple[str, str, str], tuple[Any, datetime]] = {}
+    existing: dict[tuple[str, str, str], tuple[Any, datetime, datetime]] = {}
     by_type: dict[str, set[str]] = defaultdict(set)
     for object_type, object_id, _ in latest:
         by_type[object_type].add(object_id)
@@ -301,7 +301,7 @@ def write_values(conn: Connection, org_id: str, items: Sequence[Any]) -> SignalV
             v,
             "object_id",
             sorted(object_ids),
-            [v.c.object_id, v.c.signal_template_id, v.c.value, v.c.updated_at],
+            [v.c.object_id, v.c.signal_template_id, v.c.value, v.c.updated_at, v.c.observed_at],
             match={"organization_id": org_id, "object_type": object_type},
             where=[v.c.signal_template_id.in_(template_ids)],
         ):
@@ -309,6 +309,7 @@ def write_values(conn: Connection, org_id: str, items: Sequence[Any]) -> SignalV
                 existing[(object_type, row.object_id, row.signal_template_id)] = (
                     row.value,
                     row.updated_at,
+                    row.observed_at,
                 )
 
     upserts: list[dict[str, Any]] = []
@@ -341,7 +342,9 @@ def write_values(conn: Connection, org_id: str, items: Sequence[Any]) -> SignalV
                     "updated_at": stored[1] if is_same and stored else now,
                 }
             )
-            if is_same:
+            # The same value observed anew is not written, but the scores that read it
+            # explain its observedAt and decay from it (SPEC §13): they are recomputed.
+            if is_same and stored is not None and stored[2] == item.observed_at:
                 continue
         changed[key[0]][key[1]].add(key[2])
 

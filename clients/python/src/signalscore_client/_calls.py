@@ -63,6 +63,7 @@ ENDPOINTS: dict[str, tuple[str, str]] = {
     "delete_rule": ("DELETE", "/v1/scoring/profiles/{profile_id}/rules/{rule_id}"),
     "list_ranked_scores": ("GET", "/v1/scoring/profiles/{profile_id}/scores"),
     "get_distribution": ("GET", "/v1/scoring/profiles/{profile_id}/distribution"),
+    "preview_profile": ("POST", "/v1/scoring/profiles/{profile_id}/preview"),
     "list_assignments": ("GET", "/v1/scoring/assignments"),
     "create_assignment": ("POST", "/v1/scoring/assignments"),
     "assign_bulk": ("POST", "/v1/scoring/assignments/bulk"),
@@ -107,6 +108,7 @@ MODELS: dict[str, tuple[type | None, type | list[type] | None]] = {
     "delete_rule": (None, None),
     "list_ranked_scores": (None, m.ScorePage),
     "get_distribution": (None, m.Distribution),
+    "preview_profile": (m.PreviewRequest, m.Preview),
     "list_assignments": (None, [m.Assignment]),
     "create_assignment": (m.AssignmentCreate, m.Assignment),
     "assign_bulk": (m.BulkAssignmentCreate, [m.Assignment]),
@@ -224,13 +226,16 @@ def put_rule(
     dimension: m.Dimension,
     answer_type: m.AnswerType,
     point_values: dict[str, Any],
+    decay: m.Decay | None = None,
 ) -> Call[m.Rule]:
-    body = {
+    body: dict[str, Any] = {
         "signalTemplateId": signal_template_id,
         "dimension": dimension,
         "answerType": answer_type,
         "pointValues": point_values,
     }
+    if decay is not None:
+        body["decay"] = decay
     return Call("PUT", f"/v1/scoring/profiles/{_seg(profile_id)}/rules", json=body)
 
 
@@ -267,6 +272,20 @@ def get_distribution(
 ) -> Call[m.Distribution]:
     params = _params(dimension=dimension, buckets=buckets)
     return Call("GET", f"/v1/scoring/profiles/{_seg(profile_id)}/distribution", params=params)
+
+
+def preview_profile(
+    profile_id: str,
+    rules: list[m.RuleUpsert],
+    tiers: m.TiersSpec | None,
+    sample_size: int | None,
+) -> Call[m.Preview]:
+    body: dict[str, Any] = {"rules": rules}
+    if tiers is not UNSET:
+        body["tiers"] = tiers
+    if sample_size is not None:
+        body["sampleSize"] = sample_size
+    return Call("POST", f"/v1/scoring/profiles/{_seg(profile_id)}/preview", json=body)
 
 
 def list_assignments(object_type: m.ObjectType, object_id: str) -> Call[list[m.Assignment]]:

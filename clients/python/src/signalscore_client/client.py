@@ -155,9 +155,12 @@ class Client:
         dimension: m.Dimension,
         answer_type: m.AnswerType,
         point_values: dict[str, Any],
+        *,
+        decay: m.Decay | None = None,
     ) -> m.Rule:
+        """Create or replace the rule; without `decay` the rule has none (SPEC §13)."""
         return self._send(
-            c.put_rule(profile_id, signal_template_id, dimension, answer_type, point_values)
+            c.put_rule(profile_id, signal_template_id, dimension, answer_type, point_values, decay)
         )
 
     def delete_rule(self, profile_id: str, rule_id: str) -> None:
@@ -224,6 +227,18 @@ class Client:
         self, profile_id: str, dimension: m.Dimension, *, buckets: int | None = None
     ) -> m.Distribution:
         return self._send(c.get_distribution(profile_id, dimension, buckets))
+
+    def preview_profile(
+        self,
+        profile_id: str,
+        rules: list[m.RuleUpsert],
+        *,
+        tiers: m.TiersSpec | None = UNSET,
+        sample_size: int | None = None,
+    ) -> m.Preview:
+        """What `rules` (the complete set) and `tiers` (omitted: the current ones; `None`:
+        none) would do to the profile's scores (SPEC §12). Changes nothing."""
+        return self._send(c.preview_profile(profile_id, rules, tiers, sample_size))
 
     # --- assignments, scores, compute ---------------------------------------------------
 

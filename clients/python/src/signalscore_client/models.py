@@ -77,11 +77,21 @@ class Profile(TypedDict):
 # --- rules ---------------------------------------------------------------------------------
 
 
+class DecayStep(TypedDict):
+    afterDays: int
+    factor: float
+
+
+class Decay(TypedDict):
+    steps: list[DecayStep]
+
+
 class RuleUpsert(TypedDict):
     signalTemplateId: str
     dimension: Dimension
     answerType: AnswerType
     pointValues: dict[str, Any]
+    decay: NotRequired[Decay | None]
 
 
 class Rule(TypedDict):
@@ -92,6 +102,7 @@ class Rule(TypedDict):
     selector: Any
     answerType: AnswerType
     pointValues: dict[str, Any]
+    decay: dict[str, Any] | None
     createdAt: str
     updatedAt: str
 
@@ -151,6 +162,8 @@ class Contribution(TypedDict):
     matchedValue: str | None
     pointsEarned: float
     maxPoints: float
+    observedAt: str | None
+    decayFactor: float
 
 
 class ScoreRow(TypedDict):
@@ -169,6 +182,7 @@ class ScoreRow(TypedDict):
     signalCoverage: int
     totalRules: int
     computedAt: str
+    nextChangeAt: str | None
     version: int
 
 
@@ -198,6 +212,39 @@ class Distribution(TypedDict):
     p90: float | None
     histogram: list[Bucket]
     tiers: list[TierCount]
+
+
+# --- preview (SPEC §12) ----------------------------------------------------------------------
+
+
+class PreviewRequest(TypedDict):
+    rules: list[RuleUpsert]
+    tiers: NotRequired[TiersSpec | None]
+    sampleSize: NotRequired[int | None]
+
+
+# "from" is a Python keyword: the functional form.
+TierTransition = TypedDict("TierTransition", {"from": str | None, "to": str | None, "count": int})
+
+
+class Mover(TypedDict):
+    objectId: str
+    before: float
+    after: float
+    delta: float
+
+
+class DimensionPreview(TypedDict):
+    before: Distribution
+    after: Distribution
+    tierTransitions: list[TierTransition]
+    topMovers: list[Mover]
+
+
+class Preview(TypedDict):
+    objects: int
+    sampled: bool
+    dimensions: dict[str, DimensionPreview]
 
 
 # --- signals (SPEC §5) -----------------------------------------------------------------------
@@ -268,6 +315,8 @@ class ContributionState(TypedDict):
     matchedValue: str | None
     pointsEarned: float
     maxPoints: float
+    observedAt: str | None
+    decayFactor: float
 
 
 class EventChange(TypedDict):

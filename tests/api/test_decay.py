@@ -1,0 +1,203 @@
+"""Time decay through the pipeline (SPEC §13): decayed points and the two new contribution
+keys on stored rows, `nextChangeAt`, the sweep that rescores a row once it passes, a value
+observed anew, and the invariant with random decay."""
+
+from __future__ import annotations
+
+import random
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from signalscore.db.engine import Database
+from signalscore.db.tables import recompute_queue, score_results
+from signalscore.db.types import utcnow
+from signalscore.recompute.worker import Worker, WorkerConfig
+from tests.api.conftest import World
+from tests.helpers import assert_scores_fresh, drain, fan_out
+
+RULES = "/v1/scoring/profiles/{pid}/rules"
+DECAY = {"steps": [{"afterDays": 30, "factor": 0.5}, {"afterDays": 90, "factor": 0}]}
+
+
+def iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def setup(world: World, database: Database, observed: dict[str, datetime]) -> None:
+    """A fit rule with DECAY on `is_b2b` (10 points for true) beside the world's employees
+    rule; each object's is_b2b observed at the given time; all assigned and scored."""
+    rule = {
+        "signalTemplateId": "is_b2b",
+        "dimension": "fit",
+        "answerType": "boolean",
+        "pointValues": {"true": 10},
+        "decay": DECAY,
+    }
+    assert world.call("PUT", RULES, json=rule).status_code == 200
+    items = [
+        {
+            "objectType": "company",
+            "objectId": o,
+            "signalTemplateId": "is_b2b",
+            "value": True,
+            "observedAt": iso(at),
+        }
+        for o, at in observed.items()
+    ]
+    assert world.call("PUT", "/v1/signals/values", json={"values": items}).status_code == 200
+    bulk = world.call(
+        "POST",
+        "/v1/scoring/assignments/bulk",
+        json={"profileId": world.profile_id, "objectType": "company", "objectIds": list(observed)},
+    )
+    assert bulk.status_code == 201, bulk.text
+    fan_out(database)
+    drain(database)
+
+
+def fit_row(world: World, object_id: str) -> dict[str, Any]:
+    rows = world.call(
+        "GET",
+        "/v1/scoring/scores",
+        params={"objectType": "company", "objectId": object_id, "profileId": world.profile_id},
+    ).json()
+    (row,) = [r for r in rows if r["dimension"] == "fit"]
+    return dict(row)
+
+
+def b2b(row: dict[str, Any]) -> dict[str, Any]:
+    (contribution,) = [c for c in row["contributions"] if c["signalTemplateId"] == "is_b2b"]
+    return dict(contribution)
+
+
+def test_decayed_points_and_next_change(world: World, database: Database) -> None:
+    now = utcnow()
+    ages = {"fresh.com": 1, "month.com": 45, "old.com": 400}
+    setup(world, database, {o: now - timedelta(days=d) for o, d in ages.items()})
+    fresh, month, old = (fit_row(world, o) for o in ages)
+    assert (b2b(fresh)["pointsEarned"], b2b(fresh)["decayFactor"]) == (10, 1)
+    assert (b2b(month)["pointsEarned"], b2b(month)["decayFactor"]) == (5.0, 0.5)
+    assert (b2b(old)["pointsEarned"], b2b(old)["decayFactor"]) == (0.0, 0)
+    for row, days in zip((fresh, month, old), ages.values(), strict=True):
+        assert b2b(row)["maxPoints"] == 10
+        assert b2b(row)["observedAt"] == iso(now - timedelta(days=days))
+    # The employees rule has no decay and (for these objects) no value.
+    (other,) = [c for c in fresh["contributions"] if c["signalTemplateId"] == "employees"]
+    assert (other["observedAt"], other["decayFactor"]) == (None, 1)
+    # The next step of each: fresh passes 30 days after its observation, month 90 days
+    # after, old none.
+    observed = {o: datetime.fromisoformat(b2b(r)["observedAt"]) for o, r in
+                zip(ages, (fresh, month, old), strict=True)}  # fmt: skip
+    assert datetime.fromisoformat(fresh["nextChangeAt"]) == observed["fresh.com"] + timedelta(30)
+    assert datetime.fromisoformat(month["nextChangeAt"]) == observed["month.com"] + timedelta(90)
+    assert old["nextChangeAt"] is None
+    assert fresh["score"] > month["score"] > old["score"]
+    assert_scores_fresh(database)
+
+
+def test_the_sweep_rescores_a_row_once_its_step_passes(world: World, database: Database) -> None:
+    soon = utcnow() - timedelta(days=30) + timedelta(seconds=1.5)
+    setup(world, database, {"soon.com": soon})
+    before = fit_row(world, "soon.com")
+    assert b2b(before)["decayFactor"] == 1
+    worker = Worker(database, WorkerConfig(batch_size=100))
+    assert worker.sweep_decayed() == 0  # not yet due: nothing queued
+    with database.read() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(recompute_queue)).scalar() == 0
+    time.sleep(
+        max(0.0, (datetime.fromisoformat(before["nextChangeAt"]) - utcnow()).total_seconds()) + 0.05
+    )
+    assert worker.sweep_decayed() == 1
+    with database.read() as conn:
+        assert conn.execute(sa.select(score_results.c.next_change_at).where(
+            score_results.c.object_id == "soon.com", score_results.c.dimension == "fit"
+        )).scalar() is None  # cleared; the queue entry brings the next one  # fmt: skip
+    assert worker.sweep_decayed() == 0  # a second sweep finds nothing more
+    drain(database)
+    after = fit_row(world, "soon.com")
+    assert (b2b(after)["pointsEarned"], b2b(after)["decayFactor"]) == (5.0, 0.5)
+    assert after["version"] == before["version"] + 1
+    assert after["score"] < before["score"]
+    assert datetime.fromisoformat(after["nextChangeAt"]) == soon + timedelta(days=90)
+    # The event explains the move: the decay factor of the rule.
+    history = world.call(
+        "GET", "/v1/scoring/history", params={"objectType": "company", "objectId": "soon.com"}
+    ).json()["data"]
+    (change,) = history[0]["changes"]
+    assert change["before"]["decayFactor"] == 1
+    assert change["after"]["decayFactor"] == 0.5
+    assert_scores_fresh(database)
+
+
+def test_a_value_observed_anew_resets_its_decay(world: World, database: Database) -> None:
+    setup(world, database, {"seen.com": utcnow() - timedelta(days=45)})
+    assert b2b(fit_row(world, "seen.com"))["decayFactor"] == 0.5
+    item = {"objectType": "company", "objectId": "seen.com", "signalTemplateId": "is_b2b",
+            "value": True}  # fmt: skip
+    write = world.call("PUT", "/v1/signals/values", json={"values": [item]})
+    assert write.json() == {"written": 0, "deleted": 0, "unchanged": 1}
+    drain(database)
+    row = fit_row(world, "seen.com")
+    assert (b2b(row)["pointsEarned"], b2b(row)["decayFactor"]) == (10, 1)
+    assert_scores_fresh(database)
+    # The same value with the same observedAt queues nothing.
+    again = {**item, "observedAt": b2b(row)["observedAt"]}
+    assert world.call("PUT", "/v1/signals/values", json={"values": [again]}).status_code == 200
+    with database.read() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(recompute_queue)).scalar() == 0
+
+
+def test_a_bulk_import_of_the_same_values_observed_anew_resets_decay(
+    world: World, database: Database
+) -> None:
+    setup(world, database, {"a.com": utcnow() - timedelta(days=45), "b.com": utcnow()})
+    body = "\n".join(
+        f'{{"objectType": "company", "objectId": "{o}", "signalTemplateId": "is_b2b", '
+        f'"value": true, "observedAt": "{iso(utcnow())}"}}'
+        for o in ("a.com",)
+    )
+    imported = world.call(
+        "POST",
+        "/v1/signals/values/import",
+        content=body.encode(),
+        headers={"Content-Type": "application/x-ndjson"},
+    )
+    assert imported.status_code == 200, imported.text
+    assert imported.json()["written"] == 0
+    fan_out(database)
+    drain(database)
+    assert b2b(fit_row(world, "a.com"))["decayFactor"] == 1
+    assert_scores_fresh(database)
+
+
+def test_invariant_with_random_decay(world: World, database: Database) -> None:
+    rnd = random.Random(11)
+    now = utcnow()
+    objects = {
+        f"r{i:02d}.com": now
+        - timedelta(days=rnd.choice([0, 10, 29, 31, 60, 89, 91, 500]), hours=rnd.randint(0, 23))
+        for i in range(30)
+    }
+    setup(world, database, objects)
+    for _ in range(4):
+        steps, day, factor = [], 0, 1.0
+        for _ in range(rnd.randint(1, 3)):
+            day += rnd.randint(5, 60)
+            factor = round(factor * rnd.choice([1, 0.75, 0.5, 0]), 2)
+            steps.append({"afterDays": day, "factor": factor})
+        rule = {"signalTemplateId": "employees", "dimension": "fit", "answerType": "number",
+                "pointValues": {"ranges": [{"min": 0, "max": 100, "points": rnd.choice([5, -4])},
+                                           {"min": 100, "points": 7.5}]},
+                "decay": {"steps": steps}}  # fmt: skip
+        assert world.call("PUT", RULES, json=rule).status_code == 200
+        items = [{"objectType": "company", "objectId": o, "signalTemplateId": "employees",
+                  "value": rnd.randint(0, 300),
+                  "observedAt": iso(now - timedelta(days=rnd.randint(0, 200)))}
+                 for o in rnd.sample(sorted(objects), 10)]  # fmt: skip
+        assert world.call("PUT", "/v1/signals/values", json={"values": items}).status_code == 200
+        fan_out(database)
+        drain(database)
+        assert_scores_fresh(database)
