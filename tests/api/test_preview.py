@@ -11,11 +11,13 @@ from __future__ import annotations
 import itertools
 import random
 from collections import Counter
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from signalscore.db.engine import Database
+from signalscore.db.types import utcnow
 from tests.api.conftest import World, snapshot
 from tests.helpers import assert_error, drain, fan_out
 
@@ -49,12 +51,21 @@ def random_rule(rnd: random.Random, template: str, dimension: str) -> dict[str, 
             "choices": {c: rnd.randint(-2, 9) for c in rnd.sample(CHOICES, rnd.randint(1, 4))},
             "mode": rnd.choice(modes),
         }
-    return {
+    rule = {
         "signalTemplateId": template,
         "dimension": dimension,
         "answerType": answer_type,
         "pointValues": point_values,
     }
+    if rnd.random() < 0.4:  # time decay (SPEC §13): steps in whole days
+        first = rnd.randint(1, 60)
+        rule["decay"] = {
+            "steps": [
+                {"afterDays": first, "factor": rnd.choice([1, 0.75, 0.5])},
+                {"afterDays": first + rnd.randint(1, 120), "factor": rnd.choice([0.25, 0])},
+            ]
+        }
+    return rule
 
 
 def random_rules(rnd: random.Random) -> list[dict[str, Any]]:
@@ -83,8 +94,17 @@ def random_value(rnd: random.Random, template: str) -> Any:
 
 def load_objects(world: World, database: Database, rnd: random.Random, count: int) -> list[str]:
     objects = [f"o{i:03d}.com" for i in range(count)]
+    # Observed whole days and 12 hours ago: half a day from any decay step's boundary, so no
+    # step passes between the preview and the recompute it is compared with.
+    now = utcnow()
     values = [
-        {"objectType": "company", "objectId": o, "signalTemplateId": t, "value": v}
+        {
+            "objectType": "company",
+            "objectId": o,
+            "signalTemplateId": t,
+            "value": v,
+            "observedAt": (now - timedelta(days=rnd.randint(0, 200), hours=12)).isoformat(),
+        }
         for o in objects
         for t in [*NUMERIC, "is_b2b", "crm"]
         if rnd.random() < 0.8 and (v := random_value(rnd, t)) is not None
@@ -184,6 +204,7 @@ def test_preview_equals_applying_the_change(world: World, database: Database, se
 
     before = {d: (distribution(world, d), rows_by_object(world, d)) for d in ("fit", "urgency")}
     apply(world, database, proposed, tiers)
+    decayed: set[float] = set()
     for dimension in ("fit", "urgency"):
         after_distribution = distribution(world, dimension)
         after_rows = rows_by_object(world, dimension)
@@ -194,9 +215,14 @@ def test_preview_equals_applying_the_change(world: World, database: Database, se
         shown = preview["dimensions"][dimension]
         assert shown["before"] == before[dimension][0]
         assert shown["after"] == after_distribution
+        decayed.update(
+            c["decayFactor"] for row in after_rows.values() for c in row["contributions"]
+        )
         transitions, movers = expected_moves(before[dimension][1], after_rows)
         assert shown["tierTransitions"] == transitions
         assert shown["topMovers"] == movers
+    # A proposal with decay scored some values past a step (ages reach 200 days).
+    assert (decayed != {1}) == any("decay" in rule for rule in proposed), decayed
 
 
 def test_a_sample_scores_that_many_objects(world: World, database: Database) -> None:
