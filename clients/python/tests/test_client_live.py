@@ -109,6 +109,29 @@ def test_every_endpoint_with_chunking_and_ranked_pages(server: LiveServer) -> No
         assert distribution["scored"] == 1200
         assert sum(b["count"] for b in distribution["histogram"]) == 1200
 
+        # Preview (SPEC §12): the current rules change nothing; the crm rule alone, with a
+        # decay that has not passed (values observed now), moves scores; a sample of 50.
+        current: list[models.RuleUpsert] = [
+            {"signalTemplateId": employees["id"], "dimension": "fit", "answerType": "number",
+             "pointValues": RANGES},
+            {"signalTemplateId": crm["id"], "dimension": "fit", "answerType": "list",
+             "pointValues": CHOICES},
+        ]  # fmt: skip
+        same = client.preview_profile(profile["id"], current)
+        assert (same["objects"], same["sampled"]) == (1200, False)
+        assert same["dimensions"]["fit"]["before"] == client.get_distribution(profile["id"], "fit")
+        assert same["dimensions"]["fit"]["after"] == same["dimensions"]["fit"]["before"]
+        decay: models.Decay = {"steps": [{"afterDays": 30, "factor": 0.5}]}
+        only_crm: list[models.RuleUpsert] = [{**current[1], "decay": decay}]
+        moved = client.preview_profile(profile["id"], only_crm, tiers=None, sample_size=50)
+        assert (moved["objects"], moved["sampled"]) == (50, True)
+        assert moved["dimensions"]["fit"]["topMovers"]
+        assert moved["dimensions"]["fit"]["after"]["tiers"] == []  # previewed without tiers
+        decaying = client.put_rule(profile["id"], crm["id"], "fit", "list", CHOICES, decay=decay)
+        assert decaying["decay"] == decay
+        assert client.put_rule(profile["id"], crm["id"], "fit", "list", CHOICES)["decay"] is None
+        client.wait_idle(timeout=120)
+
         extra = f"single-{t}.example.com"
         single = client.create_assignment(profile["id"], "company", extra)
         assert client.create_assignment(profile["id"], "company", extra)["id"] == single["id"]
