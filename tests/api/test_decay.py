@@ -5,10 +5,12 @@ observed anew, and the invariant with random decay."""
 from __future__ import annotations
 
 import random
+import threading
 import time
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from signalscore.db.engine import Database
@@ -98,30 +100,38 @@ def test_decayed_points_and_next_change(world: World, database: Database) -> Non
     assert_scores_fresh(database)
 
 
-def test_the_sweep_rescores_a_row_once_its_step_passes(world: World, database: Database) -> None:
-    soon = utcnow() - timedelta(days=30) + timedelta(seconds=1.5)
-    setup(world, database, {"soon.com": soon})
+def test_the_sweep_rescores_a_row_once_its_step_passes(
+    world: World, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    observed = utcnow() - timedelta(days=30) + timedelta(hours=1)
+    setup(world, database, {"soon.com": observed})
     before = fit_row(world, "soon.com")
     assert b2b(before)["decayFactor"] == 1
+    step = observed + timedelta(days=30)
+    assert datetime.fromisoformat(before["nextChangeAt"]) == step
     worker = Worker(database, WorkerConfig(batch_size=100))
     assert worker.sweep_decayed() == 0  # not yet due: nothing queued
     with database.read() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(recompute_queue)).scalar() == 0
-    time.sleep(
-        max(0.0, (datetime.fromisoformat(before["nextChangeAt"]) - utcnow()).total_seconds()) + 0.05
-    )
-    assert worker.sweep_decayed() == 1
+    assert worker.sweep_decayed(now=step) == 0  # exactly on it: not past yet
+    # Travel an hour and a second ahead: the step has passed for the sweep, the worker's
+    # computation and the from-scratch check alike.
+    later = step + timedelta(seconds=1)
+    monkeypatch.setattr("signalscore.recompute.compute.utcnow", lambda: later)
+    monkeypatch.setattr("signalscore.db.types.utcnow", lambda: later)
+    assert worker.sweep_decayed(now=later) == 1
     with database.read() as conn:
-        assert conn.execute(sa.select(score_results.c.next_change_at).where(
+        cleared = sa.select(score_results.c.next_change_at).where(
             score_results.c.object_id == "soon.com", score_results.c.dimension == "fit"
-        )).scalar() is None  # cleared; the queue entry brings the next one  # fmt: skip
-    assert worker.sweep_decayed() == 0  # a second sweep finds nothing more
+        )
+        assert conn.execute(cleared).scalar() is None  # the queue entry brings the next one
+    assert worker.sweep_decayed(now=later) == 0  # a second sweep finds nothing more
     drain(database)
     after = fit_row(world, "soon.com")
     assert (b2b(after)["pointsEarned"], b2b(after)["decayFactor"]) == (5.0, 0.5)
     assert after["version"] == before["version"] + 1
     assert after["score"] < before["score"]
-    assert datetime.fromisoformat(after["nextChangeAt"]) == soon + timedelta(days=90)
+    assert datetime.fromisoformat(after["nextChangeAt"]) == observed + timedelta(days=90)
     # The event explains the move: the decay factor of the rule.
     history = world.call(
         "GET", "/v1/scoring/history", params={"objectType": "company", "objectId": "soon.com"}
@@ -201,3 +211,35 @@ def test_invariant_with_random_decay(world: World, database: Database) -> None:
         fan_out(database)
         drain(database)
         assert_scores_fresh(database)
+
+
+def test_a_running_worker_rescores_a_decayed_row_by_itself(
+    world: World, database: Database
+) -> None:
+    """The sweep is part of the worker's loop: with nothing but a running worker (sweeping
+    every 0.2 s here; 10 s by default), a row is rescored soon after its step passes."""
+    observed = utcnow() - timedelta(days=30) + timedelta(seconds=5)
+    setup(world, database, {"loop.com": observed})
+    assert b2b(fit_row(world, "loop.com"))["decayFactor"] == 1
+    worker = Worker(
+        database,
+        WorkerConfig(
+            batch_size=100, poll_seconds=0.05, decay_sweep_seconds=0.2, deliver_webhooks=False
+        ),
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while b2b(fit_row(world, "loop.com"))["decayFactor"] != 0.5:
+            assert time.monotonic() < deadline, "not rescored within 20 s"
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        worker.wakeup.set()
+        thread.join(timeout=30)
+    rescored = fit_row(world, "loop.com")
+    assert utcnow() - (observed + timedelta(days=30)) < timedelta(seconds=20)
+    assert datetime.fromisoformat(rescored["nextChangeAt"]) == observed + timedelta(days=90)
+    assert_scores_fresh(database)
