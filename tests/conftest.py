@@ -2,7 +2,7 @@
 
 - SQLite: the migrations build a template file once per session; each test gets a copy.
 - PostgreSQL: the migrations build a private database once per session; each test starts
-  from empty tables (TRUNCATE after the test).
+  from empty tables (emptied after the test: DELETE while they are small, else TRUNCATE).
 Without a reachable PostgreSQL the PostgreSQL half skips with the reason, unless CI=true,
 where it fails: CI must never pass with that half silently skipped.
 """
@@ -125,11 +125,33 @@ def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -
     _truncate_all(url)
 
 
+# Above this size (heap, indexes and TOAST) in any table, the tables are truncated rather
+# than emptied row by row: a test that wrote (or queued and drained) many rows leaves no
+# bloat or dead tuples for the next one.
+_DELETE_AT_MOST_BYTES = 1024 * 1024
+
+
 def _truncate_all(url: str) -> None:
+    """Empty every table. Most tests write a few rows: DELETE (children first) is ~10x
+    faster than TRUNCATE (~8 ms against ~80-100 ms on a loaded 2-core machine, for ~900
+    PostgreSQL tests); anything larger is truncated, as every table used to be."""
     engine = create_db_engine(url)
-    names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+    tables = metadata.sorted_tables
     with engine.begin() as conn:
-        conn.execute(sa.text(f"TRUNCATE {names} CASCADE"))
+        largest = conn.execute(
+            sa.text(
+                "SELECT max(pg_total_relation_size(c.oid)) FROM pg_class c"
+                " WHERE c.relnamespace = current_schema()::regnamespace"
+                " AND c.relkind = 'r' AND c.relname = ANY(:names)"
+            ),
+            {"names": [t.name for t in tables]},
+        ).scalar_one()
+        if largest <= _DELETE_AT_MOST_BYTES:
+            for table in reversed(tables):
+                conn.execute(table.delete())
+        else:
+            names = ", ".join(f'"{t.name}"' for t in tables)
+            conn.execute(sa.text(f"TRUNCATE {names} CASCADE"))
     engine.dispose()
 
 

@@ -85,7 +85,9 @@ class Settings(BaseSettings):
         default=10.0,
         gt=0,
         le=60,
-        description="A delivery is acknowledged by a 2xx within this many seconds (SPEC: 10).",
+        description="A delivery is acknowledged by a 2xx within this many seconds (SPEC: 10). "
+        "A worker leases the batch for six times this (a batch whose worker died mid-send is "
+        "retried after that).",
     )
     webhook_retry_scale: float = Field(
         default=1.0,

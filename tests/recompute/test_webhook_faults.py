@@ -114,8 +114,13 @@ def start_worker(url: str) -> subprocess.Popen[str]:
         "SIGNALSCORE_DATABASE_URL": url,
         "SIGNALSCORE_WORKER_POLL_SECONDS": "0.02",
         "SIGNALSCORE_WEBHOOK_ALLOW_PRIVATE": "true",
+        # A 1 s timeout also makes the delivery lease 6 s (60 s at the default 10 s): a batch
+        # whose worker is SIGKILLed mid-send is taken over after that.
         "SIGNALSCORE_WEBHOOK_TIMEOUT_SECONDS": "1",
-        "SIGNALSCORE_WEBHOOK_RETRY_SCALE": "0.01",  # 5 s -> 50 ms, 30 s -> 0.3 s, ...
+        # 5 s -> 5 ms, 30 s -> 30 ms, 2 min -> 0.12 s, 10 min -> 0.6 s, 1 h -> 3.6 s, 6 h ->
+        # 21.6 s (at 0.01 a fifth failure in a row cost 36 s and a sixth 216 s, past the
+        # 90 s allowed to catch up); the 3-day disable -> 259 s, still far beyond the run.
+        "SIGNALSCORE_WEBHOOK_RETRY_SCALE": "0.001",
     }
     return subprocess.Popen(
         [SIGNALSCORE, "worker", "--log-level", "error", "--lease-seconds", "3"],

@@ -45,7 +45,17 @@ e = score_events
 MAX_BATCH = 100
 SCAN = 1000  # events looked at per claim when the filters skip most of them
 TIMEOUT_SECONDS = 10.0
-LEASE = timedelta(seconds=60)
+# A lease covers one send (at most the timeout) and its settle, with room to spare: six times
+# the timeout, 60 s at the default 10 s. It is what a batch waits when its worker dies
+# mid-send, so a shorter timeout (SIGNALSCORE_WEBHOOK_TIMEOUT_SECONDS) shortens it too.
+LEASE_PER_TIMEOUT = 6
+
+
+def lease_for(timeout: float) -> timedelta:
+    return timedelta(seconds=LEASE_PER_TIMEOUT * timeout)
+
+
+LEASE = lease_for(TIMEOUT_SECONDS)
 RETRY_DELAYS = [5, 30, 120, 600, 3600, 6 * 3600]
 RETRY_EVERY = 12 * 3600
 DISABLE_AFTER = timedelta(days=3)
@@ -180,7 +190,9 @@ def webhooks_due(db: Database, now: datetime) -> bool:
         return conn.execute(sa.select(w.c.id).where(*_due_now(now)).limit(1)).first() is not None
 
 
-def _lease(conn: Connection, row: Any, now: datetime) -> tuple[Any, list[Any]] | None:
+def _lease(
+    conn: Connection, row: Any, now: datetime, lease: timedelta = LEASE
+) -> tuple[Any, list[Any]] | None:
     """Hold the (locked) subscription for this worker and fix its batch if none is in
     flight; (the row, the batch's events), or None when it has nothing to send (the cursor
     then moves past events no filter matched, and the lease is released)."""
@@ -193,7 +205,7 @@ def _lease(conn: Connection, row: Any, now: datetime) -> tuple[Any, list[Any]] |
             )
             if _matching(row, event)
         ]
-        values: dict[str, Any] = {"lease_until": now + LEASE}
+        values: dict[str, Any] = {"lease_until": now + lease}
     else:
         batch = _next_batch(conn, row)
         if batch is None or not batch[1]:
@@ -204,7 +216,7 @@ def _lease(conn: Connection, row: Any, now: datetime) -> tuple[Any, list[Any]] |
             return None
         through, events = batch
         values = {
-            "lease_until": now + LEASE,
+            "lease_until": now + lease,
             "pending_through": through,
             "pending_message_id": uuid.uuid4(),
             "attempt": 0,
@@ -213,7 +225,9 @@ def _lease(conn: Connection, row: Any, now: datetime) -> tuple[Any, list[Any]] |
     return leased, events
 
 
-def claim(conn: Connection, now: datetime) -> tuple[Any, list[Any]] | None:
+def claim(
+    conn: Connection, now: datetime, lease: timedelta = LEASE
+) -> tuple[Any, list[Any]] | None:
     """Lease one subscription with a batch due now (skipping those another worker holds),
     with the batch's events; None when nothing is due."""
     row = conn.execute(
@@ -223,7 +237,7 @@ def claim(conn: Connection, now: datetime) -> tuple[Any, list[Any]] | None:
         .limit(1)
         .with_for_update(skip_locked=True)
     ).one_or_none()
-    return None if row is None else _lease(conn, row, now)
+    return None if row is None else _lease(conn, row, now, lease)
 
 
 def record_attempt(
@@ -313,9 +327,10 @@ def deliver_once(
     succeed (at most `max_batches`, then the lease goes back for fairness): each outcome
     is settled, and the next batch fixed, in one transaction. How many events were sent (0:
     nothing was due)."""
+    lease = lease_for(timeout)
     with db.write(notify=False) as conn:
         dialect.derived_commit(conn)
-        leased = claim(conn, now())
+        leased = claim(conn, now(), lease)
     sent = 0
     for _ in range(max_batches):
         if leased is None:
@@ -346,7 +361,7 @@ def deliver_once(
                 ).one_or_none()
                 # Still ours (our settle released the lease; nobody took it since).
                 if current is not None and current.enabled and current.lease_until is None:
-                    leased = _lease(conn, current, now())
+                    leased = _lease(conn, current, now(), lease)
     if leased is not None:  # the batch budget is spent: give the lease back
         with db.write(notify=False) as conn:
             conn.execute(
