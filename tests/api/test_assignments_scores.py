@@ -82,6 +82,8 @@ def test_single_assign_computes_before_answering(world: World, database: Databas
             "matchedValue": "50 (0–100)",
             "pointsEarned": 5,
             "maxPoints": 5,
+            "observedAt": None,
+            "decayFactor": 1,
         }
     ]
     # Assigning again returns the existing row with 200.
