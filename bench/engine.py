@@ -1,6 +1,7 @@
 """Benchmark the scoring engine against GoRules zen-engine on the same 20-rule profile.
 
     python bench/engine.py [--objects 100000] [--zen-objects 5000] [--batch 1000] [--seed 7]
+                           [--decay-repeat 5]
 
 Builds a deterministic (seeded) set of companies, scores them with ``signalscore.engine`` on one
 core (each backend: the C loop, the default, and the generated-Python fallback), then
@@ -8,11 +9,20 @@ evaluates the same rules with zen-engine (one decision graph: input node → one
 decision table per rule, collect hit policy → output node; points summed per dimension), checks
 that both agree on every object zen evaluated, and prints objects/s for each and the ratio.
 Exits non-zero if the agreement check fails.
+
+Time decay (SPEC §13): the same objects, each value with an ``observedAt`` 0–240 days before
+a fixed ``now`` (so some decay steps pass and some do not), scored in batches by (a) the
+profile without decay and (b) the same profile with a 1–3-step decay on every other rule
+(half of them), each backend, with the run without observedAt interleaved in the same
+rounds. Prints objects/s (median of the rounds), (b)/(a) (target: at least 0.8) and
+(a)/(no observedAt), the cost of reading and stamping observedAt. Exits non-zero if the two
+loops disagree on the decayed results.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import math
@@ -21,6 +31,7 @@ import sys
 import time
 import timeit
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from _common import INDUSTRIES, REGIONS, ROLES, RULES, TECH
@@ -41,6 +52,47 @@ def build_rules() -> list[Rule]:
         Rule(f"rule-{i:02d}", template, dimension, answer_type, point_values)
         for i, (template, dimension, answer_type, point_values) in enumerate(RULES)
     ]
+
+
+#: The instant the decay runs are scored at (fixed, so every run decays the same values).
+DECAY_NOW = datetime(2026, 12, 7, 12, tzinfo=UTC)
+
+#: Decay schedules, given in turn to every other rule: one, two and three steps.
+DECAYS: list[list[tuple[int, float]]] = [
+    [(30, 0.5)],
+    [(30, 0.75), (90, 0.25)],
+    [(14, 0.9), (60, 0.5), (180, 0.0)],
+]
+
+
+def build_decayed_rules(rules: Sequence[Rule]) -> list[Rule]:
+    """The same rules, every other one (half of them) with a 1-3-step decay."""
+    return [
+        rule._replace(
+            decay={
+                "steps": [{"afterDays": d, "factor": f} for d, f in DECAYS[(i // 2) % len(DECAYS)]]
+            }
+        )
+        if i % 2 == 0
+        else rule
+        for i, rule in enumerate(rules)
+    ]
+
+
+def build_observed(
+    objects: Sequence[dict[str, SignalValue]], seed: int
+) -> list[dict[str, str | None]]:
+    """Per object, an observedAt for each of its values: 0-240 days before DECAY_NOW, to the
+    microsecond, as canonical UTC text."""
+    rnd = random.Random(seed)
+    observed = []
+    for values in objects:
+        texts: dict[str, str | None] = {}
+        for template in values:
+            when = DECAY_NOW - timedelta(microseconds=rnd.randrange(240 * 86_400 * 10**6))
+            texts[template] = when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        observed.append(texts)
+    return observed
 
 
 def _vary(text: str, rnd: random.Random) -> str:
@@ -212,6 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5, help="timed passes of the engine")
     parser.add_argument("--check", type=int, default=1_000, help="objects checked against zen")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--decay-repeat", type=int, default=5, help="rounds of the decay runs")
     args = parser.parse_args(argv)
 
     rules = build_rules()
@@ -265,7 +318,76 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"targets ({BACKENDS[0]}, the default): >=50,000 objects/s (median) "
           f"{'met' if median >= 50_000 else 'NOT met'}; "
           f">=10x zen {'met' if median / zen_rate >= 10 else 'NOT met'}")  # fmt: skip
+    return _measure_decay(rules, objects, args)
+
+
+def _measure_decay(rules: list[Rule], objects: list[dict[str, SignalValue]], args: Any) -> int:
+    """Time decay: no observedAt, (a) observedAt without decay, (b) with decay on half the
+    rules; interleaved rounds, each backend. Returns the exit status."""
+    n = len(objects)
+    decayed_rules = build_decayed_rules(rules)
+    observed = build_observed(objects, args.seed + 1)
+    with_decay = sum(1 for r in decayed_rules if r.decay)
+    print(f"decay: {with_decay} of {len(rules)} rules with 1-3 steps; every value observed 0-240 "
+          f"days before {DECAY_NOW:%Y-%m-%d %H:%M}Z; batches of {args.batch}, "
+          f"{args.decay_repeat} interleaved rounds")  # fmt: skip
+
+    check_n = min(n, args.check)
+    scored = {
+        backend: compile_profile(decayed_rules, backend).score_many(
+            objects[:check_n], observed[:check_n], DECAY_NOW
+        )
+        for backend in BACKENDS
+    }
+    if len({repr(r) for r in scored.values()}) != 1:
+        print(f"DECAY CHECK FAILED: the loops disagree on the first {check_n} objects")
+        return 1
+    contributions = [c for result in scored[BACKENDS[0]] for r in result.values()
+                     for c in r.contributions if c["decayFactor"] != 1]  # fmt: skip
+    print(f"decay check: {', '.join(BACKENDS)} agree on {check_n} objects; "
+          f"{len(contributions)} contributions decayed")  # fmt: skip
+
+    for backend in BACKENDS:
+        plain = compile_profile(rules, backend)
+        decayed = compile_profile(decayed_rules, backend)
+        variants: dict[str, tuple[CompiledProfile, list[dict[str, str | None]] | None]] = {
+            "no observedAt": (plain, None),
+            "(a) observedAt, no decay": (plain, observed),
+            "(b) observedAt, decay on half": (decayed, observed),
+        }
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        for _ in range(args.decay_repeat):
+            for name, (profile, texts) in variants.items():
+                times[name].append(
+                    _seconds(functools.partial(_batches, profile, objects, texts, args.batch))
+                )
+        rates = {name: n / sorted(t)[len(t) // 2] for name, t in times.items()}
+        for name, rate in rates.items():
+            print(f"engine ({backend}), {name}: {rate:,.0f} objects/s (median)")
+        a, b = rates["(a) observedAt, no decay"], rates["(b) observedAt, decay on half"]
+        ratio = b / a
+        print(f"engine ({backend}): ratio (b)/(a) {ratio:.2f} (target >= 0.8: "
+              f"{'met' if ratio >= 0.8 else 'NOT met'}); ratio (a)/(no observedAt) "
+              f"{a / rates['no observedAt']:.2f}")  # fmt: skip
     return 0
+
+
+def _batches(
+    profile: CompiledProfile,
+    objects: list[dict[str, SignalValue]],
+    observed: list[dict[str, str | None]] | None,
+    batch: int,
+) -> None:
+    """Score in batches as the recompute worker does (with observedAt when given at
+    DECAY_NOW), keeping one score per batch."""
+    sink = []
+    for start in range(0, len(objects), batch):
+        end = start + batch
+        if observed is None:
+            results = profile.score_many(objects[start:end])
+        else:
+            results = profile.score_many(objects[start:end], observed[start:end], DECAY_NOW)
+        sink.append(results[-1]["fit"].score)
 
 
 def _measure(profile: CompiledProfile, objects: list[dict[str, SignalValue]], args: Any) -> float:

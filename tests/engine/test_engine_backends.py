@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import gc
+import math
 import tracemalloc
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -123,6 +124,37 @@ def test_large_additive_points_sum_exactly() -> None:
     (result,) = _both([rule], [{"l": ["a", "b", "c"]}])
     assert result["fit"].contributions[0]["pointsEarned"] == 2**63 - 1
     assert type(result["fit"].contributions[0]["pointsEarned"]) is int
+
+
+@pytest.mark.parametrize(
+    "points",
+    [
+        [1e-16, 1.0, 1e16],  # the half-even fix-up across partials
+        [0.1] * 10,
+        [-0.0, -0.0],  # fsum of zeros is +0.0
+        [2.0 ** (60 * k - 1000) for k in range(34)],  # more partials than the C sum keeps
+        [1e308, 1e308, -1e308],  # intermediate overflow: math.fsum raises
+        [2**60 + 1, 0.5, -(2**60)],  # an int past 2**53
+    ],
+)
+def test_float_sums_are_math_fsum(points: list[int | float]) -> None:
+    """The C loop sums float points itself (the algorithm of math.fsum) and hands what it
+    cannot (too many partials, overflow, huge ints) to math.fsum: equal on every input."""
+    rules = [
+        Rule(f"r{i}", f"t{i}", "fit", "boolean", {"true": p, "false": 0.5})
+        for i, p in enumerate(points)
+    ]
+    values = {f"t{i}": True for i in range(len(points))}
+    try:
+        want = math.fsum(points)
+    except OverflowError:
+        for backend in ("native", "python"):
+            with pytest.raises(OverflowError):
+                compile_profile(rules, backend).score(values)
+        return
+    (result,) = _both(rules, [values])
+    assert result["fit"].earned == want
+    assert math.copysign(1, result["fit"].earned) == math.copysign(1, want)
 
 
 @pytest.mark.parametrize(

@@ -31,11 +31,53 @@ How it is fast
     would vectorise.
 
 Inputs
-    ``Rule(id, signal_template_id, dimension, answer_type, point_values)`` with ``point_values``
-    exactly in the JSON shape of SPEC §4, rules in the profile's order (createdAt, then id).
-    Values are a mapping from signal template id to value: ``bool`` for boolean templates,
-    ``int``/``float`` for number, percentage and currency templates, a list (or tuple) of ``str``
-    for list templates. An absent key or ``None`` means "no value".
+    ``Rule(id, signal_template_id, dimension, answer_type, point_values, decay=None)`` with
+    ``point_values`` exactly in the JSON shape of SPEC §4 and ``decay`` in that of SPEC §13
+    (``{"steps": [{"afterDays": 30, "factor": 0.5}, ...]}``), rules in the profile's order
+    (createdAt, then id). Values are a mapping from signal template id to value: ``bool`` for
+    boolean templates, ``int``/``float`` for number, percentage and currency templates, a list
+    (or tuple) of ``str`` for list templates. An absent key or ``None`` means "no value".
+
+    ``score(values, observed=None, now=None)`` and ``score_many(values_list, observed_list=None,
+    now=None)``: ``observed`` maps template ids to their value's ``observedAt`` as canonical
+    UTC text, exactly 27 characters ``YYYY-MM-DDTHH:MM:SS.ffffffZ``; ``observed_list`` is
+    parallel to ``values_list`` (a different length raises ``ValueError``). A missing list,
+    object mapping, key or ``None`` means the time is unknown: nothing decays. ``now`` is an
+    aware datetime (any zone; converted to UTC before any arithmetic), the current time when
+    ``None``, read once per call.
+
+How decay runs (SPEC §13)
+    Compiling a profile precomputes, per decay step, the rule's contribution templates and
+    (boolean and range rules) its decayed points. Per call, each distinct ``afterDays`` gets
+    one threshold text, ``now - afterDays days``; the canonical text is fixed-width, so string
+    order is time order and "the step has passed" is one string comparison (``memcmp`` in C)
+    per step. Steps pass as a prefix (thresholds fall as afterDays rises), so each loop scans
+    a rule's steps from the last. Without ``observed`` the loops run exactly as before decay.
+
+Decisions where SPEC §13 is silent
+    - Boundary: a step has passed when ``observedAt < now - afterDays days``, strictly; a value
+      observed exactly ``afterDays`` days before ``now`` has not decayed yet (its next change is
+      ``now``).
+    - Rounding: ``pointsEarned = round(points * factor, 2)`` exactly as Python's ``round``
+      gives it (the C loop calls the same helper, or uses values precomputed by it), so int
+      points times an int factor 0 stay the int ``0``, and a float result is correctly rounded
+      to 2 decimals (``round(5.625, 2) == 5.62``). A negative zero (``-2.5 * 0.0``, ``round(
+      -0.004, 2)``) becomes ``0.0``. A factor equal to 1 leaves ``pointsEarned`` as it is, type
+      included. ``maxPoints`` and ``signalCoverage`` never decay; ``earned`` is the fsum of the
+      decayed points (a rule whose factors may produce floats leaves the int-only fast sum).
+    - ``decayFactor``: the factor of the passed step with the largest ``afterDays``, as given
+      in the rule (``0.5``, ``0``, ``1.0``); the int ``1`` when no step has passed, the rule has
+      no decay, or the rule has no value or no observedAt. ``observedAt`` is the text given
+      when the rule has a value (``matchedValue`` not null), else null.
+    - ``DimensionResult.next_change_at``: over the dimension's rules with decay, a value and an
+      observedAt, the earliest ``observedAt + afterDays days`` of a step not yet passed, as
+      canonical text (whole days in UTC keep the time of day, so only the date part is
+      shifted); ``None`` when there is none. A step whose ``now - afterDays`` falls before year
+      1 cannot pass; an instant after 9999-12-31 is no change (``None``).
+    - An ``observedAt`` that is not a ``str`` of 27 ASCII characters raises ``ValueError``
+      (checked when its value is present); its date part is parsed (and a bad date raises
+      ``ValueError``) only when a next change is computed from it. The caller's contract is
+      canonical text; the loops check no more than they need to compare it safely.
 
 Decisions where SPEC §6 is silent
     - A value of the wrong type for its rule (a number for a boolean rule, a ``bool`` for a

@@ -27,7 +27,8 @@
  *   steps   = the rule's decay steps (SPEC §13) in increasing afterDays order, () if none:
  *             ((th, after_days, factor, on_true, on_false, if_true, if_false), ...)  boolean
  *           | ((th, after_days, factor, ((points, template), ...)), ...)   range, per entry
- *           | ((th, after_days, factor, template), ...)                   list
+ *           | ((th, after_days, factor, template, memo), ...)             list
+ *               memo: dict, pointsEarned -> decayed pointsEarned (a float factor only)
  *             th: index of the step's threshold among the ``ndays`` per-call thresholds.
  *
  * Time decay: score_batch(values_list, normalized, observed_list, thresholds) also reads each
@@ -68,12 +69,14 @@ typedef struct {
     Py_ssize_t th;   /* index of its threshold in the per-call thresholds */
     long long days;  /* afterDays (LLONG_MAX when it does not fit) */
     PyObject *factor;
+    int factor_one; /* factor == 1: points are left as they are */
     /* boolean */
     PyObject *on_true, *on_false, *if_true, *if_false;
     /* range: per entry, as Rule.entry_points / entry_template */
     PyObject **entry_points, **entry_template;
     /* list */
     PyObject *template;
+    PyObject *memo; /* dict: points -> decay_points(points, factor), bounded by memo_size */
 } Step;
 
 /* The earliest next change of one dimension of one object. */
@@ -156,6 +159,7 @@ static PyObject *s_get;           /* "get" */
 static PyObject *s_strip;         /* "strip" */
 static PyObject *s_casefold;      /* "casefold" */
 static PyObject *int_zero;
+static PyObject *int_one;
 static PyObject *int_two;
 
 /* ---------------------------------------------------------------------------------------- */
@@ -224,7 +228,8 @@ parse_steps(Scorer *self, PyObject *steps, Rule *rule)
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *spec = PyTuple_GET_ITEM(steps, i);
         Step *step = &rule->steps[i];
-        if (expect_tuple(spec, rule->kind == RULE_BOOLEAN ? 7 : 4, "decay step") < 0) {
+        Py_ssize_t size = rule->kind == RULE_BOOLEAN ? 7 : rule->kind == RULE_RANGE ? 4 : 5;
+        if (expect_tuple(spec, size, "decay step") < 0) {
             return -1;
         }
         step->th = PyLong_AsSsize_t(PyTuple_GET_ITEM(spec, 0));
@@ -243,6 +248,12 @@ parse_steps(Scorer *self, PyObject *steps, Rule *rule)
             return -1;
         }
         step->factor = PyTuple_GET_ITEM(spec, 2);
+        step->factor_one = (PyLong_CheckExact(step->factor) || PyFloat_CheckExact(step->factor))
+                               ? PyObject_RichCompareBool(step->factor, int_one, Py_EQ)
+                               : 0;
+        if (step->factor_one < 0) {
+            return -1;
+        }
         switch (rule->kind) {
         case RULE_BOOLEAN:
             step->on_true = PyTuple_GET_ITEM(spec, 3);
@@ -280,7 +291,9 @@ parse_steps(Scorer *self, PyObject *steps, Rule *rule)
         }
         default:
             step->template = PyTuple_GET_ITEM(spec, 3);
-            if (expect_dict(step->template, "decayed list template") < 0) {
+            step->memo = PyTuple_GET_ITEM(spec, 4);
+            if (expect_dict(step->template, "decayed list template") < 0 ||
+                expect_dict(step->memo, "decay memo") < 0) {
                 return -1;
             }
         }
@@ -890,7 +903,7 @@ shift_observed(const char *observed, long long days, char *out)
     if (!digits(observed, 4, &y) || observed[4] != '-' || !digits(observed + 5, 2, &m) ||
         observed[7] != '-' || !digits(observed + 8, 2, &d) || y < 1 || m < 1 || m > 12 ||
         d < 1 ||
-        d > month_days[m - 1] + (unsigned)(m == 2 && y % 4 == 0 && (y % 100 != 0 || y % 400 == 0))) {
+        d > month_days[m - 1] + (unsigned)(m == 2 && y % 4 == 0 && (y % 100 || y % 400 == 0))) {
         PyErr_Format(PyExc_ValueError,
                      "observedAt must start with a date YYYY-MM-DD, got '%.10s'", observed);
         return -1;
@@ -904,9 +917,17 @@ shift_observed(const char *observed, long long days, char *out)
     if (year > 9999) {
         return 0;
     }
-    char date[11];
-    snprintf(date, sizeof(date), "%04lld-%02u-%02u", year, month, day);
-    memcpy(out, date, 10);
+    unsigned yy = (unsigned)year; /* 1..9999 */
+    out[0] = (char)('0' + yy / 1000);
+    out[1] = (char)('0' + yy / 100 % 10);
+    out[2] = (char)('0' + yy / 10 % 10);
+    out[3] = (char)('0' + yy % 10);
+    out[4] = '-';
+    out[5] = (char)('0' + month / 10);
+    out[6] = (char)('0' + month % 10);
+    out[7] = '-';
+    out[8] = (char)('0' + day / 10);
+    out[9] = (char)('0' + day % 10);
     memcpy(out + 10, observed + 10, OBSERVED_CHARS - 10);
     return 1;
 }
@@ -1121,6 +1142,41 @@ list_points(Scorer *self, Rule *rule, Prepared *p)
     }
 }
 
+/* decay_points(earned, step's factor) (the helper of _rules): steals ``earned``, returns a new
+ * reference. A factor of 1 leaves the points; an int factor (then 0) gives int 0 for int
+ * points and 0.0 for float ones (-0.0 normalised), as round() does; with a float factor the
+ * result depends only on the points' value (3 and 3.0 decay alike), so it is memoised. */
+static PyObject *
+decay_list_points(Scorer *self, Step *step, PyObject *earned)
+{
+    if (step->factor_one) {
+        return earned;
+    }
+    if (PyLong_CheckExact(step->factor) &&
+        (PyLong_CheckExact(earned) || PyFloat_CheckExact(earned))) {
+        int is_int = PyLong_CheckExact(earned);
+        Py_DECREF(earned);
+        return is_int ? Py_NewRef(int_zero) : PyFloat_FromDouble(0.0);
+    }
+    int memoised = PyFloat_CheckExact(step->factor) &&
+                   (PyLong_CheckExact(earned) || PyFloat_CheckExact(earned));
+    if (memoised) {
+        PyObject *hit = PyDict_GetItemWithError(step->memo, earned);
+        if (hit || PyErr_Occurred()) {
+            Py_DECREF(earned);
+            return Py_XNewRef(hit);
+        }
+    }
+    PyObject *decayed =
+        PyObject_CallFunctionObjArgs(self->decay_points, earned, step->factor, NULL);
+    if (decayed && memoised && PyDict_GET_SIZE(step->memo) < self->memo_size &&
+        PyDict_SetItem(step->memo, earned, decayed) < 0) {
+        Py_CLEAR(decayed);
+    }
+    Py_DECREF(earned);
+    return decayed;
+}
+
 /* A copy of ``template`` whose pointsEarned is ``earned``; sets *points on success only. */
 static PyObject *
 copy_with_points(PyObject *template, PyObject *earned, PyObject **points)
@@ -1197,8 +1253,7 @@ score_rule(Scorer *self, Rule *rule, Prepared *prepared, const char *const *thre
     default: { /* RULE_LIST */
         earned = list_points(self, rule, p);
         if (earned && step) {
-            Py_SETREF(earned, PyObject_CallFunctionObjArgs(self->decay_points, earned,
-                                                            step->factor, NULL));
+            earned = decay_list_points(self, step, earned);
         }
         if (!earned) {
             return NULL;
@@ -1212,6 +1267,78 @@ score_rule(Scorer *self, Rule *rule, Prepared *prepared, const char *const *thre
         return c;
     }
     }
+}
+
+/* math.fsum of ``n`` points, computed here when every one is an exact float or int that
+ * converts to a finite double and no partial overflows: the same algorithm as CPython's
+ * math_fsum (Shewchuk's exact partials, then its half-even fix-up), whose result is the
+ * correctly rounded sum, so it equals math.fsum. Returns 0 when it cannot (special values,
+ * huge ints, other types, too many partials): the caller then calls math.fsum itself. */
+#define FSUM_PARTIALS 32
+static int
+fsum_finite(PyObject *const *terms, Py_ssize_t n, double *out)
+{
+    double p[FSUM_PARTIALS];
+    Py_ssize_t np = 0;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        double x;
+        if (PyFloat_CheckExact(terms[k])) {
+            x = PyFloat_AS_DOUBLE(terms[k]);
+        }
+        else if (!exact_double(terms[k], &x)) {
+            return 0;
+        }
+        if (!isfinite(x)) {
+            return 0;
+        }
+        Py_ssize_t i = 0;
+        for (Py_ssize_t j = 0; j < np; j++) {
+            double y = p[j];
+            if (fabs(x) < fabs(y)) {
+                double t = x;
+                x = y;
+                y = t;
+            }
+            double hi = x + y;
+            double yr = hi - x;
+            double lo = y - yr;
+            if (lo != 0.0) {
+                p[i++] = lo;
+            }
+            x = hi;
+        }
+        np = i;
+        if (x != 0.0) {
+            if (!isfinite(x) || np >= FSUM_PARTIALS) {
+                return 0; /* intermediate overflow, or more partials than kept here */
+            }
+            p[np++] = x;
+        }
+    }
+    double hi = 0.0, lo = 0.0;
+    if (np > 0) {
+        hi = p[--np];
+        while (np > 0) {
+            double x = hi;
+            double y = p[--np];
+            hi = x + y;
+            double yr = hi - x;
+            lo = y - yr;
+            if (lo != 0.0) {
+                break;
+            }
+        }
+        if (np > 0 && ((lo < 0.0 && p[np - 1] < 0.0) || (lo > 0.0 && p[np - 1] > 0.0))) {
+            double y = lo * 2.0;
+            double x = hi + y;
+            double yr = x - hi;
+            if (y == yr) {
+                hi = x;
+            }
+        }
+    }
+    *out = hi;
+    return 1;
 }
 
 /* Number → double for the exact integer sum (ints here are bounded by 2**53 in total). */
@@ -1289,6 +1416,11 @@ score_dimension(Scorer *self, Dim *dim, Prepared *prepared, const char *const *t
         earned = PyFloat_FromDouble(sum);
     }
     else {
+        double sum;
+        if (fsum_finite(points, dim->nrules, &sum)) {
+            earned = PyFloat_FromDouble(sum);
+            goto summed;
+        }
         PyObject *terms = PyTuple_New(dim->nrules);
         if (!terms) {
             goto finally;
@@ -1300,6 +1432,7 @@ score_dimension(Scorer *self, Dim *dim, Prepared *prepared, const char *const *t
         earned = PyObject_CallOneArg(self->fsum, terms);
         Py_DECREF(terms);
     }
+summed:
     if (!earned || !PyFloat_CheckExact(earned) || !(score = score_of(self, dim, earned)) ||
         !(coverage = PyLong_FromLong(dim->total - missing))) {
         if (earned && !PyFloat_CheckExact(earned)) {
@@ -1556,9 +1689,9 @@ PyInit__native(void)
         s_strip = PyUnicode_InternFromString("strip");
         s_casefold = PyUnicode_InternFromString("casefold");
         int_zero = PyLong_FromLong(0);
+        int_one = PyLong_FromLong(1);
         if (!s_matched_value || !s_points_earned || !s_observed_at || !s_separator || !s_get ||
-            !s_strip ||
-            !s_casefold || !int_zero) {
+            !s_strip || !s_casefold || !int_zero || !int_one) {
             return NULL;
         }
         int_two = PyLong_FromLong(2);

@@ -82,7 +82,8 @@ def build_plan(dimensions: Sequence[tuple[str, Sequence[CompiledRule]]]) -> tupl
             elif isinstance(rule, RangeRule):
                 out.append((*head, tuple((p, t) for p, _, t in rule.interval_steps[k])))
             elif isinstance(rule, ListRule):
-                out.append((*head, rule.template_steps[k]))
+                # {}: the step's memo of decayed points (bounded by SCORE_MEMO_SIZE)
+                out.append((*head, rule.template_steps[k], {}))
         return tuple(out)
 
     def spec(rule: CompiledRule) -> tuple[Any, ...]:
