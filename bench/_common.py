@@ -17,7 +17,7 @@ import timeit
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -392,12 +392,15 @@ def count_mismatches(
     profile: Any,
     values: Mapping[str, Mapping[str, Any]],
     stored: Mapping[str, Mapping[str, Any]],
+    observed: Mapping[str, Mapping[str, str]] | None = None,
 ) -> int:
     """How many sampled objects' stored rows differ from `profile.score` over their values
-    (printing the first five)."""
+    and their observedAt texts, now (printing the first five)."""
     mismatches = 0
+    now = datetime.now(UTC)
     for object_id in sample:
-        expected = profile.score(values.get(object_id, {}))
+        times = (observed or {}).get(object_id, {})
+        expected = profile.score(values.get(object_id, {}), times, now)
         got = stored.get(object_id, {})
         problem = None
         if sorted(expected) != sorted(got):

@@ -789,6 +789,7 @@ def verify_sample(url: str, fixture: Fixture, sample: Sequence[str]) -> tuple[in
     r, v, s = scoring_rules, signal_values, score_results
     engine = create_db_engine(url)
     values: dict[str, dict[str, Any]] = defaultdict(dict)
+    observed: dict[str, dict[str, str]] = defaultdict(dict)
     stored: dict[str, dict[str, Any]] = defaultdict(dict)
     with engine.connect() as conn:
         rules = [
@@ -798,6 +799,7 @@ def verify_sample(url: str, fixture: Fixture, sample: Sequence[str]) -> tuple[in
                 row.dimension,
                 row.answer_type,
                 row.point_values,
+                row.decay,
             )
             for row in conn.execute(
                 sa.select(r)
@@ -807,11 +809,14 @@ def verify_sample(url: str, fixture: Fixture, sample: Sequence[str]) -> tuple[in
         ]
         profile = compile_profile(rules)
         for row in conn.execute(
-            sa.select(v.c.object_id, v.c.signal_template_id, v.c.value).where(
+            sa.select(v.c.object_id, v.c.signal_template_id, v.c.value, v.c.observed_at).where(
                 v.c.organization_id == fixture.org_id, v.c.object_id.in_(list(sample))
             )
         ):
             values[row.object_id][row.signal_template_id] = row.value
+            observed[row.object_id][row.signal_template_id] = row.observed_at.strftime(
+                "%Y-%m-%dT%H:%M:%S.%fZ"
+            )
         for row in conn.execute(
             sa.select(s).where(
                 s.c.organization_id == fixture.org_id, s.c.object_id.in_(list(sample))
@@ -819,7 +824,7 @@ def verify_sample(url: str, fixture: Fixture, sample: Sequence[str]) -> tuple[in
         ):
             stored[row.object_id][row.dimension] = row
     engine.dispose()
-    mismatches = count_mismatches(sample, profile, values, stored)
+    mismatches = count_mismatches(sample, profile, values, stored, observed)
     return len(sample), mismatches
 
 

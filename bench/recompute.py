@@ -573,6 +573,7 @@ def verify_sample(db: Database, fixture: Fixture, sample_size: int, seed: int) -
                 row.dimension,
                 row.answer_type,
                 row.point_values,
+                row.decay,
             )
             for row in conn.execute(
                 sa.select(r)
@@ -582,20 +583,24 @@ def verify_sample(db: Database, fixture: Fixture, sample_size: int, seed: int) -
         ]
         profile = compile_profile(rules)
         values: dict[str, dict[str, Any]] = defaultdict(dict)
+        observed: dict[str, dict[str, str]] = defaultdict(dict)
         stored: dict[str, dict[str, Any]] = defaultdict(dict)
         for start in range(0, len(sample), 500):
             part = sample[start : start + 500]
             for row in conn.execute(
-                sa.select(v.c.object_id, v.c.signal_template_id, v.c.value).where(
+                sa.select(v.c.object_id, v.c.signal_template_id, v.c.value, v.c.observed_at).where(
                     v.c.organization_id == fixture.org_id, v.c.object_id.in_(part)
                 )
             ):
                 values[row.object_id][row.signal_template_id] = row.value
+                observed[row.object_id][row.signal_template_id] = row.observed_at.strftime(
+                    "%Y-%m-%dT%H:%M:%S.%fZ"
+                )
             for row in conn.execute(
                 sa.select(s).where(s.c.organization_id == fixture.org_id, s.c.object_id.in_(part))
             ):
                 stored[row.object_id][row.dimension] = row
-    mismatches = count_mismatches(sample, profile, values, stored)
+    mismatches = count_mismatches(sample, profile, values, stored, observed)
     return len(sample), mismatches
 
 
