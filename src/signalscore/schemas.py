@@ -40,9 +40,19 @@ def _trimmed_name(value: str) -> str:
     return value
 
 
-# The pattern documents "1-200 characters after trimming" for clients and fuzzers; the
-# validator is what enforces it.
-NAME_PATTERN = r"^\s*[^\s\x00](?:[^\x00]{0,198}[^\s\x00])?\s*$"
+# What `str.strip()` removes (the characters of `str.isspace`), spelled out: JSON Schema's
+# `\s` (ECMA-262) lacks U+001C-U+001F and U+0085, which Python strips, and has U+FEFF, which
+# Python keeps, so a pattern written with `\s` admits names the validator refuses.
+_SPACE = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+
+
+def trimmed_pattern(most: int) -> str:
+    """A JSON Schema pattern for "1-`most` characters after trimming" (no NUL). It
+    documents the rule for clients and fuzzers; the validators enforce it."""
+    return rf"^[{_SPACE}]*[^{_SPACE}\x00](?:[^\x00]{{0,{most - 2}}}[^{_SPACE}\x00])?[{_SPACE}]*$"
+
+
+NAME_PATTERN = trimmed_pattern(200)
 Name = Annotated[
     str,
     AfterValidator(_trimmed_name),

@@ -340,6 +340,8 @@ def _bad_range_rule() -> dict[str, Any]:
         ({"rules": [], "sampleSize": 0}, "VALIDATION_ERROR", ["sampleSize"]),
         ({"rules": [], "sampleSize": 100_001}, "VALIDATION_ERROR", ["sampleSize"]),
         ({"rules": [], "sampleSize": "5"}, "VALIDATION_ERROR", ["sampleSize"]),
+        ({"rules": [], "sampleSize": 5.5}, "VALIDATION_ERROR", ["sampleSize"]),
+        ({"rules": [], "sampleSize": True}, "VALIDATION_ERROR", ["sampleSize"]),
         ({"tiers": None}, "VALIDATION_ERROR", ["rules"]),
         ({"rules": [], "extra": 1}, "VALIDATION_ERROR", ["extra"]),
     ],

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Annotated, Any
+
+from pydantic import Field, PlainValidator, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
 from signalscore.profiles.schemas import TiersSpec
 from signalscore.rules.schemas import RuleUpsert
@@ -17,6 +20,27 @@ MAX_SAMPLE_SIZE = 100_000
 TOP_MOVERS = 20
 
 
+def _sample_size(value: Any) -> int:
+    # JSON has one number type: 50.0 is the integer 50 (JSON Schema's "integer"); a boolean
+    # or a string is not a number.
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PydanticCustomError("INVALID_SAMPLE_SIZE", "'sampleSize' must be an integer")
+    if not 1 <= value <= MAX_SAMPLE_SIZE:
+        raise PydanticCustomError(
+            "SAMPLE_SIZE_OUT_OF_RANGE", f"'sampleSize' must be from 1 to {MAX_SAMPLE_SIZE:,}"
+        )
+    return int(value)
+
+
+SampleSize = Annotated[
+    int,
+    PlainValidator(_sample_size),
+    WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_SAMPLE_SIZE}),
+]
+
+
 class PreviewRequest(RequestModel):
     rules: list[RuleUpsert] = Field(
         max_length=MAX_RULES_PER_PROFILE,
@@ -28,11 +52,8 @@ class PreviewRequest(RequestModel):
         description="The tiers the profile would have: omitted keeps the current ones, null "
         "previews without tiers.",
     )
-    sampleSize: int | None = Field(
+    sampleSize: SampleSize | None = Field(
         default=None,
-        ge=1,
-        le=MAX_SAMPLE_SIZE,
-        strict=True,
         description="Score a uniform random sample of this many assigned objects instead of "
         "all of them.",
     )

@@ -17,7 +17,14 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
-from signalscore.schemas import Description, Name, RequestModel, ResponseModel, is_finite_number
+from signalscore.schemas import (
+    Description,
+    Name,
+    RequestModel,
+    ResponseModel,
+    is_finite_number,
+    trimmed_pattern,
+)
 from signalscore.vocabulary import Dimension, ObjectType
 
 MAX_TIERS_PER_DIMENSION = 10
@@ -46,7 +53,7 @@ TierName = Annotated[
     str,
     AfterValidator(_tier_name),
     Field(
-        json_schema_extra={"pattern": r"^\s*[^\s\x00](?:[^\x00]{0,48}[^\s\x00])?\s*$"},
+        json_schema_extra={"pattern": trimmed_pattern(MAX_TIER_NAME_CHARS)},
         description=f"1-{MAX_TIER_NAME_CHARS} characters after trimming; unique in its "
         "dimension ignoring case",
     ),
