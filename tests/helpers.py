@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import httpx2 as httpx
@@ -89,11 +91,17 @@ def make_tenant(database: Database, name: str = "Acme") -> Tenant:
     return Tenant(org_id=org.id, key=issued.key)
 
 
-def drain(database: Database, *, max_batches: int = 10_000) -> int:
-    """Run a worker until the queue is empty; returns how many entries it processed."""
+def drain(
+    database: Database, *, max_batches: int = 10_000, clock: Callable[[], datetime] | None = None
+) -> int:
+    """Run a worker until the queue is empty (computing at `clock`'s time, default the wall
+    clock's); returns how many entries it processed."""
     from signalscore.recompute.worker import Worker, WorkerConfig
 
-    worker = Worker(database, WorkerConfig(batch_size=200, lease_seconds=30))
+    config = WorkerConfig(batch_size=200, lease_seconds=30)
+    if clock is not None:
+        config.clock = clock
+    worker = Worker(database, config)
     processed = 0
     for _ in range(max_batches):
         claimed = worker.run_once()
@@ -103,7 +111,9 @@ def drain(database: Database, *, max_batches: int = 10_000) -> int:
     raise AssertionError("the queue did not drain")
 
 
-def expected_scores(database: Database) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+def expected_scores(
+    database: Database, now: datetime | None = None
+) -> dict[tuple[Any, ...], tuple[Any, ...]]:
     """Every score row that should exist, computed from scratch by the engine now over the
     current rules (with their decay), assignments and values (with their observedAt), with
     its tier by `reference_tier` over the profile's current tiers: {(org, profile, type,
@@ -149,7 +159,7 @@ def expected_scores(database: Database) -> dict[tuple[Any, ...], tuple[Any, ...]
             for p in conn.execute(sa.select(scoring_profiles))
         }
     expected = {}
-    now = utcnow()
+    now = now or utcnow()
     for a in assignments:
         profile_rules = rules.get((a.organization_id, a.profile_id), [])
         key = (a.organization_id, a.object_type, a.object_id)
@@ -187,23 +197,24 @@ def stored_scores(database: Database) -> dict[tuple[Any, ...], tuple[Any, ...]]:
         }
 
 
-def assert_scores_fresh(database: Database) -> None:
+def assert_scores_fresh(database: Database, now: datetime | None = None) -> None:
     """The SPEC §7 invariant, as §13 states it with decay: with the queue empty and no
-    `nextChangeAt` in the past, every stored score equals a from-scratch computation now,
-    and no row exists that should not."""
+    `nextChangeAt` before `now` (default: the wall clock's time), every stored score equals
+    a from-scratch computation at `now`, and no row exists that should not."""
     import sqlalchemy as sa
 
     from signalscore.db.tables import recompute_profiles, recompute_queue, score_results
     from signalscore.db.types import utcnow
 
+    now = now or utcnow()
     with database.read() as conn:
-        due = sa.select(sa.func.count()).where(score_results.c.next_change_at < utcnow())
+        due = sa.select(sa.func.count()).where(score_results.c.next_change_at < now)
         assert conn.execute(due).scalar() == 0, "rows past their nextChangeAt: sweep first"
         assert conn.execute(sa.select(sa.func.count()).select_from(recompute_queue)).scalar() == 0
         assert (
             conn.execute(sa.select(sa.func.count()).select_from(recompute_profiles)).scalar() == 0
         )
-    expected = expected_scores(database)
+    expected = expected_scores(database, now)
     stored = stored_scores(database)
     assert stored.keys() == expected.keys(), (
         f"missing {sorted(expected.keys() - stored.keys())[:5]}, "

@@ -100,8 +100,19 @@ def test_decayed_points_and_next_change(world: World, database: Database) -> Non
     assert_scores_fresh(database)
 
 
-def test_the_sweep_rescores_a_row_once_its_step_passes(
-    world: World, database: Database, monkeypatch: pytest.MonkeyPatch
+class Clock:
+    """A clock the test moves: the worker's computations and sweeps read it
+    (`WorkerConfig.clock`), and the invariant is checked at its time."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def test_with_no_write_at_all_a_score_moves_when_its_step_passes(
+    world: World, database: Database
 ) -> None:
     observed = utcnow() - timedelta(days=30) + timedelta(hours=1)
     setup(world, database, {"soon.com": observed})
@@ -109,24 +120,23 @@ def test_the_sweep_rescores_a_row_once_its_step_passes(
     assert b2b(before)["decayFactor"] == 1
     step = observed + timedelta(days=30)
     assert datetime.fromisoformat(before["nextChangeAt"]) == step
-    worker = Worker(database, WorkerConfig(batch_size=100))
+    clock = Clock(utcnow())
+    worker = Worker(database, WorkerConfig(batch_size=100, clock=clock))
     assert worker.sweep_decayed() == 0  # not yet due: nothing queued
     with database.read() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(recompute_queue)).scalar() == 0
-    assert worker.sweep_decayed(now=step) == 0  # exactly on it: not past yet
-    # Travel an hour and a second ahead: the step has passed for the sweep, the worker's
-    # computation and the from-scratch check alike.
-    later = step + timedelta(seconds=1)
-    monkeypatch.setattr("signalscore.recompute.compute.utcnow", lambda: later)
-    monkeypatch.setattr("signalscore.db.types.utcnow", lambda: later)
-    assert worker.sweep_decayed(now=later) == 1
+    clock.now = step
+    assert worker.sweep_decayed() == 0  # exactly on it: not past yet
+    # A second later the step has passed, for the sweep, the worker and the check alike.
+    clock.now = step + timedelta(seconds=1)
+    assert worker.sweep_decayed() == 1
     with database.read() as conn:
         cleared = sa.select(score_results.c.next_change_at).where(
             score_results.c.object_id == "soon.com", score_results.c.dimension == "fit"
         )
         assert conn.execute(cleared).scalar() is None  # the queue entry brings the next one
-    assert worker.sweep_decayed(now=later) == 0  # a second sweep finds nothing more
-    drain(database)
+    assert worker.sweep_decayed() == 0  # a second sweep finds nothing more
+    drain(database, clock=clock)
     after = fit_row(world, "soon.com")
     assert (b2b(after)["pointsEarned"], b2b(after)["decayFactor"]) == (5.0, 0.5)
     assert after["version"] == before["version"] + 1
@@ -139,7 +149,74 @@ def test_the_sweep_rescores_a_row_once_its_step_passes(
     (change,) = history[0]["changes"]
     assert change["before"]["decayFactor"] == 1
     assert change["after"]["decayFactor"] == 0.5
-    assert_scores_fresh(database)
+    assert_scores_fresh(database, clock.now)
+    # Past the last step: 0 points, no next change.
+    clock.now = observed + timedelta(days=90, seconds=1)
+    assert worker.sweep_decayed() == 1
+    drain(database, clock=clock)
+    last = fit_row(world, "soon.com")
+    assert (b2b(last)["pointsEarned"], b2b(last)["decayFactor"]) == (0, 0)
+    assert last["nextChangeAt"] is None
+    assert_scores_fresh(database, clock.now)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_time_aware_invariant_under_random_operations_and_clock_jumps(
+    world: World, database: Database, seed: int
+) -> None:
+    """SPEC §13: after random rule changes (with random decay), value writes (observed at
+    random past times) and jumps of the clock, once the sweep has run and the queue is
+    empty, every stored score equals a from-scratch computation at the clock's time."""
+    rnd = random.Random(seed)
+    real = utcnow()
+    clock = Clock(real)
+    worker = Worker(database, WorkerConfig(batch_size=100, clock=clock))
+    objects = [f"t{i:02d}.com" for i in range(25)]
+    setup(world, database, {o: real - timedelta(days=rnd.randint(0, 120)) for o in objects})
+    moves = 0
+    for _ in range(12):
+        roll = rnd.random()
+        if roll < 0.3:
+            steps, day, factor = [], 0, 1.0
+            for _ in range(rnd.randint(1, 3)):
+                day += rnd.randint(1, 40)
+                factor = round(factor * rnd.choice([1, 0.8, 0.5, 0]), 2)
+                steps.append({"afterDays": day, "factor": factor})
+            template = rnd.choice(["employees", "is_b2b"])
+            rule = {
+                "signalTemplateId": template,
+                "dimension": rnd.choice(["fit", "urgency"]),
+                "answerType": "number" if template == "employees" else "boolean",
+                "pointValues": (
+                    {"ranges": [{"max": 50, "points": rnd.choice([3, -2])},
+                                {"min": 50, "points": 8}]}
+                    if template == "employees" else {"true": rnd.choice([4, 10]), "false": -1}
+                ),
+                "decay": {"steps": steps} if rnd.random() < 0.8 else None,
+            }  # fmt: skip
+            assert world.call("PUT", RULES, json=rule).status_code == 200
+        elif roll < 0.6:
+            items: list[dict[str, Any]] = [
+                {"objectType": "company", "objectId": o,
+                 "signalTemplateId": rnd.choice(["employees", "is_b2b"]),
+                 "value": None, "observedAt": iso(real - timedelta(days=rnd.randint(0, 150),
+                                                                   hours=rnd.randint(0, 23)))}
+                for o in rnd.sample(objects, 6)
+            ]  # fmt: skip
+            for item in items:
+                is_number = item["signalTemplateId"] == "employees"
+                item["value"] = rnd.randint(0, 100) if is_number else rnd.random() < 0.7
+            assert (
+                world.call("PUT", "/v1/signals/values", json={"values": items}).status_code == 200
+            )
+        else:
+            # The clock jumps ahead, often past some steps; no write at all.
+            clock.now += timedelta(days=rnd.randint(0, 45), hours=rnd.randint(0, 23))
+        moves += worker.sweep_decayed()
+        fan_out(database)
+        drain(database, clock=clock)
+        assert_scores_fresh(database, clock.now)
+    assert moves > 0  # the sweep had work: time alone moved scores
 
 
 def test_a_value_observed_anew_resets_its_decay(world: World, database: Database) -> None:

@@ -304,8 +304,10 @@ def compute_claimed(
     *,
     profiles: ProfileCache | None = None,
     audit: Audit | None = None,
+    now: datetime | None = None,
 ) -> RecomputeStats:
-    """Compute one (organisation, object type) group of a claimed batch, in two steps:
+    """Compute one (organisation, object type) group of a claimed batch, at `now` (default:
+    the current time; decay, SPEC §13), in two steps:
 
     1. **read and score**, in a read transaction that takes no lock (`compute_objects`): a
        writer never waits for this part, however long the batch;
@@ -327,7 +329,9 @@ def compute_claimed(
     started = time.monotonic()
     with db.read_then_write() as (read, write):
         with read() as conn:
-            computed = compute_objects(conn, org_id, object_type, object_ids, profiles=profiles)
+            computed = compute_objects(
+                conn, org_id, object_type, object_ids, profiles=profiles, now=now
+            )
         with write() as conn:
             dialect.derived_commit(conn)
             owned = _owned(conn, worker_id, org_id, object_type, object_ids)
@@ -374,6 +378,9 @@ class WorkerConfig:
     housekeeping_seconds: float = 60.0
     # The decay sweep (SPEC §13), between batches: rows past their nextChangeAt are queued.
     decay_sweep_seconds: float = 10.0
+    # The time scores are computed at and the sweep compares with: the wall clock, or a
+    # test's own (the time-aware invariant of SPEC §13 is tested by moving it).
+    clock: Callable[[], datetime] = utcnow
     # Webhook deliveries (a thread of their own): may a URL resolve to a private address?
     webhook_allow_private: bool = False
     webhook_timeout_seconds: float = 10.0
@@ -479,7 +486,14 @@ class Worker:
         object_ids: list[str],
     ) -> None:
         stats = compute_claimed(
-            self.db, worker_id, org_id, object_type, object_ids, profiles=profiles, audit=self.audit
+            self.db,
+            worker_id,
+            org_id,
+            object_type,
+            object_ids,
+            profiles=profiles,
+            audit=self.audit,
+            now=self.config.clock(),
         )
         with self._counting:
             self.computed += stats.objects
@@ -528,7 +542,7 @@ class Worker:
         per transaction (`queue.queue_decayed`), at most `steps` chunks per call (the next
         sweep continues). Every worker may sweep: two sweeps queue an object once. How many
         rows were due."""
-        now = now or utcnow()
+        now = now or self.config.clock()
         found = 0
         for _ in range(steps):
             with self.db.write() as conn:
