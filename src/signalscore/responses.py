@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError
@@ -23,7 +23,7 @@ from signalscore.errors import Invalid
 
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 
-Item = TypeVar("Item", bound=BaseModel)
+Item = TypeVar("Item")
 
 
 def _to_json(item: BaseModel) -> bytes:
@@ -37,14 +37,17 @@ def _to_json(item: BaseModel) -> bytes:
         return json.dumps(item.model_dump(mode="json")).encode()
 
 
-def bounded_json_list(items: Iterable[BaseModel], *, narrow: str) -> Response:
-    """A JSON array of `items`, or 422 `RESPONSE_TOO_LARGE` (`narrow` says how to ask for
-    less) once it would pass `MAX_RESPONSE_BYTES`."""
+def bounded_json_list(
+    items: Iterable[Any], *, narrow: str, render: Callable[[Any], bytes] = _to_json
+) -> Response:
+    """A JSON array of `items` (models, or what `render` turns into JSON), or 422
+    `RESPONSE_TOO_LARGE` (`narrow` says how to ask for less) once it would pass
+    `MAX_RESPONSE_BYTES`."""
     limit = MAX_RESPONSE_BYTES
     parts: list[bytes] = []
     size = 2
     for item in items:
-        part = _to_json(item)
+        part = render(item)
         size += len(part) + (1 if parts else 0)
         if size > limit:
             raise Invalid(
@@ -62,6 +65,7 @@ def json_page(
     *,
     cursor_after: Callable[[Item], str],
     max_bytes: int = MAX_RESPONSE_BYTES,
+    render: Callable[[Item], bytes] = _to_json,  # type: ignore[assignment]
 ) -> Response:
     """A page of a paginated list, `{"data": [...], "nextCursor": ...}`. A page never passes
     `max_bytes`: it stops before the item that would, with the cursor after the last item
@@ -70,7 +74,7 @@ def json_page(
     parts: list[bytes] = []
     size = 32
     for i, item in enumerate(items):
-        part = _to_json(item)
+        part = render(item)
         size += len(part) + 1
         if parts and size > max_bytes:
             next_cursor = cursor_after(items[i - 1])

@@ -18,8 +18,9 @@ TEMPLATE_ID_LENGTH = 100  # the longest template id
 # The worst text for JSON: every character a control character, escaped as `\u00XX`.
 WORST = "\x01" * 200
 # A contribution at its largest, as JSON: a UUID, the longest template id, the longest
-# matchedValue with every character escaped, and the longest points; then the row around the
-# two lists of them (contributions and previousContributions).
+# matchedValue with every character escaped, the longest points, observedAt and decay
+# factor; then the row around the two lists of them (contributions and
+# previousContributions).
 CONTRIBUTION_BOUND = len(
     json.dumps(
         {
@@ -28,6 +29,8 @@ CONTRIBUTION_BOUND = len(
             "matchedValue": "\x01" * MAX_MATCHED_VALUE_CHARS,
             "pointsEarned": -1.2345678901234567e-300,
             "maxPoints": -1.2345678901234567e-300,
+            "observedAt": "2026-12-07T07:15:58.566705Z",
+            "decayFactor": 0.3333333333333333,
         }
     )
 )

@@ -15,7 +15,7 @@ from signalscore.ids import uuid_or_404
 from signalscore.objects import normalize_object_ids
 from signalscore.responses import MAX_RESPONSE_BYTES, bounded_json_list, json_page
 from signalscore.scores import service
-from signalscore.scores.schemas import Distribution, ScorePage, ScoreRow
+from signalscore.scores.schemas import Distribution, ScorePage, ScoreRow, score_row_json
 from signalscore.vocabulary import Dimension, ObjectType
 
 router = APIRouter(prefix="/v1/scoring", tags=["scores"], route_class=V1Route)
@@ -41,7 +41,9 @@ def read_scores(
     with db.read() as conn:
         rows = service.read_scores(conn, org_id, objectType, normalized, profileId, dimension)
     return bounded_json_list(
-        rows, narrow="ask for fewer objectIds, or filter by profileId or dimension"
+        rows,
+        narrow="ask for fewer objectIds, or filter by profileId or dimension",
+        render=score_row_json,
     )
 
 
@@ -81,12 +83,13 @@ def ranked_scores(
     with db.read() as conn:
         rows, next_cursor = service.ranked_page(conn, org_id, pid, read)
     return json_page(
-        [ScoreRow.from_row(r) for r in rows],
+        rows,
         next_cursor,
-        cursor_after=lambda item: service.encode_cursor(
-            read.fingerprint(pid), item.score, item.objectId
+        cursor_after=lambda row: service.encode_cursor(
+            read.fingerprint(pid), row.score, row.object_id
         ),
         max_bytes=MAX_RESPONSE_BYTES,
+        render=score_row_json,
     )
 
 

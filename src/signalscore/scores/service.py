@@ -35,7 +35,7 @@ from signalscore.db.dialect import rows_by_key
 from signalscore.db.tables import profile_assignments, score_results
 from signalscore.errors import Invalid
 from signalscore.profiles.service import get_profile
-from signalscore.scores.schemas import Bucket, Distribution, ScoreRow, TierCount
+from signalscore.scores.schemas import Bucket, Distribution, TierCount
 from signalscore.vocabulary import Dimension
 
 s = score_results
@@ -51,8 +51,9 @@ SCORE_COLUMNS = (
     s.c.previous_score,
     s.c.tier,
     s.c.previous_tier,
-    s.c.contributions,
-    s.c.previous_contributions,
+    # The documents as JSON text: answers pass them on (`scores.schemas.score_row_json`).
+    sa.cast(s.c.contributions, sa.Text).label("contributions_text"),
+    sa.cast(s.c.previous_contributions, sa.Text).label("previous_contributions_text"),
     s.c.signal_coverage,
     s.c.total_rules,
     s.c.computed_at,
@@ -68,9 +69,10 @@ def read_scores(
     object_ids: Sequence[str],
     profile_id: uuid.UUID | None,
     dimension: str | None,
-) -> list[ScoreRow]:
-    """The rows of these (normalised) objects, in the order of `object_ids`, then
-    `profileId`, then `dimension`."""
+) -> list[Row[Any]]:
+    """The rows of these (normalised) objects (`SCORE_COLUMNS`), in the order of
+    `object_ids`, then `profileId`, then `dimension`: answers render them with
+    `score_row_json`, other readers build `ScoreRow.from_row`."""
     order = {object_id: i for i, object_id in enumerate(dict.fromkeys(object_ids))}
     query = sa.select(*SCORE_COLUMNS).where(
         s.c.organization_id == org_id,
@@ -83,7 +85,7 @@ def read_scores(
         query = query.where(s.c.dimension == dimension)
     rows = list(conn.execute(query))
     rows.sort(key=lambda r: (order[r.object_id], str(r.profile_id), r.dimension))
-    return [ScoreRow.from_row(r) for r in rows]
+    return rows
 
 
 # --- Ranked reads ------------------------------------------------------------------------
