@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -61,6 +62,25 @@ Name = Annotated[
     ),
 ]
 Description = Annotated[str, StringConstraints(max_length=1000, pattern=r"^[^\x00]*$")] | None
+
+
+def whole_number(name: str, code: str, low: int, high: int) -> Callable[[Any], int]:
+    """A validator of a JSON integer field from `low` to `high`. JSON has one number type,
+    so `30.0` is the integer 30 (as JSON Schema's "integer" says); a boolean or a string is
+    not a number. Errors `INVALID_<code>` and `<code>_OUT_OF_RANGE`."""
+
+    def check(value: Any) -> int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise PydanticCustomError(f"INVALID_{code}", f"'{name}' must be a whole number")
+        if not low <= value <= high:
+            raise PydanticCustomError(
+                f"{code}_OUT_OF_RANGE", f"'{name}' must be from {low:,} to {high:,}"
+            )
+        return int(value)
+
+    return check
 
 
 def is_finite_number(value: Any) -> bool:

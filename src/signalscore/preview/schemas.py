@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import Field, PlainValidator, WithJsonSchema
-from pydantic_core import PydanticCustomError
 
 from signalscore.profiles.schemas import TiersSpec
 from signalscore.rules.schemas import RuleUpsert
 from signalscore.rules.service import MAX_RULES_PER_PROFILE
-from signalscore.schemas import RequestModel, ResponseModel
+from signalscore.schemas import RequestModel, ResponseModel, whole_number
 from signalscore.scores.schemas import Distribution
 from signalscore.vocabulary import Dimension
 
@@ -20,23 +19,9 @@ MAX_SAMPLE_SIZE = 100_000
 TOP_MOVERS = 20
 
 
-def _sample_size(value: Any) -> int:
-    # JSON has one number type: 50.0 is the integer 50 (JSON Schema's "integer"); a boolean
-    # or a string is not a number.
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise PydanticCustomError("INVALID_SAMPLE_SIZE", "'sampleSize' must be an integer")
-    if not 1 <= value <= MAX_SAMPLE_SIZE:
-        raise PydanticCustomError(
-            "SAMPLE_SIZE_OUT_OF_RANGE", f"'sampleSize' must be from 1 to {MAX_SAMPLE_SIZE:,}"
-        )
-    return int(value)
-
-
 SampleSize = Annotated[
     int,
-    PlainValidator(_sample_size),
+    PlainValidator(whole_number("sampleSize", "SAMPLE_SIZE", 1, MAX_SAMPLE_SIZE)),
     WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_SAMPLE_SIZE}),
 ]
 

@@ -10,7 +10,7 @@ from pydantic import Field, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from signalscore.rules.point_values import POINT_VALUES_SCHEMA
-from signalscore.schemas import RequestModel, ResponseModel, is_finite_number
+from signalscore.schemas import RequestModel, ResponseModel, is_finite_number, whole_number
 from signalscore.signals.schemas import TemplateRef
 from signalscore.vocabulary import AnswerType, Dimension
 
@@ -18,19 +18,6 @@ MAX_DECAY_STEPS = 10
 #: The largest `afterDays` (about 100 years): any older value has long decayed, and the
 #: instant `observedAt + afterDays` must stay a representable date.
 MAX_AFTER_DAYS = 36_500
-
-
-def _after_days(value: Any) -> int:
-    # JSON has one number type: 30.0 is the integer 30 (as JSON Schema's "integer" says).
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise PydanticCustomError("INVALID_AFTER_DAYS", "'afterDays' must be a positive integer")
-    if not 1 <= value <= MAX_AFTER_DAYS:
-        raise PydanticCustomError(
-            "AFTER_DAYS_OUT_OF_RANGE", f"'afterDays' must be from 1 to {MAX_AFTER_DAYS:,}"
-        )
-    return int(value)
 
 
 def _factor(value: Any) -> int | float:
@@ -41,7 +28,7 @@ def _factor(value: Any) -> int | float:
 
 AfterDays = Annotated[
     int,
-    PlainValidator(_after_days),
+    PlainValidator(whole_number("afterDays", "AFTER_DAYS", 1, MAX_AFTER_DAYS)),
     WithJsonSchema(
         {
             "type": "integer",
