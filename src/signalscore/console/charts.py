@@ -54,27 +54,30 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
-def _y_ticks(top: int, plot_top: float, plot_bottom: float) -> list[Tick]:
-    if top <= 0:
-        return [Tick(plot_bottom, "0")]
-    steps = 4 if top >= 4 else top
-    ticks = []
-    for i in range(steps + 1):
-        value = top * i / steps
-        y = plot_bottom - (plot_bottom - plot_top) * (value / top)
-        ticks.append(Tick(round(y, 1), _number(round(value, 1))))
-    return ticks
+def _scale(most: int) -> tuple[int, int]:
+    """(top of the count axis, step between ticks): whole numbers, at most 4 steps."""
+    if most <= 0:
+        return 1, 1
+    step = max(1, -(-most // 4))
+    return step * -(-most // step), step
+
+
+def _y_ticks(top: int, step: int, plot_top: float, plot_bottom: float) -> list[Tick]:
+    return [
+        Tick(round(plot_bottom - (plot_bottom - plot_top) * value / top, 1), str(value))
+        for value in range(0, top + 1, step)
+    ]
 
 
 def histogram(buckets: Sequence[Any]) -> Histogram:
     """Bars for a distribution's histogram (`scores.schemas.Bucket`: min, max, count)."""
     plot_left, plot_right = LEFT, WIDTH - RIGHT
     plot_top, plot_bottom = TOP, HEIGHT - BOTTOM
-    most = max((b.count for b in buckets), default=0)
+    top, step = _scale(max((b.count for b in buckets), default=0))
     span = (plot_right - plot_left) / max(len(buckets), 1)
     bars: list[Bar] = []
     for i, bucket in enumerate(buckets):
-        height = 0.0 if most == 0 else (plot_bottom - plot_top) * bucket.count / most
+        height = (plot_bottom - plot_top) * bucket.count / top
         last = i == len(buckets) - 1
         label = f"{_number(bucket.min)}–{_number(bucket.max)}{']' if last else ')'}"
         bars.append(
@@ -93,7 +96,7 @@ def histogram(buckets: Sequence[Any]) -> Histogram:
     return Histogram(
         bars=bars,
         x_ticks=x_ticks,
-        y_ticks=_y_ticks(most, plot_top, plot_bottom),
+        y_ticks=_y_ticks(top, step, plot_top, plot_bottom),
         total=sum(b.count for b in buckets),
     )
 

@@ -4,6 +4,7 @@ the static files."""
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 from importlib import resources
 from typing import Any
 
@@ -31,7 +32,9 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    # Not `no-referrer`: under it Chromium sends `Origin: null` with a form post, which the
+    # origin check must refuse. `same-origin` keeps URLs from other sites all the same.
+    "Referrer-Policy": "same-origin",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 
@@ -79,8 +82,11 @@ def fmt_number(value: Any) -> str:
 def fmt_time(value: Any) -> str:
     if value is None:
         return "–"
-    if isinstance(value, str):
-        return value.replace("T", " ").replace(".000000Z", "Z")
+    if isinstance(value, str):  # a contribution's observedAt, stored as RFC 3339 text
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return str(value)
     return str(value.strftime("%Y-%m-%d %H:%M:%S UTC"))
 
 
