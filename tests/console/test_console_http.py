@@ -760,3 +760,34 @@ def test_webhooks_are_created_with_their_secret_shown_once(
     assert detail is not None
     assert "No deliveries yet" in client.get(detail.group(1)).text
     assert client.get("/console/queue").status_code == 200
+
+
+def test_a_webhook_test_event_is_sent_and_its_delivery_listed(
+    client: TestClient, tenant: Tenant
+) -> None:
+    from tests.api.test_webhooks import Receiver
+
+    state = client.app.state  # type: ignore[attr-defined]
+    state.settings = state.settings.model_copy(update={"webhook_allow_private": True})
+    receiver = Receiver()
+    try:
+        csrf = sign_in(client, tenant.key)
+        created = client.post(
+            "/console/webhooks",
+            data={"csrf": csrf, "url": receiver.url, "eventTypes": ["score.changed"]},
+        )
+        assert created.status_code == 200, created.text
+        found = re.search(r'href="(/console/webhooks/[0-9a-f-]{36})"', created.text)
+        assert found is not None
+        detail = found.group(1)
+        refused = client.post(f"{detail}/test", data={}, follow_redirects=False)
+        assert refused.status_code == 403
+        assert receiver.requests == []
+        sent = client.post(f"{detail}/test", data={"csrf": csrf}, follow_redirects=False)
+        assert sent.status_code == 303
+        assert [e["type"] for e in receiver.events()] == ["webhook.test"]
+        page = client.get(sent.headers["location"]).text
+        assert "Test event sent" in page
+        assert "HTTP 200" in page
+    finally:
+        receiver.close()
