@@ -20,6 +20,7 @@ from signalscore.assignments.router import router as assignments_router
 from signalscore.auth.router import router as organization_router
 from signalscore.auth.service import KeyCache
 from signalscore.config import Settings, get_settings
+from signalscore.console.router import router as console_router
 from signalscore.db.engine import Database, create_db_engine
 from signalscore.db.integrity import app_error_for_integrity_error
 from signalscore.deps import reject_unknown_query_params
@@ -109,6 +110,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
 
     _install_error_handlers(app, settings)
     app.include_router(health_router)
+    # The web console (SPEC §14): pages, not API; signed in with a session, not a key.
+    app.include_router(console_router)
     routers = (
         organization_router,
         profiles_router,

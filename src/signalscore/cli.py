@@ -160,6 +160,7 @@ def _bootstrap_default_organization(db: Database, settings: Settings) -> None:
         f"  Its API key is shown only this once; store it now:\n\n"
         f"      {issued.key}\n\n"
         f"  Try:  curl -H 'Authorization: Bearer {issued.key}' {base}/v1/organization\n"
+        f"  Or open the console, {base}/console, and sign in with the key.\n"
         f"{rule}\n"
     )
     sys.stdout.flush()

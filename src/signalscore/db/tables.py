@@ -400,3 +400,23 @@ rate_limit_counters = sa.Table(
     sa.Column("window_start", sa.BigInteger(), primary_key=True),
     sa.Column("count", sa.Integer(), nullable=False),
 )
+
+# Console sign-ins (SPEC §14): an API key exchanged once for a session. The cookie holds
+# `<organization_id>.<secret>`; only the SHA-256 of the secret is stored, keyed by
+# organisation first like every tenant table. A session ends at `expires_at`, at sign-out
+# (the row is deleted), or when its key is revoked (every lookup joins the active key).
+console_sessions = sa.Table(
+    "console_sessions",
+    metadata,
+    _org_column(),
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column(
+        "api_key_id",
+        sa.Uuid(),
+        sa.ForeignKey("api_keys.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+)

@@ -95,7 +95,8 @@ def shape_of(answer_type: str) -> str:
     return "numeric"
 
 
-def _key_path(base: str, key: str) -> str:
+def key_path(base: str, key: str) -> str:
+    """The JSON path of `key` under `base`: `base.key`, or `base["some key"]`."""
     return f"{base}.{key}" if _PLAIN_KEY.match(key) else f'{base}["{key}"]'
 
 
@@ -119,7 +120,7 @@ class _Checker:
         for key in document:
             if key in allowed:
                 continue
-            path = _key_path("pointValues", key)
+            path = key_path("pointValues", key)
             if key in _SHAPE_KEYS or key == "mode":
                 self.problem(
                     path,
@@ -171,7 +172,7 @@ class _Checker:
             return {}
         for key in item:
             if key not in ("min", "max", "points"):
-                self.problem(_key_path(path, key), "UNKNOWN_FIELD", f"unknown field '{key}'")
+                self.problem(key_path(path, key), "UNKNOWN_FIELD", f"unknown field '{key}'")
         bounds: dict[str, Any] = {}
         for key in ("min", "max"):
             bound = item.get(key)
@@ -233,7 +234,7 @@ class _Checker:
         normalized: dict[str, Any] = {}
         seen: dict[str, str] = {}
         for key, points in choices.items():
-            path = _key_path("pointValues.choices", key)
+            path = key_path("pointValues.choices", key)
             label = key.strip()
             if not 1 <= len(label) <= MAX_CHOICE_LENGTH:
                 self.problem(
