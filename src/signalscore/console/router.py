@@ -54,6 +54,7 @@ from signalscore.recompute import queue_status
 from signalscore.rules import service as rules_service
 from signalscore.rules.schemas import RuleUpsert
 from signalscore.scores import service as scores_service
+from signalscore.scores.schemas import ScoreRow
 from signalscore.signals import service as signals_service
 from signalscore.vocabulary import DIMENSIONS, LIST_MODES, OBJECT_TYPES, Dimension
 from signalscore.webhooks import service as webhooks_service
@@ -641,7 +642,12 @@ def object_detail(request: Request, session: SessionDep) -> Response:
     except Invalid:
         raise NotFound(_OBJECT_NOT_FOUND, error_code="OBJECT_NOT_FOUND") from None
     with _database(request).read() as conn:
-        scores = scores_service.read_scores(conn, org_id, object_type, [object_id], None, None)
+        scores = [
+            ScoreRow.from_row(row)
+            for row in scores_service.read_scores(
+                conn, org_id, object_type, [object_id], None, None
+            )
+        ]
         values = signals_service.read_values(conn, org_id, object_type, [object_id])
         assignments = assignments_service.list_assignments(conn, org_id, object_type, object_id)
         read = events_service.HistoryRead(object_type, object_id, limit=HISTORY_PAGE, cursor=cursor)
