@@ -50,7 +50,14 @@ class FaultyReceiver:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
+                length = int(self.headers["Content-Length"])
+                body = self.rfile.read(length)
+                if len(body) < length:
+                    # The sender stopped mid-body (a worker SIGKILLed while sending, or its
+                    # 1 s timeout): no request was made, as a real server sees it; it will
+                    # be sent again.
+                    self.close_connection = True
+                    return
                 with receiver.lock:
                     receiver.requests.append(
                         {
