@@ -13,7 +13,7 @@ from signalscore.schemas import Description, RequestModel, ResponseModel
 
 MAX_PROFILE_FILTERS = 100
 
-Url = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+Url = Annotated[str, StringConstraints(min_length=1, max_length=2000, pattern=r"^[^\x00]*$")]
 EventTypes = Annotated[list[EventType], Field(min_length=1, max_length=4)]
 ProfileIds = Annotated[list[uuid.UUID], Field(max_length=MAX_PROFILE_FILTERS)]
 
