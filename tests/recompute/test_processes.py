@@ -147,6 +147,22 @@ def start_workers(url: str, count: int, audit: Path, *extra: str) -> list[subpro
     ]
 
 
+def wait_for_claim(database: Database, timeout: float = 60) -> str:
+    """The lease holder of the first queue entry seen leased: a worker is at work."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with database.read() as conn:
+            claimed_by = conn.execute(
+                sa.select(recompute_queue.c.claimed_by)
+                .where(recompute_queue.c.claimed_by.is_not(None))
+                .limit(1)
+            ).scalar()
+        if claimed_by:
+            return str(claimed_by)
+        time.sleep(0.005)
+    raise AssertionError("no worker claimed a batch")
+
+
 def wait_for_empty_queue(database: Database, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -160,12 +176,25 @@ def wait_for_empty_queue(database: Database, timeout: float = 180) -> None:
     raise AssertionError("the queue did not drain in time")
 
 
-def stop(processes: list[subprocess.Popen[str]]) -> None:
+def stop(processes: list[subprocess.Popen[str]], timeout: float = 60) -> list[str]:
+    """SIGTERM each worker and wait for it to exit 0; one that has not exited within
+    `timeout` is asked for its threads' stacks (SIGUSR1), killed, and the
+    test fails showing them. Each worker's output."""
+    outputs = []
     for process in processes:
         process.send_signal(signal.SIGTERM)
     for process in processes:
-        output, _ = process.communicate(timeout=60)
+        try:
+            output, _ = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGUSR1)
+            time.sleep(2)
+            process.kill()
+            output, _ = process.communicate()
+            pytest.fail(f"a worker did not exit within {timeout} s of SIGTERM:\n{output}")
         assert process.returncode == 0, output
+        outputs.append(output)
+    return outputs
 
 
 def audit_intervals(path: Path) -> dict[str, list[tuple[float, float, str]]]:
@@ -236,17 +265,7 @@ def test_a_worker_killed_mid_batch_loses_nothing(
     audit = tmp_path / "audit.log"
     [victim] = start_workers(database_url, 1, audit, "--batch-size", "4000", "--lease-seconds", "2")
     try:
-        deadline = time.monotonic() + 60
-        claimed_by = None
-        while time.monotonic() < deadline and claimed_by is None:
-            with database.read() as conn:
-                claimed_by = conn.execute(
-                    sa.select(recompute_queue.c.claimed_by)
-                    .where(recompute_queue.c.claimed_by.is_not(None))
-                    .limit(1)
-                ).scalar()
-            time.sleep(0.005)
-        assert claimed_by, "the worker never claimed its batch"
+        claimed_by = wait_for_claim(database)
         victim.send_signal(signal.SIGKILL)
         victim.communicate(timeout=30)
     finally:
@@ -262,6 +281,43 @@ def test_a_worker_killed_mid_batch_loses_nothing(
 
     [survivor] = start_workers(database_url, 1, audit, "--lease-seconds", "2")
     try:
+        wait_for_empty_queue(database)
+    finally:
+        stop([survivor])
+    assert_scores_fresh(database)
+
+
+def test_sigterm_at_any_moment_stops_a_busy_worker_which_releases_its_leases(
+    database_url: str, database: Database, tenant: Tenant, tmp_path: Path
+) -> None:
+    """A worker SIGTERMed at a random moment of its work exits 0 and leaves nothing leased
+    (the signal is taken by a thread that holds no lock: a handler setting an event could
+    deadlock the loop). SIGUSR1 prints its threads' stacks and it carries on."""
+    companies = [f"t{i}.com" for i in range(3000)]
+    seed_world(database, tenant.org_id, companies)
+    audit = tmp_path / "audit.log"
+    rng = random.Random(5)
+    for round_ in range(3):
+        [worker] = start_workers(database_url, 1, audit, "--batch-size", "20")
+        wait_for_claim(database)
+        time.sleep(rng.uniform(0, 0.3))
+        if round_ == 0:
+            worker.send_signal(signal.SIGUSR1)
+            time.sleep(0.5)
+            assert worker.poll() is None, "SIGUSR1 must not stop the worker"
+        [output] = stop([worker])
+        if round_ == 0:
+            assert "signalscore/recompute/worker.py" in output, output  # the stacks
+        with database.read() as conn:
+            leased = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(recompute_queue)
+                .where(recompute_queue.c.claimed_by.is_not(None))
+            ).scalar()
+        assert leased == 0
+    [survivor] = start_workers(database_url, 1, audit)
+    try:
+        wait_for_claim(database)  # work was left for it, and it is at work (signals handled)
         wait_for_empty_queue(database)
     finally:
         stop([survivor])

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import signal
+import sys
 import threading
 import time
+import traceback
 from types import FrameType
 from typing import Any
 
@@ -87,8 +89,31 @@ class EmbeddedWorker:
             thread.join(max(0.0, deadline - time.monotonic()))
 
 
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+HANDLED_SIGNALS = {*STOP_SIGNALS, signal.SIGUSR1}
+
+
+def _print_stacks() -> None:
+    """Every thread's stack, to stderr: what a stuck worker is doing (SIGUSR1)."""
+    names = {thread.ident: thread.name for thread in threading.enumerate()}
+    for ident, frame in sys._current_frames().items():
+        print(f"Thread {names.get(ident, ident)}:", file=sys.stderr)
+        traceback.print_stack(frame, file=sys.stderr)
+    sys.stderr.flush()
+
+
 def _run_worker_process(settings_json: str) -> None:
-    """Entry point of one standalone worker process."""
+    """Entry point of one standalone worker process.
+
+    The worker runs in a thread of its own while the main thread waits for signals with
+    `sigtimedwait`, the signals it handles blocked in every thread. A Python signal handler
+    would run in the main thread between any two bytecodes, and one that sets a
+    `threading.Event` deadlocks when it interrupts that thread while it holds the same
+    event's lock (inside `Event.wait` or `clear`, which the worker's loop calls all the
+    time): the process then never exits. On SIGTERM or SIGINT the worker finishes the batch
+    in hand, releases its leases and exits; SIGKILL ends it at once (its leases expire).
+    SIGUSR1 prints every thread's stack to stderr, and the worker carries on."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)  # inherited by every thread
     settings = Settings.model_validate_json(settings_json)
     configure_logging(settings.log_level)
     db = Database(
@@ -97,16 +122,20 @@ def _run_worker_process(settings_json: str) -> None:
     worker = Worker(db, worker_config(settings))
     worker.audit = audit_writer(settings.worker_audit_log, worker.worker_id)
     stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        # Finish the batch in hand, release any lease, exit.
-        stop.set()
-        worker.wakeup.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    runner = threading.Thread(target=worker.run, args=(stop,), name="signalscore-worker")
     log.info("worker %s started", worker.worker_id)
-    worker.run(stop)
+    runner.start()
+    while runner.is_alive():
+        received = signal.sigtimedwait(HANDLED_SIGNALS, 0.5)
+        if received is None:
+            continue
+        if received.si_signo == signal.SIGUSR1:
+            _print_stacks()
+            continue
+        break
+    stop.set()
+    worker.wakeup.set()
+    runner.join()
     log.info("worker %s stopped after %d computations", worker.worker_id, worker.computed)
     db.dispose()
 

@@ -581,6 +581,23 @@ class Worker:
             if not sent:
                 stop.wait(backoff)
 
+    def _join(self, *threads: threading.Thread | None) -> None:
+        """Wait for this worker's other threads to finish what they hold, for one lease
+        period at most: a thread stuck past it (a database call that never returns, say)
+        is left behind, a daemon, and what it leased expires as after a crash."""
+        deadline = time.monotonic() + self.config.lease_seconds
+        for thread in threads:
+            if thread is None:
+                continue
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                log.warning(
+                    "worker %s: %s did not stop within %d s; its leases will expire",
+                    self.worker_id,
+                    thread.name,
+                    self.config.lease_seconds,
+                )
+
     def run(self, stop: threading.Event) -> None:
         """Drain the queue until `stop` is set; back off while the database is unreachable."""
         if "native" in BACKENDS:
@@ -595,13 +612,16 @@ class Worker:
         helper = None
         if dialect.concurrent_writers(self.db.dialect):
             helper = threading.Thread(
-                target=self.serve_interactive, args=(stop,), name="signalscore-interactive"
+                target=self.serve_interactive,
+                args=(stop,),
+                name="signalscore-interactive",
+                daemon=True,
             )
             helper.start()
         deliveries = None
         if self.config.deliver_webhooks:
             deliveries = threading.Thread(
-                target=self.serve_webhooks, args=(stop,), name="signalscore-webhooks"
+                target=self.serve_webhooks, args=(stop,), name="signalscore-webhooks", daemon=True
             )
             deliveries.start()
         backoff = self.config.poll_seconds
@@ -631,9 +651,7 @@ class Worker:
                 self.wakeup.clear()
         if helper is not None:
             self.wakeup.interactive.set()
-            helper.join()
-        if deliveries is not None:
-            deliveries.join()
+        self._join(helper, deliveries)
         try:
             release_claims(self.db, self.worker_id)
         except sa.exc.SQLAlchemyError:
