@@ -306,6 +306,38 @@ def analyze(db: Database, *, vacuum: bool) -> None:
         raw.close()
 
 
+def build_profile(
+    db: Database, rows: int, seed: int, *, stale: bool = False
+) -> tuple[Fixture, list[Rule]]:
+    """Step 1 of the docstring on a migrated database: the organisation, key and tiered
+    profile, `rows` assignments and score rows loaded in SQL, then analysed (not with
+    `stale`). Prints the load's figures."""
+    org_id, api_key, profile_id, rules = configure(db)
+    fixture = Fixture(org_id, api_key, profile_id, rows)
+    if stale:
+        analyze(db, vacuum=False)  # statistics of the empty tables, never refreshed
+    pool = contribution_pool(rules, 5000, seed)
+    started = time.perf_counter()
+    if db.dialect == "postgresql":
+        load_postgresql(db, fixture, pool, seed)
+    else:
+        load_sqlite(db, fixture, pool, seed)
+    loaded = time.perf_counter() - started
+    forget_queue(db)
+    print(
+        f"  load: {rows:,} assignments + {rows:,} score rows in {loaded:.1f} s "
+        f"({rows / loaded:,.0f} score rows/s)"
+    )
+    if stale:
+        print("  --stale: no VACUUM / ANALYZE after the load (tables analysed while empty)")
+    else:
+        started = time.perf_counter()
+        analyze(db, vacuum=True)
+        what = "VACUUM ANALYZE" if db.dialect == "postgresql" else "ANALYZE + checkpoint"
+        print(f"  {what}: {time.perf_counter() - started:.1f} s")
+    return fixture, rules
+
+
 def forget_queue(db: Database) -> None:
     """The rule writes recorded a fan-out of the (then empty) profile: nothing to compute."""
     with db.write() as conn:
@@ -905,29 +937,7 @@ def run(args: argparse.Namespace) -> int:
         upgrade_to_head(engine)
         if db.dialect == "postgresql":
             print(f"  {postgres_settings(db)}")
-        org_id, api_key, profile_id, rules = configure(db)
-        fixture = Fixture(org_id, api_key, profile_id, args.rows)
-        if args.stale:
-            analyze(db, vacuum=False)  # statistics of the empty tables, never refreshed
-        pool = contribution_pool(rules, 5000, args.seed)
-        started = time.perf_counter()
-        if db.dialect == "postgresql":
-            load_postgresql(db, fixture, pool, args.seed)
-        else:
-            load_sqlite(db, fixture, pool, args.seed)
-        loaded = time.perf_counter() - started
-        forget_queue(db)
-        print(
-            f"  load: {args.rows:,} assignments + {args.rows:,} score rows in {loaded:.1f} s "
-            f"({args.rows / loaded:,.0f} score rows/s)"
-        )
-        if args.stale:
-            print("  --stale: no VACUUM / ANALYZE after the load (tables analysed while empty)")
-        else:
-            started = time.perf_counter()
-            analyze(db, vacuum=True)
-            what = "VACUUM ANALYZE" if db.dialect == "postgresql" else "ANALYZE + checkpoint"
-            print(f"  {what}: {time.perf_counter() - started:.1f} s")
+        fixture, _rules = build_profile(db, args.rows, args.seed, stale=args.stale)
         print(f"  {database_facts(db, fixture)}")
 
         rnd_seed = args.seed + 1
@@ -952,7 +962,7 @@ def run(args: argparse.Namespace) -> int:
         server = Server(scratch.url)
         client = None
         try:
-            client = Client(server, api_key, profile_id)
+            client = Client(server, fixture.api_key, fixture.profile_id)
             server.wait_ready(client.http)
             desc = {"dimension": "fit", "limit": 100}
             tie = {**desc, "tier": "D", "maxScore": 0}
