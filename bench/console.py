@@ -54,9 +54,7 @@ Results are recorded in docs/benchmarks.md ("Console pages"). In a scratch datab
 from __future__ import annotations
 
 import argparse
-import os
 import random
-import signal
 import sys
 import time
 import uuid
@@ -68,26 +66,25 @@ from urllib.parse import urlencode
 import httpx2 as httpx
 import sqlalchemy as sa
 
-from _common import load_average, scratch_database, speed_probe, value_generators
+from _common import announce, load_average, value_generators
 from ranked import (
     FIT_RULES,
     Fixture,
     Series,
     Server,
-    build_profile,
     database_facts,
     explain,
     forge,
     forget_queue,
     object_id,
-    postgres_settings,
+    profile_arguments,
+    profile_database,
     random_positions,
     sql_baselines,
     statements_of,
 )
 from signalscore.console.router import HISTOGRAM_BUCKETS, RANKED_PAGE
-from signalscore.db.engine import Database, create_db_engine
-from signalscore.db.migrate import upgrade_to_head
+from signalscore.db.engine import Database
 from signalscore.db.tables import score_events
 from signalscore.events.log import EVENT_TYPES
 from signalscore.recompute.compute import recompute_objects
@@ -354,13 +351,11 @@ def in_process(db: Database, fixture: Fixture, runs: int) -> list[Series]:
 
 
 def run(args: argparse.Namespace) -> int:
-    with scratch_database(args.backend, "console", keep=args.keep) as scratch:
-        engine = create_db_engine(scratch.url)
-        db = Database(engine)
-        upgrade_to_head(engine)
-        if db.dialect == "postgresql":
-            print(f"  {postgres_settings(db)}")
-        fixture, _rules = build_profile(db, args.rows, args.seed)
+    with profile_database(args.backend, "console", args.rows, args.seed, keep=args.keep) as (
+        scratch,
+        db,
+        fixture,
+    ):
         started = time.perf_counter()
         events = add_history(db, fixture, args.history, args.seed + 2)
         webhook_id = add_webhooks(db, fixture)
@@ -425,8 +420,7 @@ def run(args: argparse.Namespace) -> int:
             if console is not None:
                 console.http.close()
             server.stop()
-        if server.errors:
-            print("  server errors:", *server.errors[:5], sep="\n    ")
+        if server.failed():
             return 1
         sql_page, sql_count = sql_baselines(db, fixture, args.requests, 10)
         reads = in_process(db, fixture, 10)
@@ -448,7 +442,6 @@ def run(args: argparse.Namespace) -> int:
                 ),
             ),
         )
-        db.dispose()
     print(
         f"\nRESULT {args.backend}, {args.rows:,} rows: every page <= {PAGE_TARGET_MS:g} ms p95: "
         f"{'met' if ok else 'NOT met'} (the preview apart); load average at the end "
@@ -523,23 +516,12 @@ def preview_series(console: Console, fixture: Fixture, profile: str, n: int) -> 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("--backend", choices=["postgresql", "sqlite"], default="postgresql")
-    parser.add_argument("--rows", type=int, default=1_000_000)
+    profile_arguments(parser, seed=16)
     parser.add_argument("--requests", type=int, default=50, help="GETs of each page")
     parser.add_argument("--previews", type=int, default=2, help="previews (0: none)")
     parser.add_argument("--history", type=int, default=6, help="rounds of values + recompute")
-    parser.add_argument("--seed", type=int, default=16)
-    parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    import signalscore
-
-    print(
-        f"console pages: {args.backend}, {args.rows:,} rows; Python {sys.version.split()[0]}, "
-        f"{os.cpu_count()} CPUs, load average {load_average()}, speed probe sum(range(1000)) = "
-        f"{speed_probe():.1f} µs; signalscore from {os.path.dirname(signalscore.__file__)}"
-    )
+    announce(f"console pages: {args.backend}, {args.rows:,} rows")
     return run(args)
 
 
