@@ -370,6 +370,24 @@ def load_average() -> str:
         return "?"
 
 
+def announce(what: str) -> None:
+    """Start a benchmark's run: clean up (servers stopped, scratch databases dropped) on
+    Ctrl-C and on SIGTERM, and print what runs, on what machine, in what state, and where
+    `signalscore` is imported from."""
+    import signal
+    import sys
+
+    import signalscore
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    print(
+        f"{what}; Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
+        f"{load_average()}, speed probe sum(range(1000)) = {speed_probe():.1f} µs; "
+        f"signalscore from {os.path.dirname(signalscore.__file__)}"
+    )
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -60,11 +60,10 @@ In a scratch database created (and dropped) by this run:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import os
 import random
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -83,12 +82,13 @@ from _common import (
     RULES,
     TEMPLATES,
     VENV_BIN,
+    ScratchDatabase,
+    announce,
     copy_assignments,
     free_port,
     load_average,
     percentile,
     scratch_database,
-    speed_probe,
     value_generators,
 )
 from signalscore.auth.service import create_organization
@@ -306,6 +306,56 @@ def analyze(db: Database, *, vacuum: bool) -> None:
         raw.close()
 
 
+def build_profile(
+    db: Database, rows: int, seed: int, *, stale: bool = False
+) -> tuple[Fixture, list[Rule]]:
+    """Step 1 of the docstring on a migrated database: the organisation, key and tiered
+    profile, `rows` assignments and score rows loaded in SQL, then analysed (not with
+    `stale`). Prints the load's figures."""
+    org_id, api_key, profile_id, rules = configure(db)
+    fixture = Fixture(org_id, api_key, profile_id, rows)
+    if stale:
+        analyze(db, vacuum=False)  # statistics of the empty tables, never refreshed
+    pool = contribution_pool(rules, 5000, seed)
+    started = time.perf_counter()
+    if db.dialect == "postgresql":
+        load_postgresql(db, fixture, pool, seed)
+    else:
+        load_sqlite(db, fixture, pool, seed)
+    loaded = time.perf_counter() - started
+    forget_queue(db)
+    print(
+        f"  load: {rows:,} assignments + {rows:,} score rows in {loaded:.1f} s "
+        f"({rows / loaded:,.0f} score rows/s)"
+    )
+    if stale:
+        print("  --stale: no VACUUM / ANALYZE after the load (tables analysed while empty)")
+    else:
+        started = time.perf_counter()
+        analyze(db, vacuum=True)
+        what = "VACUUM ANALYZE" if db.dialect == "postgresql" else "ANALYZE + checkpoint"
+        print(f"  {what}: {time.perf_counter() - started:.1f} s")
+    return fixture, rules
+
+
+@contextlib.contextmanager
+def profile_database(
+    backend: str, tag: str, rows: int, seed: int, *, keep: bool, stale: bool = False
+) -> Iterator[tuple[ScratchDatabase, Database, Fixture]]:
+    """A scratch database, migrated, with the profile of `build_profile`; dropped after
+    (unless `keep`)."""
+    with scratch_database(backend, tag, keep=keep) as scratch:
+        db = Database(create_db_engine(scratch.url))
+        try:
+            upgrade_to_head(db.engine)
+            if db.dialect == "postgresql":
+                print(f"  {postgres_settings(db)}")
+            fixture, _rules = build_profile(db, rows, seed, stale=stale)
+            yield scratch, db, fixture
+        finally:
+            db.dispose()
+
+
 def forget_queue(db: Database) -> None:
     """The rule writes recorded a fan-out of the (then empty) profile: nothing to compute."""
     with db.write() as conn:
@@ -414,6 +464,12 @@ class Server:
                 pass
             time.sleep(0.1)
         raise RuntimeError("server did not become ready")
+
+    def failed(self) -> bool:
+        """Whether the server logged an error (the first five are printed)."""
+        if self.errors:
+            print("  server errors:", *self.errors[:5], sep="\n    ")
+        return bool(self.errors)
 
     def stop(self) -> None:
         self.process.terminate()
@@ -899,35 +955,9 @@ def print_results(series: list[Series], baselines: dict[str, Series]) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    with scratch_database(args.backend, "ranked", keep=args.keep) as scratch:
-        engine = create_db_engine(scratch.url)
-        db = Database(engine)
-        upgrade_to_head(engine)
-        if db.dialect == "postgresql":
-            print(f"  {postgres_settings(db)}")
-        org_id, api_key, profile_id, rules = configure(db)
-        fixture = Fixture(org_id, api_key, profile_id, args.rows)
-        if args.stale:
-            analyze(db, vacuum=False)  # statistics of the empty tables, never refreshed
-        pool = contribution_pool(rules, 5000, args.seed)
-        started = time.perf_counter()
-        if db.dialect == "postgresql":
-            load_postgresql(db, fixture, pool, args.seed)
-        else:
-            load_sqlite(db, fixture, pool, args.seed)
-        loaded = time.perf_counter() - started
-        forget_queue(db)
-        print(
-            f"  load: {args.rows:,} assignments + {args.rows:,} score rows in {loaded:.1f} s "
-            f"({args.rows / loaded:,.0f} score rows/s)"
-        )
-        if args.stale:
-            print("  --stale: no VACUUM / ANALYZE after the load (tables analysed while empty)")
-        else:
-            started = time.perf_counter()
-            analyze(db, vacuum=True)
-            what = "VACUUM ANALYZE" if db.dialect == "postgresql" else "ANALYZE + checkpoint"
-            print(f"  {what}: {time.perf_counter() - started:.1f} s")
+    with profile_database(
+        args.backend, "ranked", args.rows, args.seed, keep=args.keep, stale=args.stale
+    ) as (scratch, db, fixture):
         print(f"  {database_facts(db, fixture)}")
 
         rnd_seed = args.seed + 1
@@ -952,7 +982,7 @@ def run(args: argparse.Namespace) -> int:
         server = Server(scratch.url)
         client = None
         try:
-            client = Client(server, api_key, profile_id)
+            client = Client(server, fixture.api_key, fixture.profile_id)
             server.wait_ready(client.http)
             desc = {"dimension": "fit", "limit": 100}
             tie = {**desc, "tier": "D", "maxScore": 0}
@@ -1009,8 +1039,7 @@ def run(args: argparse.Namespace) -> int:
             if client is not None:
                 client.http.close()
             server.stop()
-        if server.errors:
-            print("  server errors:", *server.errors[:5], sep="\n    ")
+        if server.failed():
             return 1
         print(
             f"  distribution answer: scored {answer['scored']:,}, assigned "
@@ -1029,7 +1058,6 @@ def run(args: argparse.Namespace) -> int:
         )
         breakdown(db, fixture, plan_cursors["desc"])
         explain_all(db, scratch.url, fixture, plan_cursors)
-        db.dispose()
     print(
         f"\nRESULT {args.backend}{' --stale' if args.stale else ''}: targets "
         f"{'met' if ok else 'NOT met'}; load average at the end {load_average()}"
@@ -1037,10 +1065,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+def profile_arguments(parser: argparse.ArgumentParser, seed: int) -> None:
+    """The options of `profile_database`: --backend, --rows, --seed, --keep."""
     parser.add_argument("--backend", choices=["postgresql", "sqlite"], default="postgresql")
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=seed)
+    parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    profile_arguments(parser, seed=13)
     parser.add_argument(
         "--stale",
         action="store_true",
@@ -1051,20 +1086,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--random", type=int, default=200, help="pages from random rows")
     parser.add_argument("--tie-pages", type=int, default=100, help="pages per tie/asc/tier read")
     parser.add_argument("--distributions", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=13)
-    parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     args = parser.parse_args(argv)
-    # Clean up (server stopped, scratch database dropped) on Ctrl-C and on SIGTERM.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    import signalscore
-
-    print(
-        f"ranked reads: {args.backend}{' --stale' if args.stale else ''}, {args.rows:,} rows; "
-        f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
-        f"{load_average()}, speed probe sum(range(1000)) = {speed_probe():.1f} µs; "
-        f"signalscore from {os.path.dirname(signalscore.__file__)}"
-    )
+    announce(f"ranked reads: {args.backend}{' --stale' if args.stale else ''}, {args.rows:,} rows")
     return run(args)
 
 
