@@ -100,6 +100,7 @@ from signalscore.profiles.schemas import ProfileCreate
 from signalscore.profiles.service import create_profile
 from signalscore.rules.schemas import RuleUpsert
 from signalscore.rules.service import upsert_rule
+from signalscore.scores import counts as score_counts
 from signalscore.scores import service
 from signalscore.signals.schemas import TemplateCreate
 from signalscore.signals.service import create_template
@@ -324,6 +325,10 @@ def build_profile(
         load_sqlite(db, fixture, pool, seed)
     loaded = time.perf_counter() - started
     forget_queue(db)
+    started = time.perf_counter()
+    with db.write() as conn:  # what the pipeline keeps with every score change
+        score_counts.rebuild(conn, org_id)
+    print(f"  score counts recounted in {time.perf_counter() - started:.1f} s")
     print(
         f"  load: {rows:,} assignments + {rows:,} score rows in {loaded:.1f} s "
         f"({rows / loaded:,.0f} score rows/s)"

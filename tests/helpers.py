@@ -223,6 +223,66 @@ def assert_scores_fresh(database: Database, now: datetime | None = None) -> None
     for key, value in expected.items():
         assert stored[key] == value, (key, stored[key], value)
     assert_events_replay(database)
+    assert_counts_exact(database)
+
+
+def assert_counts_exact(database: Database) -> None:
+    """The counts of `scores/counts.py` equal a count of the rows: score rows for every
+    organisation, profile, dimension, score and tier, with no row at 0; assignments for
+    every profile."""
+    import sqlalchemy as sa
+
+    from signalscore.db.tables import (
+        assignment_counts,
+        profile_assignments,
+        score_counts,
+        score_results,
+    )
+
+    s, t = score_results, score_counts
+    with database.read() as conn:
+        expected = {
+            (row[0], row[1], row[2], row[3], row[4] or ""): row[5]
+            for row in conn.execute(
+                sa.select(
+                    s.c.organization_id,
+                    s.c.profile_id,
+                    s.c.dimension,
+                    s.c.score,
+                    s.c.tier,
+                    sa.func.count(),
+                ).group_by(s.c.organization_id, s.c.profile_id, s.c.dimension, s.c.score, s.c.tier)
+            )
+        }
+        kept = {
+            (row[0], row[1], row[2], row[3], row[4]): row[5]
+            for row in conn.execute(
+                sa.select(
+                    t.c.organization_id,
+                    t.c.profile_id,
+                    t.c.dimension,
+                    t.c.score,
+                    t.c.tier,
+                    t.c.count,
+                )
+            )
+        }
+    assert kept == expected, {
+        key: (kept.get(key), expected.get(key))
+        for key in kept.keys() | expected.keys()
+        if kept.get(key) != expected.get(key)
+    }
+    a, n = profile_assignments, assignment_counts
+    with database.read() as conn:
+        assigned = dict(
+            conn.execute(sa.select(a.c.profile_id, sa.func.count()).group_by(a.c.profile_id)).all()
+        )
+        counted = {
+            profile_id: count
+            for profile_id, count in conn.execute(sa.select(n.c.profile_id, n.c.assigned))
+            if count  # a profile whose objects were all unassigned keeps a row at 0
+        }
+    assert counted == assigned
 
 
 def fan_out(database: Database) -> int:

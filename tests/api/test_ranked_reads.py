@@ -15,6 +15,7 @@ import pytest
 from signalscore.db.engine import Database
 from signalscore.db.tables import profile_assignments, score_results
 from signalscore.db.types import utcnow
+from signalscore.scores import counts as score_counts
 from tests.api.conftest import World, score_through_pipeline
 from tests.helpers import Tenant, assert_error, reference_tier
 
@@ -88,6 +89,7 @@ def insert_rows(
                 for (object_id, dimension), score in scores.items()
             ],
         )
+        score_counts.rebuild(conn, org_id)  # as a direct load must
 
 
 def random_scores(rng: random.Random, n: int, prefix: str = "") -> dict[tuple[str, str], float]:

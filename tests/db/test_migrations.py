@@ -118,3 +118,23 @@ def test_score_documents_compress_with_lz4(backend: str, empty_engine: Engine) -
     assert methods() == {"contributions": "l", "previous_contributions": "l"}
     command.downgrade(alembic_config(empty_engine), "0009")
     assert methods() == {"contributions": "", "previous_contributions": ""}
+
+
+def test_the_score_counts_migration_counts_the_rows_already_stored(empty_engine: Engine) -> None:
+    """Migration 0016 fills `score_counts` from the score rows a database already has."""
+    from signalscore.db.engine import Database
+    from tests.helpers import assert_counts_exact, drain, make_tenant
+    from tests.recompute.test_processes import seed_world
+
+    upgrade_to_head(empty_engine)
+    database = Database(empty_engine)
+    tenant = make_tenant(database)
+    seed_world(database, tenant.org_id, [f"m{i}.com" for i in range(80)])
+    drain(database)
+    command.downgrade(alembic_config(empty_engine), "0015")
+    command.upgrade(alembic_config(empty_engine), "head")
+    with empty_engine.connect() as conn:
+        kept = conn.execute(sa.text("SELECT count(*), sum(count) FROM score_counts")).one()
+    assert kept[0] > 10
+    assert kept[1] == 160  # 80 companies, fit and urgency
+    assert_counts_exact(database)

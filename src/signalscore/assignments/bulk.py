@@ -24,6 +24,7 @@ from signalscore.errors import FieldProblem
 from signalscore.objects import normalize_object_id
 from signalscore.profiles.service import get_profile
 from signalscore.recompute import enqueue_new_assignments
+from signalscore.scores import counts as score_counts
 
 CSV_REQUIRED = ("objectId",)
 CSV_OPTIONAL = ("objectType",)
@@ -112,6 +113,7 @@ def import_assignments(
                 ).where(~already),
             )
         )
+        score_counts.add_assigned(conn, org_id, profile_id, int(assigned))
         dialect.drop_staging(conn)
     dialect.analyze_if_stale(db.engine, _READS)
     return AssignmentsImportResult(

@@ -16,6 +16,7 @@ from signalscore.errors import Invalid, NotFound
 from signalscore.profiles.schemas import Profile
 from signalscore.profiles.service import get_profile
 from signalscore.recompute import Lane, compute_now, enqueue_objects
+from signalscore.scores import counts as score_counts
 
 a = profile_assignments
 
@@ -93,6 +94,7 @@ def assign(
             assigned_at=assignment.assignedAt,
         )
     )
+    score_counts.add_assigned(conn, org_id, profile_id, 1)
     compute_now(conn, org_id, object_type, [object_id])
     return assignment, True
 
@@ -148,6 +150,7 @@ def assign_many(
                 for c in created
             ],
         )
+        score_counts.add_assigned(conn, org_id, profile_id, len(created))
         enqueue_objects(
             conn, org_id, object_type, [c.objectId for c in created], lane=Lane.INTERACTIVE
         )
@@ -159,11 +162,14 @@ def unassign(conn: Connection, org_id: str, assignment_id: uuid.UUID) -> None:
     again in this transaction (`compute_now`), which removes the rows no assignment justifies
     any more. So a worker that read the object before this change stores nothing over it."""
     row = conn.execute(
-        sa.select(a.c.object_type, a.c.object_id).where(
+        sa.select(a.c.profile_id, a.c.object_type, a.c.object_id).where(
             a.c.organization_id == org_id, a.c.id == assignment_id
         )
     ).one_or_none()
     if row is None:
         raise NotFound("assignment not found", error_code="ASSIGNMENT_NOT_FOUND")
-    conn.execute(sa.delete(a).where(a.c.organization_id == org_id, a.c.id == assignment_id))
+    removed = conn.execute(
+        sa.delete(a).where(a.c.organization_id == org_id, a.c.id == assignment_id)
+    ).rowcount
+    score_counts.add_assigned(conn, org_id, row.profile_id, -removed)
     compute_now(conn, org_id, row.object_type, [row.object_id])

@@ -1111,6 +1111,12 @@ def count_stashed_deletions(conn: Connection) -> int:
     return int(conn.execute(sa.select(sa.func.count()).select_from(_deleted_scores)).scalar_one())
 
 
+def stashed_profiles(conn: Connection) -> list[uuid.UUID]:
+    """The profiles whose score rows are stashed (being deleted)."""
+    d = _deleted_scores
+    return list(conn.execute(sa.select(d.c.profile_id).distinct()).scalars())
+
+
 # The `changes` of a deleted row: every rule's contribution as `before` (as `events.log.changes`
 # builds it), `after` null.
 _PG_DELETED_CHANGES = """COALESCE((

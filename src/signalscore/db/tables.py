@@ -188,6 +188,23 @@ profile_assignments = sa.Table(
     sa.Index("ix_profile_assignments_object", "organization_id", "object_type", "object_id"),
 )
 
+# How many objects each profile has assigned: what a distribution's `assigned` reads instead
+# of counting them (scores/counts.py). Kept by every assignment write, in its transaction
+# (assignments/service.py, assignments/bulk.py); deleted with the profile.
+assignment_counts = sa.Table(
+    "assignment_counts",
+    metadata,
+    _org_column(),
+    sa.Column("profile_id", sa.Uuid(), primary_key=True),
+    sa.Column("assigned", sa.BigInteger(), nullable=False),
+    sa.ForeignKeyConstraint(
+        ["organization_id", "profile_id"],
+        ["scoring_profiles.organization_id", "scoring_profiles.id"],
+        name="fk_assignment_counts_profile",
+        ondelete="CASCADE",
+    ),
+)
+
 # The recompute queue (SPEC §7): at most one entry per object. An entry is pending while
 # `lease_until` is NULL (or expired) and running while a worker holds an unexpired lease;
 # `rerun` records a trigger that arrived while it was running, so it computes once more.
@@ -294,6 +311,21 @@ score_results = sa.Table(
         postgresql_where=sa.text("next_change_at IS NOT NULL"),
         sqlite_where=sa.text("next_change_at IS NOT NULL"),
     ),
+)
+
+# How many score rows a (profile, dimension) has at each (score, tier): what a distribution
+# (SPEC §9) reads instead of counting a million rows. Kept in the transaction of every score
+# change, from its events (scores/counts.py); a row exists only while its count is above 0.
+# `tier` is '' for rows without a tier (tier names are never empty).
+score_counts = sa.Table(
+    "score_counts",
+    metadata,
+    _org_column(),
+    sa.Column("profile_id", sa.Uuid(), primary_key=True),
+    sa.Column("dimension", sa.String(16), primary_key=True),
+    sa.Column("score", sa.Float(), primary_key=True),
+    sa.Column("tier", sa.String(50), primary_key=True),
+    sa.Column("count", sa.BigInteger(), nullable=False),
 )
 
 # The event log (SPEC §10): one row per change of a score row, in the transaction that makes

@@ -16,9 +16,11 @@ below s either is visible already or was never written. A consumer reading
 design, a database sequence at insert time, breaks exactly this: numbers are taken in one
 order and committed in another).
 
-The counter is the last lock such a transaction takes, and it waits for nothing while holding
-it: no deadlock can involve it. What it costs is that the event-writing tails of one
-organisation's transactions (the events' INSERT and the commit) run one at a time.
+The counter is the last lock such a transaction takes but for the score counts it keeps
+(`scores/counts.py`), which only transactions holding the counter touch; it waits for
+nothing else while holding it: no deadlock can involve it. What it costs is that the
+event-writing tails of one organisation's transactions (the events' INSERT, the counts and
+the commit) run one at a time.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from sqlalchemy.engine import Connection
 from signalscore.db import dialect
 from signalscore.db.engine import before_commit
 from signalscore.db.types import utcnow
+from signalscore.scores import counts as score_counts
 
 CREATED = "score.created"
 CHANGED = "score.changed"
@@ -93,7 +96,9 @@ class _Log:
             last = dialect.reserve_sequences(conn, org_id, total)
             first = last - total + 1
             dialect.insert_events(conn, org_id, first, now, waiting.events)
+            score_counts.apply(conn, org_id, score_counts.deltas(waiting.events))
             if stashed:
+                score_counts.forget(conn, org_id, dialect.stashed_profiles(conn))
                 dialect.insert_stashed_deletions(conn, org_id, first + len(waiting.events), now)
 
 

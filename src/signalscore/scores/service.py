@@ -2,8 +2,8 @@
 never computes. Every function is scoped to one organisation in its SQL; the answers are
 built from rows by the response models (`ScoreRow.from_row`).
 
-Ranked reads and distributions walk `ix_score_results_rank` (organization, profile,
-dimension, score, object_id, tier):
+Ranked reads walk `ix_score_results_rank` (organization, profile, dimension, score,
+object_id, tier):
 
 - A page is ordered by score (either direction), then `objectId` ascending. The index
   serves the ascending order as it is. For the descending one, only score runs backwards
@@ -13,9 +13,10 @@ dimension, score, object_id, tier):
   which is exact for every score above the last one read), and the last score's rows again
   forwards, from its smallest `objectId`. At most three short range reads, whatever the
   ties: never a sort of a large group of equal scores.
-- A distribution is one `GROUP BY score, tier` over the index (scores have 2 decimals, so
-  at most 10,001 groups per tier); the histogram, mean, percentiles and tier counts are
-  computed from the groups in Python, exactly.
+- A distribution reads the (score, tier) counts kept with every score change
+  (`scores/counts.py`; scores have 2 decimals, so at most 10,001 per tier), instead of a
+  `GROUP BY` over a million rows; the histogram, mean, percentiles and tier counts are
+  computed from them in Python, exactly.
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ from sqlalchemy.engine import Connection, Row
 
 from signalscore import cursors
 from signalscore.db.dialect import rows_by_key
-from signalscore.db.tables import profile_assignments, score_results
+from signalscore.db.tables import score_results
 from signalscore.errors import Invalid
 from signalscore.profiles.service import get_profile
+from signalscore.scores import counts as score_counts
 from signalscore.scores.schemas import Bucket, Distribution, TierCount
 from signalscore.vocabulary import Dimension
 
@@ -324,21 +326,8 @@ def distribution(
 ) -> Distribution:
     """SPEC §9 distribution of the profile's rows in `dimension`."""
     profile = get_profile(conn, org_id, profile_id)
-    a = profile_assignments
-    assigned = conn.execute(
-        sa.select(sa.func.count())
-        .select_from(a)
-        .where(a.c.organization_id == org_id, a.c.profile_id == profile_id)
-    ).scalar_one()
-    groups = conn.execute(
-        sa.select(s.c.score, s.c.tier, sa.func.count())
-        .where(
-            s.c.organization_id == org_id,
-            s.c.profile_id == profile_id,
-            s.c.dimension == dimension,
-        )
-        .group_by(s.c.score, s.c.tier)
-    ).all()
+    assigned = score_counts.assigned(conn, org_id, profile_id)
+    groups = score_counts.groups(conn, org_id, profile_id, dimension)
     tiers = (profile.tiers or {}).get(dimension, [])
     return distribution_of(dimension, assigned, groups, tiers, buckets)
 
