@@ -274,9 +274,11 @@ def assert_counts_exact(database: Database) -> None:
     }
     a, n = profile_assignments, assignment_counts
     with database.read() as conn:
-        assigned = dict(
-            conn.execute(sa.select(a.c.profile_id, sa.func.count()).group_by(a.c.profile_id)).all()
-        )
+        assigned: dict[Any, int] = {}
+        for profile_id, count in conn.execute(
+            sa.select(a.c.profile_id, sa.func.count()).group_by(a.c.profile_id)
+        ):
+            assigned[profile_id] = count
         counted = {
             profile_id: count
             for profile_id, count in conn.execute(sa.select(n.c.profile_id, n.c.assigned))

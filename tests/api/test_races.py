@@ -401,3 +401,74 @@ def test_tier_changes_racing_value_writes_rule_writes_and_a_worker_leave_scores_
 
     outcomes = run_trials(trials(backend, 20), trial)
     assert outcomes["fresh"] == trials(backend, 20)
+
+
+def test_profile_deletions_racing_a_worker_and_value_writes_leave_the_counts_exact(
+    client: TestClient, tenant: Tenant, database: Database, backend: str, pool: ThreadPoolExecutor
+) -> None:
+    """A profile deleted while a worker stores its objects' scores and values are written
+    for them: the distribution counts (scores/counts.py) still equal a recount of the rows,
+    with nothing left of the deleted profile, and the other profile's rows stay fresh."""
+    world = build_world(client, tenant)
+    objects = [f"d{i}.com" for i in range(16)]
+    worker = Worker(database, WorkerConfig(batch_size=4, lease_seconds=30))
+
+    def trial(index: int) -> str:
+        created = world.call(
+            "POST",
+            "/v1/scoring/profiles",
+            json={
+                "profileType": "company",
+                "name": f"Doomed {index}",
+                "tiers": {"fit": [{"name": "A", "minScore": 40}, {"name": "B", "minScore": 0}]},
+            },
+        )
+        assert created.status_code == 201, created.text
+        doomed = created.json()["id"]
+        rule = {
+            "signalTemplateId": "employees",
+            "dimension": "fit",
+            "answerType": "number",
+            "pointValues": {"ranges": [{"min": 0, "max": 50, "points": 20 + index}]},
+        }
+        assert world.call("PUT", f"/v1/scoring/profiles/{doomed}/rules", json=rule).is_success
+        for profile_id in (doomed, world.profile_id):
+            assigned = world.call(
+                "POST",
+                "/v1/scoring/assignments/bulk",
+                json={"profileId": profile_id, "objectType": "company", "objectIds": objects},
+            )
+            assert assigned.status_code == 201, assigned.text
+        drain(database)
+
+        def values(shift: int) -> list[dict[str, Any]]:
+            return [
+                {
+                    "objectType": "company",
+                    "objectId": object_id,
+                    "signalTemplateId": "employees",
+                    "value": (index * 11 + k * 7 + shift) % 90,
+                }
+                for k, object_id in enumerate(objects)
+            ]
+
+        assert world.call("PUT", "/v1/signals/values", json={"values": values(0)}).is_success
+        running = pool.submit(worker.run_once)
+        responses = race(
+            client,
+            tenant,
+            pool,
+            [
+                ("DELETE", f"/v1/scoring/profiles/{doomed}", {}),
+                ("PUT", "/v1/signals/values", {"json": {"values": values(37)}}),
+            ],
+        )
+        running.result(timeout=60)
+        no_5xx(responses)
+        assert [r.status_code for r in responses] == [204, 200], [r.text for r in responses]
+        drain(database)
+        assert_scores_fresh(database)  # and the counts exact
+        return "exact"
+
+    outcomes = run_trials(trials(backend, 15), trial)
+    assert outcomes["exact"] == trials(backend, 15)

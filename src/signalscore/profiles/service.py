@@ -139,10 +139,19 @@ def update_profile(
 
 def delete_profile(conn: Connection, org_id: str, profile_id: uuid.UUID) -> None:
     """Delete the profile; its rules, assignments and score rows go with it (FK cascades).
-    The score rows go first, each with its `score.deleted` event (SPEC §10)."""
-    events.record_profile_deletion(conn, org_id, profile_id)
-    deleted = conn.execute(
-        sa.delete(p).where(p.c.organization_id == org_id, p.c.id == profile_id)
-    ).rowcount
-    if not deleted:
+    The score rows go first, each with its `score.deleted` event (SPEC §10).
+
+    The profile row is locked first, before its score rows: a worker storing scores holds
+    its profiles (`FOR KEY SHARE`) before it touches their rows, in the same order, so either
+    the worker stores first and this deletion then deletes what it stored, or this deletion
+    commits first and the worker finds the profile gone and stores nothing for it (no event
+    for a row that no longer exists, no deadlock)."""
+    found = conn.execute(
+        sa.select(p.c.id)
+        .where(p.c.organization_id == org_id, p.c.id == profile_id)
+        .with_for_update()
+    ).one_or_none()
+    if found is None:
         raise NotFound("scoring profile not found", error_code="PROFILE_NOT_FOUND")
+    events.record_profile_deletion(conn, org_id, profile_id)
+    conn.execute(sa.delete(p).where(p.c.organization_id == org_id, p.c.id == profile_id))

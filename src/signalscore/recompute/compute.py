@@ -253,8 +253,8 @@ def _existing_profiles(
 ) -> set[uuid.UUID]:
     """Which of these profiles still exist, each held (`FOR KEY SHARE` on PostgreSQL) until
     the transaction ends: a profile deleted after a worker's read gets no new score row (its
-    foreign key would fail), and one being deleted now waits for this write, whose rows its
-    cascade then removes."""
+    foreign key would fail) and no event, and one being deleted now waits for this write,
+    whose rows it then removes."""
     p = scoring_profiles
     found: set[uuid.UUID] = set()
     for among in id_filters(conn, p.c.id, sorted(profile_ids)):
@@ -288,6 +288,15 @@ def store_results(
     results = [r for r in computed.results if r[1] in wanted]
     stats = RecomputeStats(objects=len(object_ids))
     stored = _load_scores(conn, org_id, object_type, object_ids)
+    # Every profile concerned is held until the commit before any of its rows is written
+    # (the order of `profiles.service.delete_profile`, which only deletes score rows): one
+    # deleted meanwhile is skipped, rows, events and counts alike, and one being deleted
+    # now waits for this store, then deletes what it stored.
+    concerned = {r[0] for r in results} | {key[0] for key in stored}
+    existing = _existing_profiles(conn, org_id, sorted(concerned))
+    if existing != concerned:
+        results = [r for r in results if r[0] in existing]
+        stored = {key: row for key, row in stored.items() if key[0] in existing}
     by_id = {row.id: row for row in stored.values()}
     inserts: list[dialect.NewRow] = []
     # Rows whose score, contributions or tier moved.
@@ -319,9 +328,6 @@ def store_results(
                 changed.append((old.id, result, fingerprint, tier))
     # Whatever is left has no reason to exist any more.
     deleted = [row.id for row in stored.values()]
-    if inserts:  # only new rows need their profile: one deleted since the read gets none
-        existing = _existing_profiles(conn, org_id, list({row[0] for row in inserts}))
-        inserts = [row for row in inserts if row[0] in existing]
 
     # The events read the old contributions: before they are overwritten.
     _record_events(conn, org_id, object_type, by_id, inserts, changed, deleted)
