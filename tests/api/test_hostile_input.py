@@ -32,6 +32,12 @@ class Endpoint:
     timestamps: tuple[str, ...] = ()
 
 
+PREVIEW = "/v1/scoring/profiles/{pid}/preview"
+# A rule's decay (SPEC §13): 1-10 steps, afterDays 1-36,500 strictly increasing, factor 0-1
+# non-increasing.
+DECAY = {"steps": [{"afterDays": 30, "factor": 0.5}, {"afterDays": 90, "factor": 0}]}
+
+
 def _value(**fields: Any) -> dict[str, Any]:
     item = {"objectType": "company", "objectId": "acme.com", "signalTemplateId": "crm"}
     item.update(fields)
@@ -175,6 +181,29 @@ ENDPOINTS = [
         "/v1/scoring/compute",
         {"objectType": "company", "objectIds": ["acme.com"]},
         ("objectType", "objectIds[0]"),
+    ),
+    # Writes nothing (SPEC §12), but its rules and tiers are checked as their writes check
+    # them: hostile input is the same 422 at `rules[0]...`, and a preview with an accepted
+    # extreme number answers 200 with no row changed.
+    Endpoint(
+        "preview",
+        "POST",
+        PREVIEW,
+        {
+            "rules": [
+                {
+                    "signalTemplateId": "employees",
+                    "dimension": "fit",
+                    "answerType": "number",
+                    "pointValues": {"ranges": [{"min": 0, "max": 100, "points": 5}]},
+                    "decay": DECAY,
+                }
+            ],
+            "tiers": {"fit": [{"name": "A", "minScore": 50}]},
+            "sampleSize": 10,
+        },
+        ("rules[0].signalTemplateId", "rules[0].dimension", "tiers.fit[0].name"),
+        numbers=("rules[0].pointValues.ranges[0].points", "tiers.fit[0].minScore", "sampleSize"),
     ),
 ]
 
@@ -335,11 +364,13 @@ def test_hostile_strings_are_refused_and_change_nothing(
 
 
 def _accepts(endpoint: Endpoint, field: str, number: float) -> bool:
-    """Whether the contract accepts `number` in this field (SPEC §4, §5)."""
+    """Whether the contract accepts `number` in this field (SPEC §4, §5, §9, §12)."""
     if not math.isfinite(number):
         return False
-    if endpoint.name in ("values (percentage)", "profile tiers"):
+    if endpoint.name == "values (percentage)" or field.endswith("minScore"):
         return 0 <= number <= 100
+    if field == "sampleSize":
+        return number.is_integer() and 1 <= number <= 100_000
     if field.endswith(("points", "Salesforce")):
         return abs(number) <= 1_000_000
     if field.endswith(".min"):
@@ -365,6 +396,21 @@ def test_extreme_numbers_are_refused_or_read_back_the_same(
     number = _number(literal)
     if not _accepts(endpoint, field, number):
         _rejected_without_change(world, database, endpoint, body, raw=literal)
+        return
+    if endpoint.path == PREVIEW:
+        # An assigned object with a value, so the proposed rule runs through the engine.
+        assignment = {
+            "profileId": world.profile_id,
+            "objectType": "company",
+            "objectId": "acme.com",
+        }
+        assert world.call("POST", "/v1/scoring/assignments", json=assignment).status_code == 201
+        before = snapshot(database)
+        response = _send(world, endpoint, body, literal)
+        assert response.status_code == 200, response.text
+        assert response.json()["objects"] == 1
+        assert snapshot(database) == before
+        _reads_answer_200(world)
         return
     response = _send(world, endpoint, body, literal)
     assert response.status_code == 200, response.text
