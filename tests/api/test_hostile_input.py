@@ -216,7 +216,7 @@ ENDPOINTS = [
             "tiers": {"fit": [{"name": "A", "minScore": 50}]},
             "sampleSize": 10,
         },
-        ("rules[0].signalTemplateId", "rules[0].dimension", "tiers.fit[0].name"),
+        ("rules[0].signalTemplateId", "tiers.fit[0].name"),
         numbers=("rules[0].pointValues.ranges[0].points", "tiers.fit[0].minScore", "sampleSize"),
     ),
 ]
