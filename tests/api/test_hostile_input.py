@@ -1,7 +1,8 @@
 """The hostile-input corpus: every write endpoint, every string, number and timestamp field,
 against the inputs a careful attacker tries. Each case asserts the status and the envelope,
 that no row changed (or, for a number the contract accepts, that it reads back the same on
-both backends), and that reads of the touched objects still answer 200.
+both backends), and that reads of the touched objects still answer 200. The preview writes
+nothing, but is here too: refused as the writes are, or answering 200 with no row changed.
 """
 
 from __future__ import annotations
