@@ -1,7 +1,8 @@
 """The hostile-input corpus: every write endpoint, every string, number and timestamp field,
 against the inputs a careful attacker tries. Each case asserts the status and the envelope,
 that no row changed (or, for a number the contract accepts, that it reads back the same on
-both backends), and that reads of the touched objects still answer 200.
+both backends), and that reads of the touched objects still answer 200. The preview writes
+nothing, but is here too: refused as the writes are, or answering 200 with no row changed.
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ class Endpoint:
     strings: tuple[str, ...]  # JSON paths of string fields (dotted, [i] for list items)
     numbers: tuple[str, ...] = ()
     timestamps: tuple[str, ...] = ()
+
+
+PREVIEW = "/v1/scoring/profiles/{pid}/preview"
+# A rule's decay (SPEC §13): 1-10 steps, afterDays 1-36,500 strictly increasing, factor 0-1
+# non-increasing.
+DECAY = {"steps": [{"afterDays": 30, "factor": 0.5}, {"afterDays": 90, "factor": 0}]}
 
 
 def _value(**fields: Any) -> dict[str, Any]:
@@ -156,6 +163,20 @@ ENDPOINTS = [
         numbers=("pointValues.choices.Salesforce",),
     ),
     Endpoint(
+        "rule (decay)",
+        "PUT",
+        "/v1/scoring/profiles/{pid}/rules",
+        {
+            "signalTemplateId": "is_b2b",
+            "dimension": "urgency",
+            "answerType": "boolean",
+            "pointValues": {"true": 10},
+            "decay": DECAY,
+        },
+        (),
+        numbers=("decay.steps[0].afterDays", "decay.steps[1].factor"),
+    ),
+    Endpoint(
         "assignment",
         "POST",
         "/v1/scoring/assignments",
@@ -175,6 +196,29 @@ ENDPOINTS = [
         "/v1/scoring/compute",
         {"objectType": "company", "objectIds": ["acme.com"]},
         ("objectType", "objectIds[0]"),
+    ),
+    # Writes nothing (SPEC §12), but its rules and tiers are checked as their writes check
+    # them: hostile input is the same 422 at `rules[0]...`, and a preview with an accepted
+    # extreme number answers 200 with no row changed.
+    Endpoint(
+        "preview",
+        "POST",
+        PREVIEW,
+        {
+            "rules": [
+                {
+                    "signalTemplateId": "employees",
+                    "dimension": "fit",
+                    "answerType": "number",
+                    "pointValues": {"ranges": [{"min": 0, "max": 100, "points": 5}]},
+                    "decay": DECAY,
+                }
+            ],
+            "tiers": {"fit": [{"name": "A", "minScore": 50}]},
+            "sampleSize": 10,
+        },
+        ("rules[0].signalTemplateId", "tiers.fit[0].name"),
+        numbers=("rules[0].pointValues.ranges[0].points", "tiers.fit[0].minScore", "sampleSize"),
     ),
 ]
 
@@ -335,17 +379,24 @@ def test_hostile_strings_are_refused_and_change_nothing(
 
 
 def _accepts(endpoint: Endpoint, field: str, number: float) -> bool:
-    """Whether the contract accepts `number` in this field (SPEC §4, §5)."""
+    """Whether the contract accepts `number` in this field (SPEC §4, §5, §9, §12)."""
     if not math.isfinite(number):
         return False
-    if endpoint.name in ("values (percentage)", "profile tiers"):
+    if endpoint.name == "values (percentage)" or field.endswith("minScore"):
         return 0 <= number <= 100
+    if field == "sampleSize":
+        return number.is_integer() and 1 <= number <= 100_000
     if field.endswith(("points", "Salesforce")):
         return abs(number) <= 1_000_000
     if field.endswith(".min"):
         return number < 10  # below the range's max
     if field.endswith(".max"):
         return number > 0  # above the range's min
+    if field.endswith("afterDays"):  # whole days, between the other step's (30, 90)
+        low, high = (1, 89) if "steps[0]" in field else (31, 36_500)
+        return number.is_integer() and low <= number <= high
+    if field.endswith("factor"):  # non-increasing, between the other step's (0.5, 0)
+        return 0 <= number <= (1 if "steps[0]" in field else 0.5)
     return True
 
 
@@ -354,6 +405,37 @@ def _number(literal: str) -> float:
         return float(json.loads(literal))
     except (TypeError, ValueError):
         return math.nan  # not a number at all (deep nesting)
+
+
+def _previewed_without_change(
+    world: World, database: Database, endpoint: Endpoint, body: dict[str, Any], raw: str
+) -> None:
+    """An accepted preview: 200, with an assigned object scored, and no row changed."""
+    # An assigned object with a value, so the proposed rule runs through the engine.
+    assignment = {"profileId": world.profile_id, "objectType": "company", "objectId": "acme.com"}
+    assert world.call("POST", "/v1/scoring/assignments", json=assignment).status_code == 201
+    before = snapshot(database)
+    response = _send(world, endpoint, body, raw)
+    assert response.status_code == 200, response.text
+    assert response.json()["objects"] == 1
+    assert snapshot(database) == before
+    _reads_answer_200(world)
+
+
+def _stored_rule_field(world: World, template: str, field: str) -> Any:
+    """`field` (a path in a rule) of the profile's rule on `template`, as GET reads it."""
+    rules = world.call("GET", "/v1/scoring/profiles/{pid}/rules").json()
+    document: Any = next(r for r in rules if r["signalTemplateId"] == template)
+    for part in _parse_path(field):
+        document = document[part]
+    return document
+
+
+def _decay_number(field: str, literal: str) -> int | float:
+    """An accepted decay number as documented (docs/api.md, Time decay): `afterDays` a whole
+    number (`30.0` is 30), `factor` as sent, an int or a float (`-0.0` is 0.0)."""
+    number = json.loads(literal)
+    return int(number) if field.endswith("afterDays") else number + 0
 
 
 @pytest.mark.parametrize(("endpoint", "field", "case"), _cases("numbers"))
@@ -365,6 +447,9 @@ def test_extreme_numbers_are_refused_or_read_back_the_same(
     number = _number(literal)
     if not _accepts(endpoint, field, number):
         _rejected_without_change(world, database, endpoint, body, raw=literal)
+        return
+    if endpoint.path == PREVIEW:
+        _previewed_without_change(world, database, endpoint, body, literal)
         return
     response = _send(world, endpoint, body, literal)
     assert response.status_code == 200, response.text
@@ -380,14 +465,184 @@ def test_extreme_numbers_are_refused_or_read_back_the_same(
         profile = world.call("GET", "/v1/scoring/profiles/{pid}").json()
         stored = [profile["tiers"]["fit"][0]["minScore"]]
     else:
-        rules = world.call("GET", "/v1/scoring/profiles/{pid}/rules").json()
-        rule = next(r for r in rules if r["signalTemplateId"] == body["signalTemplateId"])
-        document: Any = rule["pointValues"]
-        for part in _parse_path(field)[1:]:
-            document = document[part]
-        stored = [document]
+        stored = [_stored_rule_field(world, body["signalTemplateId"], field)]
     # The number reads back as sent (a float beyond 2**53 stays that float on PostgreSQL).
     assert stored == [number], (literal, stored)
+    if field.startswith("decay."):  # exactly, int or float (SPEC §13)
+        assert json.dumps(stored) == json.dumps([_decay_number(field, literal)])
+
+
+# --- a rule's decay (SPEC §13), through PUT .../rules and the preview --------------------------
+
+
+def _refused(error_code: str, field: str) -> tuple[str, str]:
+    return error_code, field
+
+
+AFTER_DAYS = "steps[0].afterDays"  # between 1 and the next step's 90
+FACTOR = "steps[0].factor"  # between the next step's 0 and 1
+BAD_AFTER_DAYS = _refused("INVALID_AFTER_DAYS", "{decay}." + AFTER_DAYS)
+AFTER_DAYS_OUT = _refused("AFTER_DAYS_OUT_OF_RANGE", "{decay}." + AFTER_DAYS)
+BAD_FACTOR = _refused("INVALID_FACTOR", "{decay}." + FACTOR)
+BAD_STEPS = _refused("INVALID_FIELD", "{decay}.steps")
+TOO_MANY_STEPS = _refused("TOO_MANY_ITEMS", "{decay}.steps")
+
+
+# JSON values that are not numbers (each refused in either field)
+NOT_NUMBERS = [
+    ("'NaN'", '"NaN"'),
+    ("'Infinity'", '"Infinity"'),
+    ("a numeric string", '"1"'),
+    ("bare Infinity", "Infinity"),
+    ("true", "true"),
+    ("false", "false"),
+    ("null", "null"),
+    ("an object", '{"value": 1}'),
+    ("an array", "[1]"),
+]
+
+
+def _steps(count: int, step: str) -> str:
+    return "[" + ",".join([step] * count) + "]"
+
+
+# (name, where in DECAY the JSON literal goes, the literal, and either the errorCode and first
+# field of the 422 (`{decay}` is `decay` or `rules[0].decay`), or the value read back there)
+DECAY_CASES: list[tuple[str, str, str, Any]] = [
+    ("afterDays 30.0 is 30", AFTER_DAYS, "30.0", 30),
+    ("afterDays 3e1 is 30", AFTER_DAYS, "3e1", 30),
+    ("afterDays 1", AFTER_DAYS, "1", 1),
+    ("afterDays 36500", "steps[1].afterDays", "36500", 36_500),
+    (
+        "afterDays 36501",
+        "steps[1].afterDays",
+        "36501",
+        _refused("AFTER_DAYS_OUT_OF_RANGE", "{decay}.steps[1].afterDays"),
+    ),
+    ("afterDays 30.5", AFTER_DAYS, "30.5", BAD_AFTER_DAYS),
+    ("afterDays 0", AFTER_DAYS, "0", AFTER_DAYS_OUT),
+    ("afterDays -30", AFTER_DAYS, "-30", AFTER_DAYS_OUT),
+    ("afterDays -0.0", AFTER_DAYS, "-0.0", AFTER_DAYS_OUT),
+    ("afterDays 1e-400 (0.0)", AFTER_DAYS, "1e-400", AFTER_DAYS_OUT),
+    ("afterDays 2**64", AFTER_DAYS, str(2**64), AFTER_DAYS_OUT),
+    ("afterDays 400 digits", AFTER_DAYS, "9" * 400, AFTER_DAYS_OUT),
+    ("factor 1 stays 1", FACTOR, "1", 1),
+    ("factor 1.0 stays 1.0", FACTOR, "1.0", 1.0),
+    ("factor 0", FACTOR, "0", 0),
+    ("factor 0.1", FACTOR, "0.1", 0.1),
+    ("factor 1e-400 is 0.0", FACTOR, "1e-400", 0.0),
+    # PostgreSQL's jsonb has no negative zero: kept, it read back -0.0 on SQLite only.
+    ("factor -0.0 is 0.0", FACTOR, "-0.0", 0.0),
+    ("factor 1.5", FACTOR, "1.5", BAD_FACTOR),
+    ("factor 2", FACTOR, "2", BAD_FACTOR),
+    ("factor -0.5", FACTOR, "-0.5", BAD_FACTOR),
+    ("factor 400 digits", FACTOR, "9" * 400, BAD_FACTOR),
+    (
+        "steps unsorted",
+        "steps",
+        '[{"afterDays": 90, "factor": 0}, {"afterDays": 30, "factor": 0.5}]',
+        _refused("DECAY_STEPS_NOT_INCREASING", "{decay}.steps[1].afterDays"),
+    ),
+    (
+        "factors increasing",
+        "steps",
+        '[{"afterDays": 30, "factor": 0.2}, {"afterDays": 90, "factor": 0.5}]',
+        _refused("DECAY_FACTOR_INCREASES", "{decay}.steps[1].factor"),
+    ),
+    (
+        "equal factors",
+        "steps",
+        '[{"afterDays": 30, "factor": 0.5}, {"afterDays": 90, "factor": 0.5}]',
+        [{"afterDays": 30, "factor": 0.5}, {"afterDays": 90, "factor": 0.5}],
+    ),
+    ("no steps", "steps", "[]", _refused("TOO_FEW_ITEMS", "{decay}.steps")),
+    (
+        "100,000 steps",
+        "steps",
+        _steps(100_000, '{"afterDays":1,"factor":0}'),
+        _refused("TOO_MANY_KEYS", "body"),
+    ),
+    ("100,000 empty steps", "steps", _steps(100_000, "{}"), TOO_MANY_STEPS),
+    ("100,000 numbers as steps", "steps", _steps(100_000, "30"), TOO_MANY_STEPS),
+    ("steps an object", "steps", '{"0": {"afterDays": 30, "factor": 0.5}}', BAD_STEPS),
+    ("steps null", "steps", "null", BAD_STEPS),
+    ("a step an array", "steps[0]", "[30, 0.5]", _refused("INVALID_FIELD", "{decay}.steps[0]")),
+    ("a step null", "steps[0]", "null", _refused("INVALID_FIELD", "{decay}.steps[0]")),
+    (
+        "a step without afterDays",
+        "steps[0]",
+        '{"factor": 0.5}',
+        _refused("MISSING_FIELD", "{decay}." + AFTER_DAYS),
+    ),
+    (
+        "an extra key in a step",
+        "steps[0]",
+        '{"afterDays": 30, "factor": 0.5, "unit": "days"}',
+        _refused("UNKNOWN_FIELD", "{decay}.steps[0].unit"),
+    ),
+    (
+        "a repeated key (the last counts)",
+        "steps[0]",
+        '{"afterDays": 30, "factor": 0.5, "factor": 2}',
+        BAD_FACTOR,
+    ),
+    (
+        "decay an array",
+        "",
+        '[{"afterDays": 30, "factor": 0.5}]',
+        _refused("INVALID_FIELD", "{decay}"),
+    ),
+    ("decay a string", "", '"30d"', _refused("INVALID_FIELD", "{decay}")),
+    ("decay true", "", "true", _refused("INVALID_FIELD", "{decay}")),
+    ("decay without steps", "", "{}", _refused("MISSING_FIELD", "{decay}.steps")),
+    (
+        "decay with an extra key",
+        "",
+        '{"steps": [{"afterDays": 30, "factor": 0.5}], "mode": "linear"}',
+        _refused("UNKNOWN_FIELD", "{decay}.mode"),
+    ),
+    *[
+        (f"{field} {name}", where, literal, refused)
+        for field, where, refused in (
+            ("afterDays", AFTER_DAYS, BAD_AFTER_DAYS),
+            ("factor", FACTOR, BAD_FACTOR),
+        )
+        for name, literal in NOT_NUMBERS
+    ],
+]
+
+
+@pytest.mark.parametrize("case", DECAY_CASES, ids=[c[0] for c in DECAY_CASES])
+def test_hostile_decay_is_refused_or_read_back_as_documented(
+    world: World, database: Database, case: Any
+) -> None:
+    """Each case through `PUT .../rules` and then the preview (`rules[0].decay`), which
+    check decay alike: refused by both at the same path with no row changed, or accepted by
+    both, the rule reading back as documented (exactly: an int or a float)."""
+    _name, where, literal, expected = case
+    for name, prefix in (("rule (decay)", ""), ("preview", "rules[0].")):
+        endpoint = next(e for e in ENDPOINTS if e.name == name)
+        decay = f"{prefix}decay"
+        body = _with(endpoint.body, f"{decay}.{where}" if where else decay, SENTINEL)
+        if isinstance(expected, tuple):
+            error_code, field = expected
+            error = _rejected_without_change(
+                world, database, endpoint, body, raw=literal, error_code=error_code
+            )
+            assert error["fields"][0]["field"] == field.format(decay=decay)
+        elif endpoint.path == PREVIEW:
+            _previewed_without_change(world, database, endpoint, body, literal)
+        else:
+            response = _send(world, endpoint, body, literal)
+            assert response.status_code == 200, response.text
+            field = f"decay.{where}"
+            put = response.json()
+            for part in _parse_path(field):
+                put = put[part]
+            stored = _stored_rule_field(world, "is_b2b", field)
+            # As JSON, so 30 is not 30.0 (keys in any order: PostgreSQL's jsonb sorts them).
+            exactly = json.dumps([put, stored], sort_keys=True)
+            assert exactly == json.dumps([expected, expected], sort_keys=True), literal
 
 
 @pytest.mark.parametrize(("endpoint", "field", "case"), _cases("timestamps"))

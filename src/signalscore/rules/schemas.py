@@ -23,7 +23,8 @@ MAX_AFTER_DAYS = 36_500
 def _factor(value: Any) -> int | float:
     if not is_finite_number(value) or not 0 <= value <= 1:
         raise PydanticCustomError("INVALID_FACTOR", "'factor' must be a number from 0 to 1")
-    return int(value) if isinstance(value, int) else float(value)
+    # `+ 0.0` makes -0.0 the 0.0 PostgreSQL's jsonb reads back (it has no negative zero).
+    return int(value) if isinstance(value, int) else float(value) + 0.0
 
 
 AfterDays = Annotated[
