@@ -83,6 +83,12 @@ def whole_number(name: str, code: str, low: int, high: int) -> Callable[[Any], i
     return check
 
 
+def unsigned_zero(value: int | float) -> int | float:
+    """The number as stored: -0.0 becomes 0.0, because PostgreSQL's jsonb has no negative
+    zero (it reads back 0.0 where SQLite reads back -0.0), and the two are equal anyway."""
+    return value + 0.0 if isinstance(value, float) else value
+
+
 def is_finite_number(value: Any) -> bool:
     """A JSON number that is neither a boolean nor NaN/±Infinity (and fits in a float)."""
     if isinstance(value, bool) or not isinstance(value, int | float):

@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection
 from signalscore.db.tables import (
     event_counters,
     recompute_queue,
+    score_counts,
     score_events,
     score_results,
     signal_values,
@@ -1071,6 +1072,73 @@ def insert_events(
             for i, e in enumerate(events)
         ],
     )
+
+
+# --- Score counts (signalscore/scores/counts.py) ------------------------------------------
+
+_PG_ADD_COUNTS = """
+    INSERT INTO score_counts (organization_id, profile_id, dimension, score, tier, count)
+    SELECT %(org)s, v.profile_id, v.dimension, v.score, v.tier, v.n
+    FROM unnest(
+        %(profile_ids)b::uuid[], %(dimensions)b::text[], %(scores)b::float8[],
+        %(tiers)b::text[], %(counts)b::int8[]
+    ) AS v (profile_id, dimension, score, tier, n)
+    ON CONFLICT (organization_id, profile_id, dimension, score, tier)
+        DO UPDATE SET count = score_counts.count + EXCLUDED.count
+    RETURNING profile_id, dimension, score, tier, count
+"""
+
+_sc = score_counts
+_SC_KEY = ("profile_id", "dimension", "score", "tier")
+
+
+def add_score_counts(
+    conn: Connection, org_id: str, moved: Sequence[tuple[uuid.UUID, str, float, str, int]]
+) -> None:
+    """Add each (profile, dimension, score, tier, n) to the organisation's score counts, in
+    key order (one lock order for every writer), then delete the counts that reached 0: one
+    statement over arrays on PostgreSQL, multi-row upserts elsewhere."""
+    emptied: list[Sequence[Any]] = []
+    if is_postgresql(conn):
+        columns = list(zip(*moved, strict=True))
+        result = conn.exec_driver_sql(
+            _PG_ADD_COUNTS,
+            {
+                "org": org_id,
+                "profile_ids": list(columns[0]),
+                "dimensions": list(columns[1]),
+                "scores": list(columns[2]),
+                "tiers": list(columns[3]),
+                "counts": list(columns[4]),
+            },
+        )
+        emptied = [row[:4] for row in result if not row[4]]
+    else:
+        for chunk in chunks(moved, 500):
+            statement = upsert(conn, _sc).values(
+                [
+                    {
+                        "organization_id": org_id,
+                        **dict(zip(_SC_KEY, key[:4], strict=True)),
+                        "count": key[4],
+                    }
+                    for key in chunk
+                ]
+            )
+            statement = statement.on_conflict_do_update(
+                index_elements=[_sc.c.organization_id, *(_sc.c[c] for c in _SC_KEY)],
+                set_={"count": _sc.c.count + statement.excluded.count},
+            ).returning(*(_sc.c[c] for c in _SC_KEY), _sc.c.count)
+            emptied += [row[:4] for row in conn.execute(statement) if not row[4]]
+    if emptied:
+        conn.execute(
+            sa.delete(_sc).where(
+                _sc.c.organization_id == org_id,
+                *(_sc.c[c] == sa.bindparam(f"k_{c}") for c in _SC_KEY),
+                _sc.c.count == 0,
+            ),
+            [{f"k_{c}": value for c, value in zip(_SC_KEY, key, strict=True)} for key in emptied],
+        )
 
 
 # A deleted profile's score rows, kept for their `score.deleted` events until the commit.

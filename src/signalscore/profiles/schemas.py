@@ -24,6 +24,7 @@ from signalscore.schemas import (
     ResponseModel,
     is_finite_number,
     trimmed_pattern,
+    unsigned_zero,
 )
 from signalscore.vocabulary import Dimension, ObjectType
 
@@ -46,7 +47,7 @@ def _min_score(value: Any) -> int | float:
         raise PydanticCustomError(
             "INVALID_MIN_SCORE", "'minScore' must be a finite number from 0 to 100"
         )
-    return int(value) if isinstance(value, int) else float(value)
+    return int(value) if isinstance(value, int) else unsigned_zero(float(value))
 
 
 TierName = Annotated[

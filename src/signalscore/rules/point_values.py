@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from signalscore.errors import FieldError, Problems
-from signalscore.schemas import MAX_POINTS, NAME_PATTERN, is_finite_number
+from signalscore.schemas import MAX_POINTS, NAME_PATTERN, is_finite_number, unsigned_zero
 from signalscore.vocabulary import LIST_MODES
 
 MAX_RANGES = 50
@@ -113,6 +113,8 @@ class _Checker:
             self.problem(path, "INVALID_POINTS", "points must be a finite number")
         elif abs(value) > MAX_POINTS:
             self.problem(path, "POINTS_OUT_OF_RANGE", f"|points| must be at most {MAX_POINTS:,}")
+        else:
+            return unsigned_zero(value)
         return value
 
     def extra_keys(self, document: dict[str, Any], allowed: set[str]) -> None:
@@ -181,7 +183,7 @@ class _Checker:
                     f"{path}.{key}", "INVALID_BOUND", f"'{key}' must be a finite number or null"
                 )
                 bound = None
-            bounds[key] = bound
+            bounds[key] = None if bound is None else unsigned_zero(bound)
         if "points" not in item:
             self.problem(f"{path}.points", "MISSING_POINTS", "'points' is required")
             points = None

@@ -10,7 +10,13 @@ from pydantic import Field, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from signalscore.rules.point_values import POINT_VALUES_SCHEMA
-from signalscore.schemas import RequestModel, ResponseModel, is_finite_number, whole_number
+from signalscore.schemas import (
+    RequestModel,
+    ResponseModel,
+    is_finite_number,
+    unsigned_zero,
+    whole_number,
+)
 from signalscore.signals.schemas import TemplateRef
 from signalscore.vocabulary import AnswerType, Dimension
 
@@ -23,8 +29,7 @@ MAX_AFTER_DAYS = 36_500
 def _factor(value: Any) -> int | float:
     if not is_finite_number(value) or not 0 <= value <= 1:
         raise PydanticCustomError("INVALID_FACTOR", "'factor' must be a number from 0 to 1")
-    # `+ 0.0` makes -0.0 the 0.0 PostgreSQL's jsonb reads back (it has no negative zero).
-    return int(value) if isinstance(value, int) else float(value) + 0.0
+    return int(value) if isinstance(value, int) else unsigned_zero(float(value))
 
 
 AfterDays = Annotated[

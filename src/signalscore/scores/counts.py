@@ -11,8 +11,8 @@ events (SPEC §10), which name the old and the new (score, tier) of every create
 deleted row: `apply` runs in the event log's last step before the commit
 (`events.log`), after the organisation's event counter is taken. So the count updates of one
 organisation's transactions run one at a time, in commit order, and never deadlock; a
-transaction that deleted a profile has committed (its counts deleted with it, `forget`)
-before a later one applies deltas, which then skip the profile as gone. A count that
+profile's deletion deletes its counts (`forget`), and a store never writes rows, events or
+counts for a profile deleted since its read (`recompute.compute.store_results`). A count that
 reaches 0 is deleted: a row exists exactly while score rows do, and `rebuild` recounts an
 organisation from its rows (after a direct load, as the benchmarks do).
 
@@ -29,18 +29,18 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from signalscore.db.dialect import chunks, id_filters, upsert
+from signalscore.db import dialect
+from signalscore.db.dialect import id_filters, upsert
 from signalscore.db.tables import (
     assignment_counts,
     profile_assignments,
     score_counts,
     score_results,
-    scoring_profiles,
 )
 
 t = score_counts
 _NO_TIER = ""
-_KEY = ("profile_id", "dimension", "score", "tier")
+_KEY = ("profile_id", "dimension", "score", "tier")  # after organization_id
 
 Key = tuple[uuid.UUID, str, float, str]
 
@@ -64,41 +64,12 @@ def deltas(events: Iterable[Any]) -> Counter[Key]:
 
 
 def apply(conn: Connection, org_id: str, moved: Counter[Key]) -> None:
-    """Add `moved` to the organisation's counts (of profiles that still exist), then delete
-    the counts that reached 0."""
-    moved = Counter({key: n for key, n in moved.items() if n})
-    if not moved:
-        return
-    p = scoring_profiles
-    live: set[uuid.UUID] = set()
-    for among in id_filters(conn, p.c.id, sorted({key[0] for key in moved})):
-        live.update(
-            conn.execute(sa.select(p.c.id).where(p.c.organization_id == org_id, among)).scalars()
-        )
-    rows = [
-        {"organization_id": org_id, **dict(zip(_KEY, key, strict=True)), "count": n}
-        for key, n in sorted(moved.items())  # one lock order for every writer
-        if key[0] in live
-    ]
-    emptied: list[dict[str, Any]] = []
-    for chunk in chunks(rows, 500):
-        statement = upsert(conn, t).values(list(chunk))
-        statement = statement.on_conflict_do_update(
-            index_elements=[t.c.organization_id, *(t.c[c] for c in _KEY)],
-            set_={"count": t.c.count + statement.excluded.count},
-        ).returning(*(t.c[c] for c in _KEY), t.c.count)
-        emptied += [
-            dict(zip(_KEY, row[:4], strict=True)) for row in conn.execute(statement) if not row[4]
-        ]
-    if emptied:
-        conn.execute(
-            sa.delete(t).where(
-                t.c.organization_id == org_id,
-                *(t.c[c] == sa.bindparam(f"k_{c}") for c in _KEY),
-                t.c.count == 0,
-            ),
-            [{f"k_{c}": row[c] for c in _KEY} for row in emptied],
-        )
+    """Add `moved` to the organisation's counts, then delete the counts that reached 0. The
+    profiles are those of this transaction's score rows, each held until the commit by the
+    store that changed them (`recompute.compute.store_results`): none is deleted meanwhile."""
+    changes = [(*key, n) for key, n in sorted(moved.items()) if n]
+    if changes:
+        dialect.add_score_counts(conn, org_id, changes)
 
 
 def forget(conn: Connection, org_id: str, profile_ids: Sequence[uuid.UUID]) -> None:

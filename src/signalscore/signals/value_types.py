@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from signalscore.errors import FieldProblem
-from signalscore.schemas import NAME_PATTERN, is_finite_number
+from signalscore.schemas import NAME_PATTERN, is_finite_number, unsigned_zero
 from signalscore.vocabulary import MAX_EXACT_INT
 
 MAX_LIST_ITEMS = 100
@@ -32,7 +32,7 @@ def _number(value: Any) -> int | float:
         raise FieldProblem("INVALID_NUMBER", "value must be a finite number")
     if isinstance(value, int) and abs(value) > MAX_EXACT_INT:
         return float(value)
-    return value  # type: ignore[no-any-return]
+    return unsigned_zero(value)
 
 
 def normalize_value(answer_type: str, value: Any) -> Any:
