@@ -38,8 +38,9 @@ class Tick:
 
 
 @dataclass(frozen=True)
-class Histogram:
-    bars: list[Bar]
+class Frame:
+    """A chart's axes and plot area (the templates draw it)."""
+
     x_ticks: list[Tick]
     y_ticks: list[Tick]
     width: int = WIDTH
@@ -47,6 +48,11 @@ class Histogram:
     left: int = LEFT
     bottom_y: float = HEIGHT - BOTTOM
     right_x: float = WIDTH - RIGHT
+
+
+@dataclass(frozen=True, kw_only=True)
+class Histogram(Frame):
+    bars: list[Bar]
     total: int = 0
 
 
@@ -136,16 +142,9 @@ class Series:
         return " ".join(parts)
 
 
-@dataclass(frozen=True)
-class LineChart:
+@dataclass(frozen=True, kw_only=True)
+class LineChart(Frame):
     series: list[Series]
-    x_ticks: list[Tick]
-    y_ticks: list[Tick]
-    width: int = WIDTH
-    height: int = HEIGHT
-    left: int = LEFT
-    bottom_y: float = HEIGHT - BOTTOM
-    right_x: float = WIDTH - RIGHT
 
 
 def line_chart(named: Sequence[tuple[str, Sequence[tuple[datetime, float | None]]]]) -> LineChart:

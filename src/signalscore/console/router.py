@@ -194,15 +194,7 @@ def _login_page(request: Request, status: int = 200, error: str | None = None) -
         error=error,
         session_hours=sessions.SESSION_HOURS,
     )
-    response.set_cookie(
-        LOGIN_COOKIE,
-        token,
-        max_age=3600,
-        path="/console",
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-    )
+    response.set_cookie(LOGIN_COOKIE, token, max_age=3600, **_cookie(request, "/console"))
     return response
 
 
@@ -215,6 +207,16 @@ def login_form(request: Request) -> Response:
             if sessions.find_session(conn, cookie) is not None:
                 return _redirect("/console/profiles")
     return _login_page(request)
+
+
+def _cookie(request: Request, path: str) -> dict[str, Any]:
+    """Every console cookie's attributes: HttpOnly, SameSite=Strict, Secure behind HTTPS."""
+    return {
+        "path": path,
+        "httponly": True,
+        "samesite": "strict",
+        "secure": request.url.scheme == "https",
+    }
 
 
 def _limiter(request: Request) -> RateLimiter | None:
@@ -263,18 +265,9 @@ def login(request: Request, form: Annotated[Form, Depends(_login_form)]) -> Resp
         sessions.COOKIE_NAME,
         opened.cookie,
         max_age=sessions.SESSION_HOURS * 3600,
-        path=sessions.COOKIE_PATH,
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
+        **_cookie(request, sessions.COOKIE_PATH),
     )
-    response.delete_cookie(
-        LOGIN_COOKIE,
-        path="/console",
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-    )
+    response.delete_cookie(LOGIN_COOKIE, **_cookie(request, "/console"))
     return response
 
 
@@ -284,13 +277,7 @@ def logout(request: Request, session: SessionDep, _form: FormDep) -> Response:
     with _database(request).write() as conn:
         sessions.close_session(conn, session)
     response = _redirect("/console/login")
-    response.delete_cookie(
-        sessions.COOKIE_NAME,
-        path=sessions.COOKIE_PATH,
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-    )
+    response.delete_cookie(sessions.COOKIE_NAME, **_cookie(request, sessions.COOKIE_PATH))
     return response
 
 
