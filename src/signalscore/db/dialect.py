@@ -1097,7 +1097,8 @@ def add_score_counts(
 ) -> None:
     """Add each (profile, dimension, score, tier, n) to the organisation's score counts, in
     key order (one lock order for every writer), then delete the counts that reached 0: one
-    statement over arrays on PostgreSQL, multi-row upserts elsewhere."""
+    statement over arrays on PostgreSQL (which returns the counts at 0), an executemany
+    upsert elsewhere."""
     emptied: list[Sequence[Any]] = []
     if is_postgresql(conn):
         columns = list(zip(*moved, strict=True))
@@ -1113,23 +1114,23 @@ def add_score_counts(
             },
         )
         emptied = [row[:4] for row in result if not row[4]]
-    else:
-        for chunk in chunks(moved, 500):
-            statement = upsert(conn, _sc).values(
-                [
-                    {
-                        "organization_id": org_id,
-                        **dict(zip(_SC_KEY, key[:4], strict=True)),
-                        "count": key[4],
-                    }
-                    for key in chunk
-                ]
-            )
-            statement = statement.on_conflict_do_update(
+    else:  # executemany: SQLite's loop in C; then only keys that lost rows can be at 0
+        statement = upsert(conn, _sc).values(
+            organization_id=org_id,
+            **{c: sa.bindparam(f"k_{c}") for c in _SC_KEY},
+            count=sa.bindparam("n"),
+        )
+        conn.execute(
+            statement.on_conflict_do_update(
                 index_elements=[_sc.c.organization_id, *(_sc.c[c] for c in _SC_KEY)],
                 set_={"count": _sc.c.count + statement.excluded.count},
-            ).returning(*(_sc.c[c] for c in _SC_KEY), _sc.c.count)
-            emptied += [row[:4] for row in conn.execute(statement) if not row[4]]
+            ),
+            [
+                {**{f"k_{c}": v for c, v in zip(_SC_KEY, key[:4], strict=True)}, "n": key[4]}
+                for key in moved
+            ],
+        )
+        emptied = [key[:4] for key in moved if key[4] < 0]
     if emptied:
         conn.execute(
             sa.delete(_sc).where(
