@@ -765,6 +765,9 @@ def breakdown(db: Database, fixture: Fixture, cursor: str, runs: int = 50) -> No
 # --- plans -------------------------------------------------------------------------------------
 
 
+_CAPTURED = ("score_results", "profile_assignments", "score_counts", "assignment_counts")
+
+
 class Capture:
     """The statements (with their parameters) the service runs on the bench's engine."""
 
@@ -780,7 +783,7 @@ class Capture:
         sa.event.remove(self.engine, "before_cursor_execute", self._record)
 
     def _record(self, conn: Any, cursor: Any, statement: str, parameters: Any, *rest: Any) -> None:
-        if "score_results" in statement or "profile_assignments" in statement:
+        if any(table in statement for table in _CAPTURED):
             self.statements.append((statement, parameters))
 
 
