@@ -288,10 +288,10 @@ def store_results(
     results = [r for r in computed.results if r[1] in wanted]
     stats = RecomputeStats(objects=len(object_ids))
     stored = _load_scores(conn, org_id, object_type, object_ids)
-    # Every profile concerned is held until the commit before any of its rows is written
-    # (the order of `profiles.service.delete_profile`, which only deletes score rows): one
-    # deleted meanwhile is skipped, rows, events and counts alike, and one being deleted
-    # now waits for this store, then deletes what it stored.
+    # Every profile concerned is held until the commit before any of its rows is written,
+    # the order of `profiles.service.delete_profile` (the profile row, then its score
+    # rows): one deleted meanwhile is skipped, rows, events and counts alike, and one being
+    # deleted now waits for this store, then deletes what it stored.
     concerned = {r[0] for r in results} | {key[0] for key in stored}
     existing = _existing_profiles(conn, org_id, sorted(concerned))
     if existing != concerned:
