@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import uuid
 from collections import Counter
 from datetime import timedelta
 from typing import Any
@@ -360,3 +361,43 @@ def test_preview_of_an_unknown_profile_is_404(world: World) -> None:
     missing = "/v1/scoring/profiles/00000000-0000-4000-8000-000000000000/preview"
     response = world.call("POST", missing, json={"rules": []})
     assert_error(response, 404, "NOT_FOUND", error_code="PROFILE_NOT_FOUND")
+
+
+def test_a_large_profile_is_sampled_uniformly(world: World, database: Database) -> None:
+    """The sample of a profile with more than twice `sampleSize` assignments (a Bernoulli
+    draw, then a subset of it: `preview.service._sample`): always exactly that many distinct
+    assigned objects, and over many draws every object about equally often (a chi-square
+    test of the inclusion counts; a biased or fixed sampler fails it by far)."""
+    from signalscore.db.tables import profile_assignments as a
+    from signalscore.preview.service import _sample
+    from signalscore.scores import counts
+
+    objects = [f"u{i:03}.com" for i in range(300)]
+    assigned = world.call(
+        "POST",
+        "/v1/scoring/assignments/bulk",
+        json={"profileId": world.profile_id, "objectType": "company", "objectIds": objects},
+    )
+    assert assigned.status_code == 201, assigned.text
+    draws, size = 300, 15
+    seen: Counter[str] = Counter()
+    profile_id = uuid.UUID(world.profile_id)
+    with database.read() as conn:
+        org_id = world.tenant.org_id
+        total = counts.assigned(conn, org_id, profile_id)
+        assert total == 300
+        mine = (
+            a.c.organization_id == org_id,
+            a.c.profile_id == profile_id,
+            a.c.object_type == "company",
+        )
+        for _ in range(draws):
+            sample = _sample(conn, mine, size, total)
+            assert len(set(sample)) == size
+            assert sample == sorted(sample)
+            seen.update(sample)
+    assert set(seen) <= set(objects)
+    expected = draws * size / len(objects)
+    chi2 = sum((seen[o] - expected) ** 2 / expected for o in objects)
+    # 299 degrees of freedom: mean 299, standard deviation about 24.5; six of them each way.
+    assert 152 < chi2 < 446, chi2

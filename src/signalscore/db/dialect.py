@@ -67,6 +67,15 @@ def upsert(conn: Connection, table: sa.Table) -> Any:
     return sqlite.insert(table)
 
 
+def kept_with(conn: Connection, p: float) -> sa.ColumnElement[bool]:
+    """True for each row with probability `p`, independently (a Bernoulli sample):
+    PostgreSQL's `random()` is uniform on [0, 1); SQLite's is a random 64-bit integer, of
+    which 30 bits are compared."""
+    if is_postgresql(conn):
+        return sa.func.random() < sa.literal(p, sa.Float())
+    return sa.func.random().op("&")(sa.literal((1 << 30) - 1)) < sa.literal(round(p * (1 << 30)))
+
+
 def lock_order(conn: Connection, column: Any) -> Any:
     """`column` for an ORDER BY that locks rows: code-point order, on every backend.
 
