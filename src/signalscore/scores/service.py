@@ -32,8 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
 from signalscore import cursors
-from signalscore.db.dialect import rows_by_key
-from signalscore.db.tables import score_results
+from signalscore.db.tables import score_results, scoring_profiles
 from signalscore.errors import Invalid
 from signalscore.profiles.service import get_profile
 from signalscore.scores import counts as score_counts
@@ -41,6 +40,7 @@ from signalscore.scores.schemas import Bucket, Distribution, TierCount
 from signalscore.vocabulary import Dimension
 
 s = score_results
+p = scoring_profiles
 
 SCORE_COLUMNS = (
     s.c.id,
@@ -205,20 +205,21 @@ def _intersect(a: _Range, b: _Range) -> _Range:
     return _Range(low=low, high=high, low_open=low_open, high_open=high_open)
 
 
-# A page's position: (score, objectId).
-Key = tuple[float, str]
-
-
 def ranked_page(
     conn: Connection, org_id: str, profile_id: uuid.UUID, read: RankedRead
 ) -> tuple[list[Row[Any]], str | None]:
     """One page of the profile's rows in `read.dimension`, by score (`read.order`), then
-    `objectId` ascending, and the cursor of the next page (None on the last). The page's
-    positions are found first by range reads of the index that return only (score,
-    objectId), then its rows are read whole, once each."""
-    profile = get_profile(conn, org_id, profile_id)
+    `objectId` ascending, and the cursor of the next page (None on the last); 404 for an
+    unknown profile. One statement (`_page_statement`) finds the page's positions by range
+    reads of the index that return only (score, objectId), then reads their rows whole,
+    once each, and answers whether the profile exists; a `tier` filter first reads the
+    profile's tiers, where the tier's scores start."""
     fingerprint = read.fingerprint(profile_id)
-    after = None if read.cursor is None else decode_cursor(read.cursor, fingerprint)
+    try:
+        after = None if read.cursor is None else decode_cursor(read.cursor, fingerprint)
+    except Invalid:
+        get_profile(conn, org_id, profile_id)  # an unknown profile is a 404 first
+        raise
     scores = _Range(
         low=0.0 if read.min_score is None else read.min_score,
         high=100.0 if read.max_score is None else read.max_score,
@@ -229,72 +230,107 @@ def ranked_page(
         s.c.dimension == read.dimension,
     ]
     if read.tier is not None:
-        tiers = (profile.tiers or {}).get(read.dimension, [])
+        tiers = (get_profile(conn, org_id, profile_id).tiers or {}).get(read.dimension, [])
         name, held = _tier_range([t.model_dump() for t in tiers], read.tier)
         # The stored tier decides; the range only lets the read start where the tier does.
         filters.append(s.c.tier == name)
         scores = _intersect(scores, held)
-    if scores.empty():
-        return [], None
-    keys = sa.select(s.c.score, s.c.object_id).where(*filters)
     wanted = read.limit + 1  # one more than a page: whether another page follows
-    found: list[Key] = []
-    if after is not None:
-        score, object_id = after
-        if scores.holds(score):
-            found += conn.execute(
-                keys.where(s.c.score == score, s.c.object_id > object_id)
-                .order_by(s.c.object_id)
-                .limit(wanted)
-            ).tuples()
-        scores = scores.beyond(score, read.order)
-    if len(found) < wanted and not scores.empty():
-        found += _beyond(conn, keys.where(*scores.where()), read.order, wanted - len(found))
+    keys = sa.select(s.c.score, s.c.object_id).where(*filters)
+    reads: list[sa.Select[Any]] = []
+    if not scores.empty():
+        if after is not None:
+            score, object_id = after
+            if scores.holds(score):
+                reads.append(
+                    keys.where(s.c.score == score, s.c.object_id > object_id)
+                    .order_by(s.c.object_id)
+                    .limit(wanted)
+                )
+            scores = scores.beyond(score, read.order)
+        if not scores.empty():
+            reads += _beyond(keys.where(*scores.where()), read.order, wanted)
+    found = _page_rows(conn, org_id, profile_id, read, reads, wanted)
     page = found[: read.limit]
     cursor = None
     if len(found) > read.limit:
-        cursor = encode_cursor(fingerprint, page[-1][0], page[-1][1])
-    return _whole_rows(conn, org_id, profile.type, profile_id, read.dimension, page), cursor
+        cursor = encode_cursor(fingerprint, page[-1].score, page[-1].object_id)
+    return page, cursor
 
 
-def _beyond(conn: Connection, keys: sa.Select[Any], order: Order, n: int) -> list[Key]:
-    """The first `n` positions `keys` selects, by score in `order`, then objectId ascending."""
+def _beyond(keys: sa.Select[Any], order: Order, n: int) -> list[sa.Select[Any]]:
+    """Range reads whose positions, merged in the page's order, begin with the first `n`
+    that `keys` selects by score in `order`, then objectId ascending."""
     if order == "asc":
-        return list(conn.execute(keys.order_by(s.c.score, s.c.object_id).limit(n)).tuples())
-    # Backwards down the index: exact for every score but the last one read, whose rows
-    # came largest objectId first and may be the wrong ones of a larger tie.
-    rows = list(
-        conn.execute(keys.order_by(s.c.score.desc(), s.c.object_id.desc()).limit(n)).tuples()
-    )
-    if len(rows) < n:  # every matching row: the order is the only thing to fix
-        return sorted(rows, key=lambda r: (-r[0], r[1]))
-    last = rows[-1][0]
-    above = sorted((r for r in rows if r[0] != last), key=lambda r: (-r[0], r[1]))
-    tie = conn.execute(
-        keys.where(s.c.score == last).order_by(s.c.object_id).limit(n - len(above))
-    ).tuples()
-    return above + list(tie)
+        return [keys.order_by(s.c.score, s.c.object_id).limit(n)]
+    # Backwards down the index: exact for every score but the lowest one read, whose rows
+    # came largest objectId first and may be the wrong ones of a larger tie; so that score's
+    # rows again, forwards from its smallest objectId.
+    backwards = keys.order_by(s.c.score.desc(), s.c.object_id.desc()).limit(n).cte()
+    lowest = sa.select(sa.func.min(backwards.c.score)).scalar_subquery()
+    tie = keys.where(s.c.score == lowest).order_by(s.c.object_id).limit(n)
+    return [sa.select(backwards.c.score, backwards.c.object_id), tie]
 
 
-def _whole_rows(
+def _page_rows(
     conn: Connection,
     org_id: str,
-    object_type: str,
     profile_id: uuid.UUID,
-    dimension: str,
-    page: list[Key],
+    read: RankedRead,
+    reads: list[sa.Select[Any]],
+    wanted: int,
 ) -> list[Row[Any]]:
-    """The page's rows, whole, in the page's order (one probe of the object's key each)."""
-    if not page:
+    """The first `wanted` rows of the positions `reads` find (merged, each once, in the
+    page's order), whole, in one statement: the profile LEFT JOINed to the rows, so that no
+    row at all means no such profile (404) and one of NULLs an empty page.
+
+    Each read is a CTE (SQLite takes no ORDER BY/LIMIT in a member of a compound select);
+    their union is ordered and cut to `wanted`, then each position is joined to its row by
+    the row's full key (`uq_score_results_object_profile_dimension`, one probe a row)."""
+    profile = sa.select(p.c.type).where(p.c.organization_id == org_id, p.c.id == profile_id)
+    if not reads:
+        if conn.execute(profile).first() is None:
+            get_profile(conn, org_id, profile_id)  # raises the 404
         return []
-    match = {"organization_id": org_id, "object_type": object_type}
-    where = [s.c.profile_id == profile_id, s.c.dimension == dimension]
-    by_object: dict[str, Row[Any]] = {}
-    for select in rows_by_key(
-        conn, s, "object_id", [o for _, o in page], SCORE_COLUMNS, match=match, where=where
-    ):
-        by_object.update((row.object_id, row) for row in conn.execute(select))
-    return [by_object[object_id] for _, object_id in page if object_id in by_object]
+    parts = [r.cte() for r in reads]
+    merged = sa.union(*(sa.select(c.c.score, c.c.object_id) for c in parts)).subquery()
+    by_score = merged.c.score.desc() if read.order == "desc" else merged.c.score
+    positions = (
+        sa.select(merged.c.score, merged.c.object_id)
+        .order_by(by_score, merged.c.object_id)
+        .limit(wanted)
+        .subquery()
+    )
+    rows = (
+        sa.select(*SCORE_COLUMNS)
+        .select_from(positions)
+        .join(
+            s,
+            sa.and_(
+                s.c.organization_id == org_id,
+                s.c.object_type == profile.scalar_subquery(),
+                s.c.object_id == positions.c.object_id,
+                s.c.profile_id == profile_id,
+                s.c.dimension == read.dimension,
+            ),
+        )
+        .subquery()
+    )
+    statement = (
+        sa.select(*rows.c)
+        .select_from(p.outerjoin(rows, sa.true()))
+        .where(p.c.organization_id == org_id, p.c.id == profile_id)
+    )
+    found = list(conn.execute(statement))
+    if not found:
+        get_profile(conn, org_id, profile_id)  # raises the 404
+        return []
+    if found[0].id is None:
+        return []
+    descending = read.order == "desc"
+    found.sort(key=lambda r: r.object_id)
+    found.sort(key=lambda r: r.score, reverse=descending)
+    return found
 
 
 # --- Distributions -----------------------------------------------------------------------
