@@ -13,7 +13,7 @@ object_id, tier):
   which is exact for every score above the last one read), and the last score's rows again
   forwards, from its smallest `objectId`. At most three short range reads, whatever the
   ties: never a sort of a large group of equal scores. They return positions only and run
-  as one statement with the rows' own read (`_page_rows`): a page is one round trip.
+  as one statement with the rows' own read (`_page_statement`): a page is one round trip.
 - A distribution reads the (score, tier) counts kept with every score change
   (`scores/counts.py`; scores have 2 decimals, so at most 10,001 per tier), instead of a
   `GROUP BY` over a million rows; the histogram, mean, percentiles and tier counts are
