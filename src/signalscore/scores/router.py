@@ -38,7 +38,7 @@ def read_scores(
     `objectId` order, then `profileId`, then `dimension` (fit before urgency). Each row
     explains its score with per-rule contributions."""
     normalized = normalize_object_ids(objectType, object_ids, field="objectId")
-    with db.read() as conn:
+    with db.read(transaction=False) as conn:  # one statement
         rows = service.read_scores(conn, org_id, objectType, normalized, profileId, dimension)
     return bounded_json_list(
         rows,
@@ -80,7 +80,7 @@ def ranked_scores(
         limit=limit,
         cursor=cursor,
     )
-    with db.read() as conn:
+    with db.read(transaction=False) as conn:  # one statement, two with a tier
         rows, next_cursor = service.ranked_page(conn, org_id, pid, read)
     return json_page(
         rows,

@@ -12,7 +12,8 @@ object_id, tier):
   score (`score = s AND object_id > o`, forwards), then the next rows beyond it (backwards,
   which is exact for every score above the last one read), and the last score's rows again
   forwards, from its smallest `objectId`. At most three short range reads, whatever the
-  ties: never a sort of a large group of equal scores.
+  ties: never a sort of a large group of equal scores. They return positions only and run
+  as one statement with the rows' own read (`_page_statement`): a page is one round trip.
 - A distribution reads the (score, tier) counts kept with every score change
   (`scores/counts.py`; scores have 2 decimals, so at most 10,001 per tier), instead of a
   `GROUP BY` over a million rows; the histogram, mean, percentiles and tier counts are
@@ -21,6 +22,7 @@ object_id, tier):
 
 from __future__ import annotations
 
+import functools
 import uuid
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
@@ -32,8 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
 from signalscore import cursors
-from signalscore.db.dialect import rows_by_key
-from signalscore.db.tables import score_results
+from signalscore.db.tables import score_results, scoring_profiles
 from signalscore.errors import Invalid
 from signalscore.profiles.service import get_profile
 from signalscore.scores import counts as score_counts
@@ -41,6 +42,7 @@ from signalscore.scores.schemas import Bucket, Distribution, TierCount
 from signalscore.vocabulary import Dimension
 
 s = score_results
+p = scoring_profiles
 
 SCORE_COLUMNS = (
     s.c.id,
@@ -133,13 +135,6 @@ class _Range:
         below = score < self.high if self.high_open else score <= self.high
         return above and below
 
-    def where(self) -> list[sa.ColumnElement[bool]]:
-        """One lower and one upper bound: SQLite's planner uses only the first bound of each
-        side it finds, so a second one would leave it scanning from the end of the index."""
-        lower = s.c.score > self.low if self.low_open else s.c.score >= self.low
-        upper = s.c.score < self.high if self.high_open else s.c.score <= self.high
-        return [lower, upper]
-
     def beyond(self, score: float, order: Order) -> _Range:
         """This range, strictly past `score` in `order`."""
         if order == "asc":
@@ -205,96 +200,158 @@ def _intersect(a: _Range, b: _Range) -> _Range:
     return _Range(low=low, high=high, low_open=low_open, high_open=high_open)
 
 
-# A page's position: (score, objectId).
-Key = tuple[float, str]
-
-
 def ranked_page(
     conn: Connection, org_id: str, profile_id: uuid.UUID, read: RankedRead
 ) -> tuple[list[Row[Any]], str | None]:
     """One page of the profile's rows in `read.dimension`, by score (`read.order`), then
-    `objectId` ascending, and the cursor of the next page (None on the last). The page's
-    positions are found first by range reads of the index that return only (score,
-    objectId), then its rows are read whole, once each."""
-    profile = get_profile(conn, org_id, profile_id)
+    `objectId` ascending, and the cursor of the next page (None on the last); 404 for an
+    unknown profile. One statement (`_page_statement`) finds the page's positions by range
+    reads of the index that return only (score, objectId), then reads their rows whole,
+    once each, and answers whether the profile exists; a `tier` filter first reads the
+    profile's tiers, where the tier's scores start."""
     fingerprint = read.fingerprint(profile_id)
-    after = None if read.cursor is None else decode_cursor(read.cursor, fingerprint)
+    try:
+        after = None if read.cursor is None else decode_cursor(read.cursor, fingerprint)
+    except Invalid:
+        get_profile(conn, org_id, profile_id)  # an unknown profile is a 404 first
+        raise
     scores = _Range(
         low=0.0 if read.min_score is None else read.min_score,
         high=100.0 if read.max_score is None else read.max_score,
     )
-    filters: list[sa.ColumnElement[bool]] = [
-        s.c.organization_id == org_id,
-        s.c.profile_id == profile_id,
-        s.c.dimension == read.dimension,
-    ]
+    values: dict[str, Any] = {
+        "org_id": org_id,
+        "profile_id": profile_id,
+        "dimension": read.dimension,
+        "wanted": read.limit + 1,  # one more than a page: whether another page follows
+    }
     if read.tier is not None:
-        tiers = (profile.tiers or {}).get(read.dimension, [])
+        tiers = (get_profile(conn, org_id, profile_id).tiers or {}).get(read.dimension, [])
         name, held = _tier_range([t.model_dump() for t in tiers], read.tier)
         # The stored tier decides; the range only lets the read start where the tier does.
-        filters.append(s.c.tier == name)
+        values["tier"] = name
         scores = _intersect(scores, held)
-    if scores.empty():
+    rest_of_tie = False
+    if not scores.empty() and after is not None:
+        values["after_score"], values["after_object"] = after
+        rest_of_tie = scores.holds(after[0])
+        scores = scores.beyond(after[0], read.order)
+    bounds = None
+    if not scores.empty():
+        bounds = (scores.low_open, scores.high_open)
+        values["low"], values["high"] = scores.low, scores.high
+    if not rest_of_tie and bounds is None:
+        if conn.execute(_PROFILE, values).first() is None:
+            get_profile(conn, org_id, profile_id)  # raises the 404
         return [], None
-    keys = sa.select(s.c.score, s.c.object_id).where(*filters)
-    wanted = read.limit + 1  # one more than a page: whether another page follows
-    found: list[Key] = []
-    if after is not None:
-        score, object_id = after
-        if scores.holds(score):
-            found += conn.execute(
-                keys.where(s.c.score == score, s.c.object_id > object_id)
-                .order_by(s.c.object_id)
-                .limit(wanted)
-            ).tuples()
-        scores = scores.beyond(score, read.order)
-    if len(found) < wanted and not scores.empty():
-        found += _beyond(conn, keys.where(*scores.where()), read.order, wanted - len(found))
+    statement = _page_statement(read.order, read.tier is not None, rest_of_tie, bounds)
+    found = list(conn.execute(statement, values))
+    if not found:
+        get_profile(conn, org_id, profile_id)  # raises the 404
+    if not found or found[0].id is None:
+        return [], None
+    found.sort(key=lambda r: r.object_id)
+    found.sort(key=lambda r: r.score, reverse=read.order == "desc")
     page = found[: read.limit]
     cursor = None
     if len(found) > read.limit:
-        cursor = encode_cursor(fingerprint, page[-1][0], page[-1][1])
-    return _whole_rows(conn, org_id, profile.type, profile_id, read.dimension, page), cursor
+        cursor = encode_cursor(fingerprint, page[-1].score, page[-1].object_id)
+    return page, cursor
 
 
-def _beyond(conn: Connection, keys: sa.Select[Any], order: Order, n: int) -> list[Key]:
-    """The first `n` positions `keys` selects, by score in `order`, then objectId ascending."""
-    if order == "asc":
-        return list(conn.execute(keys.order_by(s.c.score, s.c.object_id).limit(n)).tuples())
-    # Backwards down the index: exact for every score but the last one read, whose rows
-    # came largest objectId first and may be the wrong ones of a larger tie.
-    rows = list(
-        conn.execute(keys.order_by(s.c.score.desc(), s.c.object_id.desc()).limit(n)).tuples()
+# The statements of a page take their values as bound parameters (`ranked_page`), so each of
+# their few shapes is built once: building and keying one costs about as much as the
+# database takes to run it.
+_PROFILE = sa.select(p.c.type).where(
+    p.c.organization_id == sa.bindparam("org_id"), p.c.id == sa.bindparam("profile_id")
+)
+_WANTED = sa.bindparam("wanted", type_=sa.Integer)
+
+
+@functools.cache
+def _page_statement(
+    order: Order, tier: bool, rest_of_tie: bool, bounds: tuple[bool, bool] | None
+) -> sa.Select[Any]:
+    """The first `wanted` rows of a page, whole, in one statement: the range reads of its
+    positions (the rest of the cursor's own score if `rest_of_tie`, then the scores within
+    `bounds`, (low_open, high_open), if any), merged, each once, and cut to `wanted` in the
+    page's order, then each position joined to its row by the row's full key
+    (`uq_score_results_object_profile_dimension`, one probe a row); and the profile LEFT
+    JOINed to them, so that no row at all means no such profile (404) and one of NULLs an
+    empty page. Rows come in no particular order. Each read is a CTE (SQLite takes no ORDER
+    BY/LIMIT in a member of a compound select)."""
+    keys = sa.select(s.c.score, s.c.object_id).where(
+        s.c.organization_id == sa.bindparam("org_id"),
+        s.c.profile_id == sa.bindparam("profile_id"),
+        s.c.dimension == sa.bindparam("dimension"),
     )
-    if len(rows) < n:  # every matching row: the order is the only thing to fix
-        return sorted(rows, key=lambda r: (-r[0], r[1]))
-    last = rows[-1][0]
-    above = sorted((r for r in rows if r[0] != last), key=lambda r: (-r[0], r[1]))
-    tie = conn.execute(
-        keys.where(s.c.score == last).order_by(s.c.object_id).limit(n - len(above))
-    ).tuples()
-    return above + list(tie)
+    if tier:
+        keys = keys.where(s.c.tier == sa.bindparam("tier"))
+    reads: list[sa.Select[Any]] = []
+    if rest_of_tie:
+        reads.append(
+            keys.where(
+                s.c.score == sa.bindparam("after_score"),
+                s.c.object_id > sa.bindparam("after_object"),
+            )
+            .order_by(s.c.object_id)
+            .limit(_WANTED)
+        )
+    if bounds is not None:
+        low_open, high_open = bounds
+        # One lower and one upper bound: SQLite's planner uses only the first bound of each
+        # side it finds, so a second one would leave it scanning from the end of the index.
+        low, high = sa.bindparam("low", type_=sa.Float), sa.bindparam("high", type_=sa.Float)
+        reads += _beyond(
+            keys.where(
+                s.c.score > low if low_open else s.c.score >= low,
+                s.c.score < high if high_open else s.c.score <= high,
+            ),
+            order,
+        )
+    parts = [r.cte() for r in reads]
+    merged = sa.union(*(sa.select(c.c.score, c.c.object_id) for c in parts)).subquery()
+    by_score = merged.c.score.desc() if order == "desc" else merged.c.score
+    positions = (
+        sa.select(merged.c.score, merged.c.object_id)
+        .order_by(by_score, merged.c.object_id)
+        .limit(_WANTED)
+        .subquery()
+    )
+    rows = (
+        sa.select(*SCORE_COLUMNS)
+        .select_from(positions)
+        .join(
+            s,
+            sa.and_(
+                s.c.organization_id == sa.bindparam("org_id"),
+                s.c.object_type == _PROFILE.scalar_subquery(),
+                s.c.object_id == positions.c.object_id,
+                s.c.profile_id == sa.bindparam("profile_id"),
+                s.c.dimension == sa.bindparam("dimension"),
+            ),
+        )
+        .subquery()
+    )
+    return (
+        sa.select(*rows.c)
+        .select_from(p.outerjoin(rows, sa.true()))
+        .where(p.c.organization_id == sa.bindparam("org_id"), p.c.id == sa.bindparam("profile_id"))
+    )
 
 
-def _whole_rows(
-    conn: Connection,
-    org_id: str,
-    object_type: str,
-    profile_id: uuid.UUID,
-    dimension: str,
-    page: list[Key],
-) -> list[Row[Any]]:
-    """The page's rows, whole, in the page's order (one probe of the object's key each)."""
-    if not page:
-        return []
-    match = {"organization_id": org_id, "object_type": object_type}
-    where = [s.c.profile_id == profile_id, s.c.dimension == dimension]
-    by_object: dict[str, Row[Any]] = {}
-    for select in rows_by_key(
-        conn, s, "object_id", [o for _, o in page], SCORE_COLUMNS, match=match, where=where
-    ):
-        by_object.update((row.object_id, row) for row in conn.execute(select))
-    return [by_object[object_id] for _, object_id in page if object_id in by_object]
+def _beyond(keys: sa.Select[Any], order: Order) -> list[sa.Select[Any]]:
+    """Range reads whose positions, merged in the page's order, begin with the first
+    `wanted` that `keys` selects by score in `order`, then objectId ascending."""
+    if order == "asc":
+        return [keys.order_by(s.c.score, s.c.object_id).limit(_WANTED)]
+    # Backwards down the index: exact for every score but the lowest one read, whose rows
+    # came largest objectId first and may be the wrong ones of a larger tie; so that score's
+    # rows again, forwards from its smallest objectId.
+    backwards = keys.order_by(s.c.score.desc(), s.c.object_id.desc()).limit(_WANTED).cte()
+    lowest = sa.select(sa.func.min(backwards.c.score)).scalar_subquery()
+    tie = keys.where(s.c.score == lowest).order_by(s.c.object_id).limit(_WANTED)
+    return [sa.select(backwards.c.score, backwards.c.object_id), tie]
 
 
 # --- Distributions -----------------------------------------------------------------------
