@@ -650,6 +650,31 @@ def test_a_preview_shows_before_and_after_and_writes_nothing_until_applied(
     ]
 
 
+def test_a_large_profile_is_previewed_on_a_sample_and_every_object_on_request(
+    client: TestClient, database: Database, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The editor's Preview scores a uniform sample of `PREVIEW_SAMPLE` objects of a larger
+    profile and says so; "Preview every object" scores them all."""
+    from signalscore.console import router as console_router
+
+    monkeypatch.setattr(console_router, "PREVIEW_SAMPLE", 25)
+    world = _scored_world(client, database, tenant)
+    csrf = sign_in(client, tenant.key)
+    before = snapshot(database)
+    path = f"/console/profiles/{world.profile_id}/rules"
+    data = _rule_form(csrf, [("0", "50", "10"), ("50", "", "2")], "preview")
+    sampled = client.post(path, data=data)
+    assert sampled.status_code == 200
+    assert "Preview: a random sample of 25 of the 60 objects" in sampled.text
+    assert 'value="preview-all"' in sampled.text
+    data["action"] = "preview-all"
+    everything = client.post(path, data=data)
+    assert everything.status_code == 200
+    assert "Preview: 60 objects" in everything.text
+    assert 'value="preview-all"' not in everything.text
+    assert snapshot(database) == before
+
+
 def test_the_object_page_explains_scores_values_and_history(
     client: TestClient, database: Database, tenant: Tenant
 ) -> None:

@@ -53,6 +53,7 @@ from signalscore.ratelimit import RateLimiter
 from signalscore.recompute import queue_status
 from signalscore.rules import service as rules_service
 from signalscore.rules.schemas import RuleUpsert
+from signalscore.scores import counts as score_counts
 from signalscore.scores import service as scores_service
 from signalscore.scores.schemas import ScoreRow
 from signalscore.signals import service as signals_service
@@ -66,6 +67,10 @@ RANKED_PAGE = 50
 HISTORY_PAGE = 100
 DELIVERIES_SHOWN = 50
 HISTOGRAM_BUCKETS = 10
+# The rule editor's Preview scores a uniform random sample of this many objects of a larger
+# profile (SPEC §12's `sampleSize`), so it answers at once at any size; "Preview every
+# object" scores them all.
+PREVIEW_SAMPLE = 2_000
 
 
 class LoginRequired(Exception):
@@ -451,6 +456,7 @@ def _rule_page(
     status: int = 200,
     errors: FieldErrors | None = None,
     preview: Any = None,
+    assigned: int = 0,
 ) -> Response:
     previews = {}
     if preview is not None:
@@ -472,6 +478,7 @@ def _rule_page(
         errors=errors or FieldErrors.none(),
         preview=preview,
         previews=previews,
+        assigned=assigned,
         list_modes=LIST_MODES,
     )
 
@@ -550,13 +557,28 @@ def rule_save(profile_id: str, request: Request, session: SessionDep, form: Form
         if duplicates:
             raise Invalid.listing(duplicates)
         edited: RuleUpsert = validated(RuleUpsert, body)
-        if form.get("action") == "preview":
+        if form.get("action") in ("preview", "preview-all"):
             proposed, index = _proposed_rules(current, edited)
             strip = f"rules[{index}]."
             with db.read() as conn:
-                result = preview_service.preview(conn, org_id, pid, PreviewRequest(rules=proposed))
+                assigned = score_counts.assigned(conn, org_id, pid)
+                sample = (
+                    PREVIEW_SAMPLE
+                    if form.get("action") == "preview" and assigned > PREVIEW_SAMPLE
+                    else None
+                )
+                result = preview_service.preview(
+                    conn, org_id, pid, PreviewRequest(rules=proposed, sampleSize=sample)
+                )
             return _rule_page(
-                request, session, profile, template, rule_form, existing=existing, preview=result
+                request,
+                session,
+                profile,
+                template,
+                rule_form,
+                existing=existing,
+                preview=result,
+                assigned=assigned,
             )
         with db.write(org=org_id, rule_template=edited.signalTemplateId) as conn:
             rules_service.upsert_rule(conn, org_id, pid, edited)
