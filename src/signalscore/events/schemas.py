@@ -9,7 +9,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import Field
 
-from signalscore.events.log import event_id
+from signalscore.events.log import event_id, event_id_text
 from signalscore.schemas import ResponseModel
 from signalscore.vocabulary import Dimension, ObjectType
 
@@ -84,12 +84,12 @@ class EventPage(ResponseModel):
     nextCursor: str | None
 
 
-def event_json(row: Any, changes_text: str) -> tuple[uuid.UUID, bytes]:
-    """An event's id and JSON, exactly as `Event` serialises it (a unit test holds the two
-    together), built straight from its row with its `changes` passed through as the stored
-    JSON text: webhook deliveries send thousands a second and need neither the decoded
-    changes nor a model per event."""
-    identifier = event_id(row.organization_id, row.sequence)
+def event_json(row: Any, changes_text: str) -> tuple[str, bytes]:
+    """An event's id (as text) and JSON, exactly as `Event` serialises it (a unit test holds
+    the two together), built straight from its row with its `changes` passed through as the
+    stored JSON text: webhook deliveries send thousands a second and need neither the decoded
+    changes, nor a model, nor a `uuid.UUID` per event."""
+    identifier = event_id_text(row.organization_id, row.sequence)
     document = {
         "id": identifier,
         "sequence": row.sequence,
