@@ -186,15 +186,31 @@ def _matching(row: Any, event: Any) -> bool:
 def _events_after(
     conn: Connection, org_id: str, after: int, through: int | None, limit: int = SCAN
 ) -> list[Any]:
+    """The first `limit` events after `after` (and up to `through`), in sequence order.
+
+    Sequences are dense above what retention deleted, so the first read is of the range
+    (after, after + limit]: with stale statistics (a log that grew since its last ANALYZE)
+    PostgreSQL would otherwise plan `sequence > after ... LIMIT` as a bitmap scan of the
+    whole rest of the log and a sort, for every batch of a backlog. A short range is the
+    log's end (or a gap retention left): the rest is read after its last event (the log only
+    grows at its end, so nothing committed meanwhile is skipped)."""
     # Each event's changes also as their stored JSON text, passed through into deliveries.
     changes_text = sa.cast(e.c.changes, sa.Text).label("changes_text")
     columns = [column for column in e.c if column.name != "changes"]
-    query = sa.select(*columns, changes_text).where(
-        e.c.organization_id == org_id, e.c.sequence > after
-    )
-    if through is not None:
-        query = query.where(e.c.sequence <= through)
-    return list(conn.execute(query.order_by(e.c.sequence).limit(limit)))
+
+    def page(low: int, high: int | None, count: int) -> list[Any]:
+        query = sa.select(*columns, changes_text).where(
+            e.c.organization_id == org_id, e.c.sequence > low
+        )
+        if high is not None:
+            query = query.where(e.c.sequence <= high)
+        return list(conn.execute(query.order_by(e.c.sequence).limit(count)))
+
+    high = after + limit if through is None else min(through, after + limit)
+    rows = page(after, high, limit)
+    if len(rows) < limit and (through is None or high < through):
+        rows += page(rows[-1].sequence if rows else after, through, limit - len(rows))
+    return rows
 
 
 def _next_batch(
