@@ -11,8 +11,8 @@ dies mid-send leaves it to the next one after the lease: at least once, in order
 duplicate is only ever a retry of the same `webhook-id`.
 
 Throughput (one subscription's batches go one at a time): while a batch is in flight, a
-thread reads and renders the next one (`_Prefetch`; the log only grows at its end, so what it
-read stays the next batch); once the batch is acknowledged, one transaction records the
+thread reads and renders the next ones (`_ReadAhead`; the log only grows at its end, so what
+it read stays what comes next); once the batch is acknowledged, one transaction records the
 attempt, moves the cursor past it and fixes the next one (`advance`: one statement on
 PostgreSQL), and the next one goes out on the same HTTP connection (`Poster`).
 """
@@ -20,10 +20,11 @@ PostgreSQL), and the next one goes out on the same HTTP connection (`Poster`).
 from __future__ import annotations
 
 import http.client
+import queue
+import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -472,35 +473,58 @@ def advance(
     return updated
 
 
-class _Prefetch:
-    """Reads and renders a subscription's next batch on a thread and a connection of its
-    own, while the batch before it is in flight."""
+READ_AHEAD = 2  # batches read and rendered ahead of the one in flight
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="signalscore-webhook-read")
-        self.conn: Connection | None = None
 
-    def start(self, row: Any) -> Future[Batch | None]:
-        return self.pool.submit(self._read, row)
+class _ReadAhead:
+    """Reads and renders a subscription's batches after the one in flight, one after the
+    other, on a thread and a connection of their own, at most `READ_AHEAD` ahead of what was
+    sent: `next()` gives them in order (None: the log has nothing more). A batch read ahead
+    stays the next one (the log only grows at its end, and retention only deletes below the
+    cursor); the settle that fixes it checks that the subscription did not change since
+    (`advance`)."""
 
-    def _read(self, row: Any) -> Batch | None:
-        if self.conn is None:
-            self.conn = self.db.engine.connect()
-        with self.conn.begin():
-            found = _next_batch(self.conn, row, row.pending_through)
-        if found is None:
-            return None
-        through, events = found
-        return Batch(through, *_render(events))
+    def __init__(self, db: Database, row: Any, count: int) -> None:
+        self.queue: queue.Queue[Batch | BaseException | None] = queue.Queue(READ_AHEAD)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(
+            target=self._run, args=(db, row, count), name="signalscore-webhook-read", daemon=True
+        )
+        self.thread.start()
+
+    def _put(self, item: Batch | BaseException | None) -> bool:
+        while not self.stopping.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, db: Database, row: Any, count: int) -> None:
+        try:
+            with db.engine.connect() as conn:
+                conn = dialect.autocommit_reads(conn)
+                after = row.pending_through
+                for _ in range(count):
+                    with conn.begin():
+                        found = _next_batch(conn, row, after)
+                    batch = None if found is None else Batch(found[0], *_render(found[1]))
+                    if not self._put(batch) or batch is None or not batch.events:
+                        return
+                    after = batch.through
+        except BaseException as exc:  # for the sender to raise, once it settled
+            self._put(exc)
+
+    def next(self) -> Batch | None:
+        item = self.queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
 
     def close(self) -> None:
-        def close_connection() -> None:
-            if self.conn is not None:
-                self.conn.close()
-
-        self.pool.submit(close_connection)
-        self.pool.shutdown(wait=True)
+        self.stopping.set()
+        self.thread.join()
 
 
 def _send(
@@ -542,18 +566,17 @@ def deliver_once(
         row, events = leased
         event_ids, documents = _render(events)
         poster = Poster()
-        prefetch = _Prefetch(db)
+        ahead = _ReadAhead(db, row, max_batches - 1)
         sent = 0
         try:
             for number in range(max_batches):
-                ahead = prefetch.start(row) if number + 1 < max_batches else None
                 headers, body = message(row.secret, str(row.pending_message_id), documents, now())
                 outcome = _send(row, body, headers, send or poster, allow_private, timeout)
                 sent += max(len(event_ids), 1)
                 following, failure = None, None
-                if ahead is not None:
+                if outcome.ok and number + 1 < max_batches:
                     try:
-                        following = ahead.result()
+                        following = ahead.next()
                     except Exception as exc:  # settle what was sent first
                         failure = exc
                 # A settle whose lease was lost (a worker that slept past it) changes nothing:
@@ -569,7 +592,7 @@ def deliver_once(
                     break
                 event_ids, documents = following.event_ids, following.events
         finally:
-            prefetch.close()
+            ahead.close()
             poster.close()
     return sent
 
