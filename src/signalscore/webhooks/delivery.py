@@ -43,7 +43,7 @@ from signalscore.db.tables import (
 )
 from signalscore.db.types import utcnow
 from signalscore.errors import Invalid
-from signalscore.events.schemas import event_json
+from signalscore.events.schemas import EVENT_JSON_COLUMNS, events_json
 from signalscore.webhooks.signing import sign
 from signalscore.webhooks.urls import check_url
 
@@ -178,16 +178,39 @@ def message(
     return headers, body
 
 
+# An event row as `_events_after` reads it: `EVENT_JSON_COLUMNS`, then the changes' text.
+_SEQUENCE = EVENT_JSON_COLUMNS.index("sequence")
+_TYPE = EVENT_JSON_COLUMNS.index("type")
+_PROFILE = EVENT_JSON_COLUMNS.index("profile_id")
+
+
 def _matching(row: Any, event: Any) -> bool:
-    if event.type not in row.event_types:
+    if event[_TYPE] not in row.event_types:
         return False
-    return row.profile_ids is None or str(event.profile_id) in row.profile_ids
+    return row.profile_ids is None or str(event[_PROFILE]) in row.profile_ids
+
+
+def _page(bounded: bool) -> sa.Select[Any]:
+    """A page of an organisation's log: events after `low` (up to `high` when bounded), the
+    first `count` in sequence order, each with its changes as their stored JSON text (passed
+    through into deliveries). Built once: the statement is compiled once per connection."""
+    changes_text = sa.cast(e.c.changes, sa.Text).label("changes_text")
+    query = sa.select(*(e.c[name] for name in EVENT_JSON_COLUMNS), changes_text).where(
+        e.c.organization_id == sa.bindparam("org"), e.c.sequence > sa.bindparam("low")
+    )
+    if bounded:
+        query = query.where(e.c.sequence <= sa.bindparam("high"))
+    return query.order_by(e.c.sequence).limit(sa.bindparam("count"))
+
+
+_PAGES = {True: _page(True), False: _page(False)}
 
 
 def _events_after(
     conn: Connection, org_id: str, after: int, through: int | None, limit: int = SCAN
 ) -> list[Any]:
-    """The first `limit` events after `after` (and up to `through`), in sequence order.
+    """The first `limit` events after `after` (and up to `through`), in sequence order, as
+    rows of `EVENT_JSON_COLUMNS` and the changes' text.
 
     Sequences are dense above what retention deleted, so the first read is of the range
     (after, after + limit]: with stale statistics (a log that grew since its last ANALYZE)
@@ -195,22 +218,15 @@ def _events_after(
     whole rest of the log and a sort, for every batch of a backlog. A short range is the
     log's end (or a gap retention left): the rest is read after its last event (the log only
     grows at its end, so nothing committed meanwhile is skipped)."""
-    # Each event's changes also as their stored JSON text, passed through into deliveries.
-    changes_text = sa.cast(e.c.changes, sa.Text).label("changes_text")
-    columns = [column for column in e.c if column.name != "changes"]
 
     def page(low: int, high: int | None, count: int) -> list[Any]:
-        query = sa.select(*columns, changes_text).where(
-            e.c.organization_id == org_id, e.c.sequence > low
-        )
-        if high is not None:
-            query = query.where(e.c.sequence <= high)
-        return list(conn.execute(query.order_by(e.c.sequence).limit(count)))
+        parameters = {"org": org_id, "low": low, "high": high, "count": count}
+        return list(conn.execute(_PAGES[high is not None], parameters))
 
     high = after + limit if through is None else min(through, after + limit)
     rows = page(after, high, limit)
     if len(rows) < limit and (through is None or high < through):
-        rows += page(rows[-1].sequence if rows else after, through, limit - len(rows))
+        rows += page(rows[-1][_SEQUENCE] if rows else after, through, limit - len(rows))
     return rows
 
 
@@ -232,8 +248,8 @@ def _next_batch(
             if _matching(row, event):
                 chosen.append(event)
                 if len(chosen) == MAX_BATCH:
-                    return event.sequence, chosen
-            after = event.sequence
+                    return event[_SEQUENCE], chosen
+            after = event[_SEQUENCE]
         if len(page) < MAX_BATCH:
             break
     if after == start:
@@ -355,11 +371,6 @@ class Batch:
     through: int
     event_ids: list[str]
     events: list[bytes]
-
-
-def _render(events: list[Any]) -> tuple[list[str], list[bytes]]:
-    rendered = [event_json(event, event.changes_text) for event in events]
-    return [identifier for identifier, _ in rendered], [document for _, document in rendered]
 
 
 def _ours(row: Any) -> sa.ColumnElement[bool]:
@@ -509,7 +520,11 @@ class _ReadAhead:
                 for _ in range(count):
                     with conn.begin():
                         found = _next_batch(conn, row, after)
-                    batch = None if found is None else Batch(found[0], *_render(found[1]))
+                    batch = (
+                        None
+                        if found is None
+                        else Batch(found[0], *events_json(row.organization_id, found[1]))
+                    )
                     if not self._put(batch) or batch is None or not batch.events:
                         return
                     after = batch.through
@@ -564,7 +579,7 @@ def deliver_once(
         if leased is None:
             return 0
         row, events = leased
-        event_ids, documents = _render(events)
+        event_ids, documents = events_json(row.organization_id, events)
         poster = Poster()
         ahead = _ReadAhead(db, row, max_batches - 1)
         sent = 0
