@@ -329,7 +329,7 @@ def claim(
     return None if row is None else _lease(conn, row, now, lease)
 
 
-def _attempt(
+def attempt_row(
     row: Any,
     message_id: uuid.UUID,
     event_ids: list[str],
@@ -337,6 +337,7 @@ def _attempt(
     outcome: Outcome,
     now: datetime,
 ) -> sa.Insert:
+    """The delivery log's row for one attempt (an INSERT to execute)."""
     return webhook_deliveries.insert().values(
         organization_id=row.organization_id,
         id=uuid.uuid4(),
@@ -349,18 +350,6 @@ def _attempt(
         error=outcome.error,
         created_at=now,
     )
-
-
-def record_attempt(
-    conn: Connection,
-    row: Any,
-    message_id: uuid.UUID,
-    event_ids: list[str],
-    attempt: int,
-    outcome: Outcome,
-    now: datetime,
-) -> None:
-    conn.execute(_attempt(row, message_id, event_ids, attempt, outcome, now))
 
 
 @dataclass
@@ -420,7 +409,7 @@ def settle(
             }
     dialect.insert_then(
         conn,
-        _attempt(row, row.pending_message_id, event_ids, attempt, outcome, now),
+        attempt_row(row, row.pending_message_id, event_ids, attempt, outcome, now),
         sa.update(w).where(_ours(row)).values(**values),
     )
 
@@ -476,7 +465,7 @@ def advance(
         }
     updated = dialect.insert_then(
         conn,
-        _attempt(row, row.pending_message_id, event_ids, row.attempt + 1, outcome, now),
+        attempt_row(row, row.pending_message_id, event_ids, row.attempt + 1, outcome, now),
         sa.update(w).where(_ours(row)).values(**values).returning(*w.c),
     ).one_or_none()
     if updated is None or updated.pending_message_id != message_id:
