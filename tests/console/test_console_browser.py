@@ -316,6 +316,7 @@ def test_sign_in_configure_score_explain_preview_apply_and_sign_out(
     page.locator("#f-pointValues-ranges-0-points").fill("50")
     page.get_by_role("button", name="Preview", exact=True).click()
     heading = page.get_by_role("heading", name=re.compile(r"^Preview: 12 objects"))
+    heading.wait_for()  # the click posts a form; is_visible() alone would not wait for it
     assert heading.is_visible()
     assert page.locator("#preview svg.histogram").count() == 2
     movers = page.locator("#movers-fit tbody tr")
@@ -438,6 +439,8 @@ def test_every_page_fits_a_phone_screen(page: Any, server: Server) -> None:
         _shot(page, f"phone-{name}")
     page.goto(pages["rule"])
     page.get_by_role("button", name="Preview", exact=True).click()
+    # The click posts a form: wait for the answer before measuring the page.
+    page.get_by_role("heading", name=re.compile(r"^Preview: ")).wait_for()
     _no_overflow(page, PHONE["width"])
     page.set_viewport_size(DESKTOP)
     for name, path in pages.items():
