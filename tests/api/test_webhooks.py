@@ -16,10 +16,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from signalscore.db.engine import Database
+from signalscore.db.tables import event_counters, score_events
 from signalscore.db.types import utcnow
-from signalscore.webhooks.delivery import deliver_once
+from signalscore.webhooks.delivery import Outcome, deliver_once, post
 from tests.api.conftest import World, snapshot
 from tests.helpers import assert_error, drain
 
@@ -223,6 +225,55 @@ def test_events_arrive_signed_in_order_in_batches_of_100(
     assert sorted(d["id"] for d in log) == sorted(ids)
     assert sum(len(d["eventIds"]) for d in log) == len(feed)
     assert [e["id"] for e in receiver.events()] == [i for d in reversed(log) for i in d["eventIds"]]
+
+
+def test_delivery_reads_past_a_gap_retention_left(
+    private_ok: World, database: Database, receiver: Receiver
+) -> None:
+    """A subscription behind what retention deleted gets every event left, in order (its
+    reads go by sequence ranges: a gap must not end them)."""
+    world = private_ok
+    subscribe(world, receiver.url)
+    make_events(world, database, [f"g{i}.com" for i in range(250)])
+    with database.write() as conn:  # as retention does: the oldest, and `expired_through`
+        conn.execute(
+            sa.delete(score_events).where(
+                score_events.c.organization_id == world.tenant.org_id,
+                score_events.c.sequence <= 130,
+            )
+        )
+        conn.execute(
+            sa.update(event_counters)
+            .where(event_counters.c.organization_id == world.tenant.org_id)
+            .values(expired_through=130)
+        )
+    deliver_all(database)
+    feed = world.call("GET", "/v1/events", params={"after": 130, "limit": 1000}).json()["data"]
+    assert len(feed) >= 120
+    assert receiver.events() == feed
+
+
+def test_a_change_to_the_subscription_mid_burst_applies_to_the_next_batch(
+    private_ok: World, database: Database, receiver: Receiver
+) -> None:
+    """Batches are read ahead while one is in flight; one read before a PATCH of the filters
+    is not sent (the settle sees the subscription changed): the next claim reads anew."""
+    world = private_ok
+    hook = subscribe(world, receiver.url)
+    make_events(world, database, [f"m{i}.com" for i in range(250)])
+
+    def send_then_patch(url: str, headers: dict[str, str], body: bytes, timeout: float) -> Outcome:
+        outcome = post(url, headers, body, timeout)
+        if len(receiver.requests) == 1:
+            patched = world.call(
+                "PATCH", f"/v1/webhooks/{hook['id']}", json={"eventTypes": ["score.deleted"]}
+            )
+            assert patched.status_code == 200, patched.text
+        return outcome
+
+    assert deliver_once(database, allow_private=True, send=send_then_patch) == 100
+    assert deliver_all(database) == 0  # none of the rest is a score.deleted
+    assert len(receiver.requests) == 1
 
 
 def test_filters_choose_the_events_sent(

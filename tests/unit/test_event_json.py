@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from signalscore.events.log import event_id, event_id_text
 from signalscore.events.schemas import Event, event_json
 
 CHANGES = [
@@ -55,8 +56,14 @@ def test_the_delivery_json_is_the_feed_json(
     compact = json.dumps(CHANGES, separators=(",", ":"), ensure_ascii=False)
     identifier, rendered = event_json(row, compact)
     assert rendered == expected
-    assert identifier == model.id
+    assert identifier == str(model.id)
     # Stored text in another spelling (PostgreSQL's jsonb output has spaces; a JSON column
     # may hold escapes): the same JSON.
     _, spaced = event_json(row, json.dumps(CHANGES))
     assert json.loads(spaced) == json.loads(expected)
+
+
+def test_the_event_id_text_is_the_uuid5() -> None:
+    for sequence in [0, 1, 9, 12345, 2**40 + 7, *range(100, 400)]:
+        org_id = uuid.uuid4().hex[:24]
+        assert event_id_text(org_id, sequence) == str(event_id(org_id, sequence))

@@ -568,6 +568,25 @@ def derived_commit(conn: Connection) -> None:
         conn.exec_driver_sql("SELECT set_config('synchronous_commit', 'off', true)")
 
 
+def autocommit_reads(conn: Connection) -> Connection:
+    """PostgreSQL: `conn` with each statement a transaction of its own (no BEGIN and COMMIT
+    round trips around a read; the pool restores the isolation level). For reads that need
+    no snapshot across statements. SQLite: unchanged."""
+    if is_postgresql(conn):
+        return conn.execution_options(isolation_level="AUTOCOMMIT")
+    return conn
+
+
+def insert_then(conn: Connection, insert: sa.Insert, then: sa.Update) -> sa.CursorResult[Any]:
+    """Run `insert`, then `then`, and return the latter's result: one statement on
+    PostgreSQL (the insert as a data-modifying CTE: one round trip), two on SQLite. `then`
+    must not read what `insert` writes (a CTE's rows are not visible to its statement)."""
+    if is_postgresql(conn):
+        return conn.execute(then.add_cte(insert.cte("inserted")))
+    conn.execute(insert)
+    return conn.execute(then)
+
+
 def concurrent_writers(name: str) -> bool:
     """Whether write transactions of this backend (by dialect name) run at the same time:
     PostgreSQL yes; SQLite has one writer at a time."""

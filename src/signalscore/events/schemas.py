@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
 import orjson
 from pydantic import Field
 
-from signalscore.events.log import event_id
+from signalscore.events.log import event_id, event_id_texts
 from signalscore.schemas import ResponseModel
 from signalscore.vocabulary import Dimension, ObjectType
 
@@ -84,26 +85,73 @@ class EventPage(ResponseModel):
     nextCursor: str | None
 
 
-def event_json(row: Any, changes_text: str) -> tuple[uuid.UUID, bytes]:
-    """An event's id and JSON, exactly as `Event` serialises it (a unit test holds the two
-    together), built straight from its row with its `changes` passed through as the stored
-    JSON text: webhook deliveries send thousands a second and need neither the decoded
-    changes nor a model per event."""
-    identifier = event_id(row.organization_id, row.sequence)
-    document = {
-        "id": identifier,
-        "sequence": row.sequence,
-        "type": row.type,
-        "createdAt": row.created_at,
-        "profileId": row.profile_id,
-        "objectType": row.object_type,
-        "objectId": row.object_id,
-        "dimension": row.dimension,
-        "score": row.score,
-        "previousScore": row.previous_score,
-        "tier": row.tier,
-        "previousTier": row.previous_tier,
-        "version": row.version,
-        "changes": orjson.Fragment(changes_text),
-    }
-    return identifier, orjson.dumps(document, option=orjson.OPT_UTC_Z)
+# The `score_events` columns an event's JSON is built from (`events_json`), in this order;
+# the changes' stored JSON text follows them.
+EVENT_JSON_COLUMNS = (
+    "sequence",
+    "type",
+    "created_at",
+    "profile_id",
+    "object_type",
+    "object_id",
+    "dimension",
+    "score",
+    "previous_score",
+    "tier",
+    "previous_tier",
+    "version",
+)
+
+
+def events_json(org_id: str, rows: Iterable[Sequence[Any]]) -> tuple[list[str], list[bytes]]:
+    """The ids (as text) and JSON of an organisation's events, each exactly as `Event`
+    serialises it (a unit test holds the two together), built straight from its row: the
+    values of `EVENT_JSON_COLUMNS` in order, then its `changes` as the stored JSON text,
+    passed through. Webhook deliveries send thousands a second and need neither the decoded
+    changes, nor a model, nor a `uuid.UUID` per event; rows taken apart as tuples, not by
+    name."""
+    identifiers: list[str] = []
+    documents: list[bytes] = []
+    event_id_text = event_id_texts(org_id)
+    for (
+        sequence,
+        type_,
+        created_at,
+        profile_id,
+        object_type,
+        object_id,
+        dimension,
+        score,
+        previous_score,
+        tier,
+        previous_tier,
+        version,
+        changes_text,
+    ) in rows:
+        identifier = event_id_text(sequence)
+        identifiers.append(identifier)
+        document = {
+            "id": identifier,
+            "sequence": sequence,
+            "type": type_,
+            "createdAt": created_at,
+            "profileId": profile_id,
+            "objectType": object_type,
+            "objectId": object_id,
+            "dimension": dimension,
+            "score": score,
+            "previousScore": previous_score,
+            "tier": tier,
+            "previousTier": previous_tier,
+            "version": version,
+            "changes": orjson.Fragment(changes_text),
+        }
+        documents.append(orjson.dumps(document, option=orjson.OPT_UTC_Z))
+    return identifiers, documents
+
+
+def event_json(row: Any, changes_text: str) -> tuple[str, bytes]:
+    """One event's id and JSON (`events_json`) from a row with the columns by name."""
+    values = (*(getattr(row, column) for column in EVENT_JSON_COLUMNS), changes_text)
+    [identifier], [document] = events_json(row.organization_id, [values])
+    return identifier, document

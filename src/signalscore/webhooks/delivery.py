@@ -9,11 +9,19 @@ else keeps the batch (and its `webhook-id`) for a retry after 5 s, 30 s, 2 min, 
 subscription is disabled. The batch in flight is written before it is sent, so a worker that
 dies mid-send leaves it to the next one after the lease: at least once, in order, and a
 duplicate is only ever a retry of the same `webhook-id`.
+
+Throughput (one subscription's batches go one at a time): while a batch is in flight, a
+thread reads and renders the next ones (`_ReadAhead`; the log only grows at its end, so what
+it read stays what comes next); once the batch is acknowledged, one transaction records the
+attempt, moves the cursor past it and fixes the next one (`advance`: one statement on
+PostgreSQL), and the next one goes out on the same HTTP connection (`Poster`).
 """
 
 from __future__ import annotations
 
 import http.client
+import queue
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -35,7 +43,7 @@ from signalscore.db.tables import (
 )
 from signalscore.db.types import utcnow
 from signalscore.errors import Invalid
-from signalscore.events.schemas import event_json
+from signalscore.events.schemas import EVENT_JSON_COLUMNS, events_json
 from signalscore.webhooks.signing import sign
 from signalscore.webhooks.urls import check_url
 
@@ -83,29 +91,75 @@ class Outcome:
 Sender = Callable[[str, dict[str, str], bytes, float], Outcome]
 
 
+_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+
+
+class Poster:
+    """A `Sender` that keeps its connection to the receiver open from one delivery to the
+    next (a burst of batches to one subscription). A kept connection that the receiver had
+    closed meanwhile (it answers a new request with a reset, or closes without a response)
+    is opened again and the request sent once more: the same delivery (same `webhook-id`),
+    as any HTTP client does with a stale keep-alive connection. Call `close` when done."""
+
+    def __init__(self) -> None:
+        self._connection: http.client.HTTPConnection | None = None
+        self._key: tuple[Any, ...] | None = None
+        self._used = False
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+        self._connection, self._key, self._used = None, None, False
+
+    def __call__(
+        self, url: str, headers: dict[str, str], body: bytes, timeout: float = TIMEOUT_SECONDS
+    ) -> Outcome:
+        """POST `body`; a 2xx within 10 s is success. Redirects are not followed (a 3xx is
+        a failure: it could point anywhere)."""
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.hostname, parts.port, timeout)
+        if key != self._key:
+            self.close()
+            connection_class = (
+                http.client.HTTPSConnection
+                if parts.scheme == "https"
+                else http.client.HTTPConnection
+            )
+            self._connection = connection_class(parts.hostname or "", parts.port, timeout=timeout)
+            self._key = key
+        assert self._connection is not None
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        started = time.monotonic()
+        for again in (self._used and self._connection.sock is not None, False):
+            try:
+                self._connection.request("POST", path, body=body, headers=headers)
+                response = self._connection.getresponse()
+                response.read(64 * 1024)
+                if not response.isclosed():  # more than we read: the connection is spent
+                    self._connection.close()
+                status = response.status
+                error = None if 200 <= status < 300 else f"HTTP {status}"
+                self._used = True
+                break
+            except (OSError, http.client.HTTPException) as exc:
+                self._connection.close()
+                self._used = False
+                if again and isinstance(exc, _STALE):
+                    continue
+                status, error = None, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+                break
+        return Outcome(status, (time.monotonic() - started) * 1000, error)
+
+
 def post(
     url: str, headers: dict[str, str], body: bytes, timeout: float = TIMEOUT_SECONDS
 ) -> Outcome:
-    """POST `body`; a 2xx within 10 s is success. Redirects are not followed (a 3xx is a
-    failure: it could point anywhere)."""
-    parts = urlsplit(url)
-    connection_class = (
-        http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    )
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    started = time.monotonic()
-    connection = connection_class(parts.hostname or "", parts.port, timeout=timeout)
+    """One delivery on a connection of its own (`Poster`)."""
+    poster = Poster()
     try:
-        connection.request("POST", path, body=body, headers=headers)
-        response = connection.getresponse()
-        response.read(64 * 1024)
-        status = response.status
-        error = None if 200 <= status < 300 else f"HTTP {status}"
-    except (OSError, http.client.HTTPException) as exc:
-        status, error = None, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+        return poster(url, headers, body, timeout)
     finally:
-        connection.close()
-    return Outcome(status, (time.monotonic() - started) * 1000, error)
+        poster.close()
 
 
 def message(
@@ -124,32 +178,67 @@ def message(
     return headers, body
 
 
+# An event row as `_events_after` reads it: `EVENT_JSON_COLUMNS`, then the changes' text.
+_SEQUENCE = EVENT_JSON_COLUMNS.index("sequence")
+_TYPE = EVENT_JSON_COLUMNS.index("type")
+_PROFILE = EVENT_JSON_COLUMNS.index("profile_id")
+
+
 def _matching(row: Any, event: Any) -> bool:
-    if event.type not in row.event_types:
+    if event[_TYPE] not in row.event_types:
         return False
-    return row.profile_ids is None or str(event.profile_id) in row.profile_ids
+    return row.profile_ids is None or str(event[_PROFILE]) in row.profile_ids
+
+
+def _page(bounded: bool) -> sa.Select[Any]:
+    """A page of an organisation's log: events after `low` (up to `high` when bounded), the
+    first `count` in sequence order, each with its changes as their stored JSON text (passed
+    through into deliveries). Built once: the statement is compiled once per connection."""
+    changes_text = sa.cast(e.c.changes, sa.Text).label("changes_text")
+    query = sa.select(*(e.c[name] for name in EVENT_JSON_COLUMNS), changes_text).where(
+        e.c.organization_id == sa.bindparam("org"), e.c.sequence > sa.bindparam("low")
+    )
+    if bounded:
+        query = query.where(e.c.sequence <= sa.bindparam("high"))
+    return query.order_by(e.c.sequence).limit(sa.bindparam("count"))
+
+
+_PAGES = {True: _page(True), False: _page(False)}
 
 
 def _events_after(
     conn: Connection, org_id: str, after: int, through: int | None, limit: int = SCAN
 ) -> list[Any]:
-    # Each event's changes also as their stored JSON text, passed through into deliveries.
-    changes_text = sa.cast(e.c.changes, sa.Text).label("changes_text")
-    columns = [column for column in e.c if column.name != "changes"]
-    query = sa.select(*columns, changes_text).where(
-        e.c.organization_id == org_id, e.c.sequence > after
-    )
-    if through is not None:
-        query = query.where(e.c.sequence <= through)
-    return list(conn.execute(query.order_by(e.c.sequence).limit(limit)))
+    """The first `limit` events after `after` (and up to `through`), in sequence order, as
+    rows of `EVENT_JSON_COLUMNS` and the changes' text.
+
+    Sequences are dense above what retention deleted, so the first read is of the range
+    (after, after + limit]: with stale statistics (a log that grew since its last ANALYZE)
+    PostgreSQL would otherwise plan `sequence > after ... LIMIT` as a bitmap scan of the
+    whole rest of the log and a sort, for every batch of a backlog. A short range is the
+    log's end (or a gap retention left): the rest is read after its last event (the log only
+    grows at its end, so nothing committed meanwhile is skipped)."""
+
+    def page(low: int, high: int | None, count: int) -> list[Any]:
+        parameters = {"org": org_id, "low": low, "high": high, "count": count}
+        return list(conn.execute(_PAGES[high is not None], parameters))
+
+    high = after + limit if through is None else min(through, after + limit)
+    rows = page(after, high, limit)
+    if len(rows) < limit and (through is None or high < through):
+        rows += page(rows[-1][_SEQUENCE] if rows else after, through, limit - len(rows))
+    return rows
 
 
-def _next_batch(conn: Connection, row: Any) -> tuple[int, list[Any]] | None:
-    """The subscription's next batch after `delivered_through`: (the sequence it ends at,
-    its matching events), reading pages of the log until 100 match or `SCAN` events were
-    looked at. None when the log has nothing after the cursor."""
+def _next_batch(
+    conn: Connection, row: Any, start: int | None = None
+) -> tuple[int, list[Any]] | None:
+    """The subscription's next batch after `start` (by default `delivered_through`): (the
+    sequence it ends at, its matching events), reading pages of the log until 100 match or
+    `SCAN` events were looked at. None when the log has nothing after it."""
     chosen: list[Any] = []
-    after, looked = row.delivered_through, 0
+    start = row.delivered_through if start is None else start
+    after, looked = start, 0
     while looked < SCAN:
         page = _events_after(conn, row.organization_id, after, None, MAX_BATCH)
         if not page:
@@ -159,11 +248,11 @@ def _next_batch(conn: Connection, row: Any) -> tuple[int, list[Any]] | None:
             if _matching(row, event):
                 chosen.append(event)
                 if len(chosen) == MAX_BATCH:
-                    return event.sequence, chosen
-            after = event.sequence
+                    return event[_SEQUENCE], chosen
+            after = event[_SEQUENCE]
         if len(page) < MAX_BATCH:
             break
-    if after == row.delivered_through:
+    if after == start:
         return None
     return after, chosen
 
@@ -240,28 +329,45 @@ def claim(
     return None if row is None else _lease(conn, row, now, lease)
 
 
-def record_attempt(
-    conn: Connection,
+def attempt_row(
     row: Any,
     message_id: uuid.UUID,
     event_ids: list[str],
     attempt: int,
     outcome: Outcome,
     now: datetime,
-) -> None:
-    conn.execute(
-        webhook_deliveries.insert().values(
-            organization_id=row.organization_id,
-            id=uuid.uuid4(),
-            subscription_id=row.id,
-            message_id=message_id,
-            event_ids=event_ids,
-            attempt=attempt,
-            status_code=outcome.status_code,
-            duration_ms=round(outcome.duration_ms, 2),
-            error=outcome.error,
-            created_at=now,
-        )
+) -> sa.Insert:
+    """The delivery log's row for one attempt (an INSERT to execute)."""
+    return webhook_deliveries.insert().values(
+        organization_id=row.organization_id,
+        id=uuid.uuid4(),
+        subscription_id=row.id,
+        message_id=message_id,
+        event_ids=event_ids,
+        attempt=attempt,
+        status_code=outcome.status_code,
+        duration_ms=round(outcome.duration_ms, 2),
+        error=outcome.error,
+        created_at=now,
+    )
+
+
+@dataclass
+class Batch:
+    """A subscription's next batch, read and rendered ahead: the sequence it ends at, and
+    its events' ids and JSON (none: the events up to `through` match no filter)."""
+
+    through: int
+    event_ids: list[str]
+    events: list[bytes]
+
+
+def _ours(row: Any) -> sa.ColumnElement[bool]:
+    """The subscription's row still holds the batch in flight (`row`'s)."""
+    return sa.and_(
+        w.c.organization_id == row.organization_id,
+        w.c.id == row.id,
+        w.c.pending_message_id == row.pending_message_id,
     )
 
 
@@ -273,44 +379,171 @@ def settle(
     now: datetime,
     retry_scale: float = 1.0,
 ) -> None:
-    """Record an attempt at the subscription's batch in flight, and move on or wait."""
+    """Record an attempt at the subscription's batch in flight, and move on or wait (the
+    lease is released either way)."""
     attempt = row.attempt + 1
-    record_attempt(conn, row, row.pending_message_id, event_ids, attempt, outcome, now)
-    same = sa.and_(
-        w.c.organization_id == row.organization_id,
-        w.c.id == row.id,
-        w.c.pending_message_id == row.pending_message_id,
-    )
     if outcome.ok:
-        conn.execute(
-            sa.update(w)
-            .where(same)
-            .values(
-                delivered_through=row.pending_through,
-                pending_through=None,
-                pending_message_id=None,
-                attempt=0,
-                next_attempt_at=None,
-                failing_since=None,
-                lease_until=None,
-            )
-        )
-        return
-    failing_since = row.failing_since or now
-    values: dict[str, Any] = {
-        "attempt": attempt,
-        "next_attempt_at": now + retry_delay(attempt, retry_scale),
-        "failing_since": failing_since,
-        "lease_until": None,
-    }
-    if now - failing_since >= DISABLE_AFTER * retry_scale:
-        values |= {
-            "enabled": False,
-            "disabled_reason": f"every delivery failed for 3 days; last: {outcome.error}"[
-                :MAX_ERROR_CHARS
-            ],
+        values: dict[str, Any] = {
+            "delivered_through": row.pending_through,
+            "pending_through": None,
+            "pending_message_id": None,
+            "attempt": 0,
+            "next_attempt_at": None,
+            "failing_since": None,
+            "lease_until": None,
         }
-    conn.execute(sa.update(w).where(same).values(**values))
+    else:
+        failing_since = row.failing_since or now
+        values = {
+            "attempt": attempt,
+            "next_attempt_at": now + retry_delay(attempt, retry_scale),
+            "failing_since": failing_since,
+            "lease_until": None,
+        }
+        if now - failing_since >= DISABLE_AFTER * retry_scale:
+            values |= {
+                "enabled": False,
+                "disabled_reason": f"every delivery failed for 3 days; last: {outcome.error}"[
+                    :MAX_ERROR_CHARS
+                ],
+            }
+    dialect.insert_then(
+        conn,
+        attempt_row(row, row.pending_message_id, event_ids, attempt, outcome, now),
+        sa.update(w).where(_ours(row)).values(**values),
+    )
+
+
+def advance(
+    conn: Connection,
+    row: Any,
+    outcome: Outcome,
+    event_ids: list[str],
+    now: datetime,
+    following: Batch | None,
+    lease: timedelta = LEASE,
+    retry_scale: float = 1.0,
+) -> Any | None:
+    """Settle the batch in flight (`settle`) and, when it was delivered and `following` (read
+    ahead after it) has events, fix that batch as the one in flight under a new `webhook-id`
+    and keep the lease: one statement on PostgreSQL. The subscription's row when the next
+    batch is ours to send, else None (the lease is released). The next batch is fixed only
+    if nobody changed the subscription meanwhile (`updated_at`: its filters, URL, secret or
+    `enabled`); a batch of events that match no filter is skipped over likewise."""
+    if not outcome.ok or following is None:
+        settle(conn, row, outcome, event_ids, now, retry_scale)
+        return None
+    unchanged = sa.and_(w.c.enabled, w.c.updated_at == row.updated_at)
+
+    def when_unchanged(column: sa.Column[Any], value: Any, otherwise: Any = None) -> Any:
+        return sa.case(
+            (unchanged, sa.bindparam(None, value, type_=column.type)),
+            else_=sa.null() if otherwise is None else sa.bindparam(None, otherwise, column.type),
+        )
+
+    message_id = uuid.uuid4()
+    values: dict[str, Any] = {
+        "attempt": 0,
+        "next_attempt_at": None,
+        "failing_since": None,
+    }
+    if following.events:
+        values |= {
+            "delivered_through": row.pending_through,
+            "pending_through": when_unchanged(w.c.pending_through, following.through),
+            "pending_message_id": when_unchanged(w.c.pending_message_id, message_id),
+            "lease_until": when_unchanged(w.c.lease_until, now + lease),
+        }
+    else:  # nothing for this subscription up to `through`: skip past, and let go
+        values |= {
+            "delivered_through": when_unchanged(
+                w.c.delivered_through, following.through, row.pending_through
+            ),
+            "pending_through": None,
+            "pending_message_id": None,
+            "lease_until": None,
+        }
+    updated = dialect.insert_then(
+        conn,
+        attempt_row(row, row.pending_message_id, event_ids, row.attempt + 1, outcome, now),
+        sa.update(w).where(_ours(row)).values(**values).returning(*w.c),
+    ).one_or_none()
+    if updated is None or updated.pending_message_id != message_id:
+        return None
+    return updated
+
+
+READ_AHEAD = 2  # batches read and rendered ahead of the one in flight
+
+
+class _ReadAhead:
+    """Reads and renders a subscription's batches after the one in flight, one after the
+    other, on a thread and a connection of their own, at most `READ_AHEAD` ahead of what was
+    sent: `next()` gives them in order (None: the log has nothing more). A batch read ahead
+    stays the next one (the log only grows at its end, and retention only deletes below the
+    cursor); the settle that fixes it checks that the subscription did not change since
+    (`advance`)."""
+
+    def __init__(self, db: Database, row: Any, count: int) -> None:
+        self.queue: queue.Queue[Batch | BaseException | None] = queue.Queue(READ_AHEAD)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(
+            target=self._run, args=(db, row, count), name="signalscore-webhook-read", daemon=True
+        )
+        self.thread.start()
+
+    def _put(self, item: Batch | BaseException | None) -> bool:
+        while not self.stopping.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, db: Database, row: Any, count: int) -> None:
+        try:
+            with db.engine.connect() as conn:
+                conn = dialect.autocommit_reads(conn)
+                after = row.pending_through
+                for _ in range(count):
+                    with conn.begin():
+                        found = _next_batch(conn, row, after)
+                    batch = (
+                        None
+                        if found is None
+                        else Batch(found[0], *events_json(row.organization_id, found[1]))
+                    )
+                    if not self._put(batch) or batch is None or not batch.events:
+                        return
+                    after = batch.through
+        except BaseException as exc:  # for the sender to raise, once it settled
+            self._put(exc)
+
+    def next(self) -> Batch | None:
+        item = self.queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join()
+
+
+def _send(
+    row: Any,
+    body: bytes,
+    headers: dict[str, str],
+    send: Sender,
+    allow_private: bool,
+    timeout: float,
+) -> Outcome:
+    try:
+        check_url(row.url, allow_private=allow_private)
+    except Invalid as refused:
+        return Outcome(None, 0.0, refused.fields[0].message[:MAX_ERROR_CHARS])
+    return send(row.url, headers, body, timeout)
 
 
 def deliver_once(
@@ -318,57 +551,53 @@ def deliver_once(
     *,
     allow_private: bool,
     now: Callable[[], datetime] = utcnow,
-    send: Sender = post,
+    send: Sender | None = None,
     timeout: float = TIMEOUT_SECONDS,
     retry_scale: float = 1.0,
     max_batches: int = 50,
 ) -> int:
     """Lease one due subscription and deliver its batches one after the other while they
-    succeed (at most `max_batches`, then the lease goes back for fairness): each outcome
-    is settled, and the next batch fixed, in one transaction. How many events were sent (0:
-    nothing was due)."""
+    succeed (at most `max_batches`, then the lease goes back for fairness): while a batch is
+    in flight the next one is read ahead; each outcome is settled, and the next batch fixed,
+    in one transaction. How many events were sent (0: nothing was due)."""
     lease = lease_for(timeout)
-    with db.write(notify=False) as conn:
-        dialect.derived_commit(conn)
-        leased = claim(conn, now(), lease)
-    sent = 0
-    for _ in range(max_batches):
-        if leased is None:
-            break
-        row, events = leased
-        rendered = [event_json(event, event.changes_text) for event in events]
-        event_ids = [str(identifier) for identifier, _ in rendered]
-        payload = [document for _, document in rendered]
-        headers, body = message(row.secret, str(row.pending_message_id), payload, now())
-        try:
-            check_url(row.url, allow_private=allow_private)
-        except Invalid as refused:
-            outcome = Outcome(None, 0.0, refused.fields[0].message[:MAX_ERROR_CHARS])
-        else:
-            outcome = send(row.url, headers, body, timeout)
-        sent += max(len(events), 1)
-        # A settle whose lease was lost (a worker that slept past it) changes nothing: the
-        # other worker owns the batch now, under the same webhook-id.
-        with db.write(notify=False) as conn:
+    with db.read_then_write() as (_, write):
+        with write() as conn:
             dialect.derived_commit(conn)
-            settle(conn, row, outcome, event_ids, now(), retry_scale)
-            leased = None
-            if outcome.ok:
-                current = conn.execute(
-                    sa.select(w)
-                    .where(w.c.organization_id == row.organization_id, w.c.id == row.id)
-                    .with_for_update()
-                ).one_or_none()
-                # Still ours (our settle released the lease; nobody took it since).
-                if current is not None and current.enabled and current.lease_until is None:
-                    leased = _lease(conn, current, now(), lease)
-    if leased is not None:  # the batch budget is spent: give the lease back
-        with db.write(notify=False) as conn:
-            conn.execute(
-                sa.update(w)
-                .where(w.c.organization_id == leased[0].organization_id, w.c.id == leased[0].id)
-                .values(lease_until=None)
-            )
+            leased = claim(conn, now(), lease)
+        if leased is None:
+            return 0
+        row, events = leased
+        event_ids, documents = events_json(row.organization_id, events)
+        poster = Poster()
+        ahead = _ReadAhead(db, row, max_batches - 1)
+        sent = 0
+        try:
+            for number in range(max_batches):
+                headers, body = message(row.secret, str(row.pending_message_id), documents, now())
+                outcome = _send(row, body, headers, send or poster, allow_private, timeout)
+                sent += max(len(event_ids), 1)
+                following, failure = None, None
+                if outcome.ok and number + 1 < max_batches:
+                    try:
+                        following = ahead.next()
+                    except Exception as exc:  # settle what was sent first
+                        failure = exc
+                # A settle whose lease was lost (a worker that slept past it) changes nothing:
+                # the other worker owns the batch now, under the same webhook-id.
+                with write() as conn:
+                    dialect.derived_commit(conn)
+                    row = advance(
+                        conn, row, outcome, event_ids, now(), following, lease, retry_scale
+                    )
+                if failure is not None:
+                    raise failure
+                if row is None or following is None:
+                    break
+                event_ids, documents = following.event_ids, following.events
+        finally:
+            ahead.close()
+            poster.close()
     return sent
 
 

@@ -206,7 +206,7 @@ def send_test_event(
     )
     check_url(row.url, allow_private=allow_private)
     outcome = delivery.post(row.url, headers, body, timeout)
-    delivery.record_attempt(conn, row, message_id, [str(test_id)], 1, outcome, now)
+    conn.execute(delivery.attempt_row(row, message_id, [str(test_id)], 1, outcome, now))
     return Delivery(
         id=message_id,
         eventIds=[test_id],
