@@ -14,6 +14,7 @@ import os
 import random
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -26,6 +27,7 @@ import sqlalchemy as sa
 
 from signalscore.db.engine import Database
 from signalscore.db.tables import event_counters, score_events, webhook_subscriptions
+from signalscore.db.types import utcnow
 from signalscore.signals.service import write_values
 from signalscore.webhooks.schemas import WebhookCreate
 from signalscore.webhooks.service import create as create_webhook
@@ -115,7 +117,7 @@ def verify(secret: str, headers: dict[str, str], body: bytes) -> bool:
     return any(hmac.compare_digest(s, expected) for s in headers["webhook-signature"].split())
 
 
-def start_worker(url: str) -> subprocess.Popen[str]:
+def start_worker(url: str, stderr: Any = subprocess.DEVNULL) -> subprocess.Popen[str]:
     env = {
         **os.environ,
         "SIGNALSCORE_DATABASE_URL": url,
@@ -133,9 +135,16 @@ def start_worker(url: str) -> subprocess.Popen[str]:
         [SIGNALSCORE, "worker", "--log-level", "error", "--lease-seconds", "3"],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr,
         text=True,
     )
+
+
+@pytest.fixture
+def worker_log() -> Iterator[Any]:
+    """The workers' stderr, read when deliveries stall."""
+    with tempfile.TemporaryFile("w+") as log:
+        yield log
 
 
 @pytest.fixture
@@ -166,8 +175,41 @@ def _caught_up(database: Database, org_id: str) -> bool:
     return bool(behind == 0)
 
 
+def _stall_report(
+    database: Database, org_id: str, workers: list[subprocess.Popen[str]], log: Any
+) -> str:
+    """What a stall looks like: the log's end, each subscription's cursor, and every live
+    worker's threads (SIGUSR1 prints their stacks to the log file)."""
+    with database.read() as conn:
+        last = conn.execute(
+            sa.select(event_counters.c.last_sequence).where(
+                event_counters.c.organization_id == org_id
+            )
+        ).scalar_one()
+        w = webhook_subscriptions
+        rows = conn.execute(
+            sa.select(
+                w.c.url, w.c.enabled, w.c.delivered_through, w.c.pending_through, w.c.attempt,
+                w.c.next_attempt_at, w.c.lease_until, w.c.failing_since,
+            ).where(w.c.organization_id == org_id)
+        ).all()  # fmt: skip
+    for worker in workers:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGUSR1)
+    time.sleep(1)
+    log.flush()
+    log.seek(0)
+    stacks = log.read()[-20_000:]
+    return f"at {utcnow()}: last sequence {last}; subscriptions {rows}; workers:\n{stacks}"
+
+
 def test_every_event_arrives_in_order_through_faults_and_kills(
-    backend: str, database_url: str, database: Database, tenant: Tenant, receiver: FaultyReceiver
+    backend: str,
+    database_url: str,
+    database: Database,
+    tenant: Tenant,
+    receiver: FaultyReceiver,
+    worker_log: Any,
 ) -> None:
     org_id = tenant.org_id
     companies = [f"h{i}.com" for i in range(60)]
@@ -184,7 +226,7 @@ def test_every_event_arrives_in_order_through_faults_and_kills(
             subscriptions[name] = created
     seed_world(database, org_id, companies)
     count = 2 if backend == "postgresql" else 1
-    workers = [start_worker(database_url) for _ in range(count)]
+    workers = [start_worker(database_url, worker_log) for _ in range(count)]
     rng = random.Random(9)
     kills = 0
     try:
@@ -197,13 +239,17 @@ def test_every_event_arrives_in_order_through_faults_and_kills(
                 victim = rng.randrange(len(workers))
                 workers[victim].send_signal(signal.SIGKILL)
                 workers[victim].wait()
-                workers[victim] = start_worker(database_url)
+                workers[victim] = start_worker(database_url, worker_log)
                 kills += 1
             if rng.random() < 0.04:
                 receiver.restart()
         settle_by = time.monotonic() + 90
         while not _caught_up(database, org_id):
-            assert time.monotonic() < settle_by, "deliveries did not catch up"
+            if time.monotonic() > settle_by:
+                pytest.fail(
+                    "deliveries did not catch up: "
+                    + _stall_report(database, org_id, workers, worker_log)
+                )
             time.sleep(0.2)
     finally:
         for worker in workers:
