@@ -43,6 +43,9 @@ class FaultyReceiver:
         self.lock = threading.Lock()
         self.requests: list[dict[str, Any]] = []
         self.faults: Counter[str] = Counter()
+        # Every kind of fault happens at least once: the 3rd, 6th and 9th requests get one
+        # each (how many requests a run makes depends on timing; the rest are at random).
+        self.forced = {3: 0.2, 6: 0.25, 9: 0.1}
         self.port = 0
         self.server: ThreadingHTTPServer | None = None
         self.start()
@@ -68,7 +71,7 @@ class FaultyReceiver:
                             "body": body,
                         }
                     )
-                    roll = receiver.rng.random()
+                    roll = receiver.forced.get(len(receiver.requests), receiver.rng.random())
                 if roll < 0.15:
                     receiver.faults["500"] += 1
                     self.send_response(500)
