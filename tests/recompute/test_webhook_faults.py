@@ -129,10 +129,13 @@ def start_worker(url: str, stderr: Any = subprocess.DEVNULL) -> subprocess.Popen
         # A 1 s timeout also makes the delivery lease 6 s (60 s at the default 10 s): a batch
         # whose worker is SIGKILLed mid-send is taken over after that.
         "SIGNALSCORE_WEBHOOK_TIMEOUT_SECONDS": "1",
-        # 5 s -> 5 ms, 30 s -> 30 ms, 2 min -> 0.12 s, 10 min -> 0.6 s, 1 h -> 3.6 s, 6 h ->
-        # 21.6 s (at 0.01 a fifth failure in a row cost 36 s and a sixth 216 s, past the
-        # 90 s allowed to catch up); the 3-day disable -> 259 s, still far beyond the run.
-        "SIGNALSCORE_WEBHOOK_RETRY_SCALE": "0.001",
+        # 5 s -> 0.5 ms, 30 s -> 3 ms, 2 min -> 12 ms, 10 min -> 60 ms, 1 h -> 0.36 s, 6 h ->
+        # 2.2 s, then every 12 h -> 4.3 s. About 4 requests in 10 fail here (the faults, and
+        # the receiver's restarts), so a batch fails 7 or 8 times in a row in a run now and
+        # then: at 0.001 that waited 21.6 s and then 43 s per attempt, past the 90 s allowed
+        # to catch up (a stall report showed a batch at its 6th attempt 9 s into a run). The
+        # 3-day disable -> 26 s of failing without one success, a dozen failures in a row.
+        "SIGNALSCORE_WEBHOOK_RETRY_SCALE": "0.0001",
     }
     return subprocess.Popen(
         [SIGNALSCORE, "worker", "--log-level", "error", "--lease-seconds", "3"],
