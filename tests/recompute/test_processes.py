@@ -322,3 +322,27 @@ def test_sigterm_at_any_moment_stops_a_busy_worker_which_releases_its_leases(
     finally:
         stop([survivor])
     assert_scores_fresh(database)
+
+
+def test_a_worker_paused_and_resumed_carries_on(
+    database_url: str, database: Database, tenant: Tenant, tmp_path: Path
+) -> None:
+    """SIGSTOP then SIGCONT (a worker paused by Ctrl-Z and `fg`, or by a debugger) neither
+    stops the worker nor loses its work: it resumes and drains the queue. (Python's
+    `sigtimedwait`, interrupted by SIGCONT, returned a struct of garbage that the worker took
+    for a stop signal.)"""
+    companies = [f"p{i}.com" for i in range(1500)]
+    seed_world(database, tenant.org_id, companies)
+    [worker] = start_workers(database_url, 1, tmp_path / "audit.log", "--batch-size", "50")
+    try:
+        wait_for_claim(database)
+        for _ in range(3):
+            worker.send_signal(signal.SIGSTOP)
+            time.sleep(0.3)
+            worker.send_signal(signal.SIGCONT)
+            time.sleep(1.0)  # the signal wait times out every 0.5 s: past it, twice
+            assert worker.poll() is None, "a paused and resumed worker must carry on"
+        wait_for_empty_queue(database)
+    finally:
+        stop([worker])
+    assert_scores_fresh(database)

@@ -131,8 +131,11 @@ def _run_worker_process(settings_json: str) -> None:
             continue
         if received.si_signo == signal.SIGUSR1:
             _print_stacks()
-            continue
-        break
+        elif received.si_signo in STOP_SIGNALS:
+            break
+        # Anything else is no signal of ours: CPython 3.11 returns a struct of garbage when
+        # the wait is interrupted by SIGCONT (a worker paused with SIGSTOP or Ctrl-Z, then
+        # resumed), which once stopped the worker.
     stop.set()
     worker.wakeup.set()
     runner.join()
