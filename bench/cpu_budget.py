@@ -13,10 +13,12 @@ the bare-ASGI ceiling in req/s. This measures whether the machine has the CPU fo
 2. The cost of each kind of request, with no contention: one `signalscore serve` process (no
    embedded worker) and one `signalscore worker` on a scratch PostgreSQL database set up as
    bench/load.py does (`signalscore demo`, scored, VACUUM ANALYZE). One keep-alive connection
-   sends `--requests` requests of one kind at a time, drawn from bench/load.py's `Mix`, then
-   waits for the queue to drain; `--rounds` rounds visit the kinds in turn. Per request, the
-   CPU seconds of the server process, of the PostgreSQL backends of the database, of the
-   worker (the recomputes the requests queued, until drained) and of this driver.
+   sends `--requests` requests of one kind at a time (rule upserts: a tenth as many, each
+   rescores every company), drawn from bench/load.py's `Mix`, with the worker stopped
+   (SIGSTOP); then the worker resumes and the queue drains. `--rounds` rounds visit the kinds
+   in turn. Per request, the CPU seconds of the server process and of the PostgreSQL
+   backends during the requests, of this driver, and of the worker with the PostgreSQL
+   backends during the drain (the recomputes the requests queued).
 3. The budget: at 0.5x the ceiling, the mix's CPU per request (80% reads, 15% value writes,
    2.5% rule upserts, 2.5% compute calls, as bench/load.py) times the rate, in cores, against
    the cores of this machine. Requests alone (server + PostgreSQL + driver), and with the
@@ -33,6 +35,7 @@ import asyncio
 import contextlib
 import os
 import random
+import signal
 import sys
 import tempfile
 import time
@@ -120,25 +123,34 @@ def main() -> int:
         done: dict[str, int] = defaultdict(int)
 
         async def block(kind: str) -> None:
+            """The requests with the worker stopped (SIGSTOP), so the PostgreSQL backends
+            work for the server alone; then the worker resumes and drains what they queued,
+            which (with its backends' CPU) is the worker's part."""
             conn = HttpConnection("127.0.0.1", port, header)
-            groups = {"server": server.pids, "postgresql": backends, "worker": worker.pids}
+            requests = max(5, args.requests // 10) if kind == "upsert_rule" else args.requests
+            requesting = {"server": server.pids, "postgresql": backends}
+            draining = {"worker": worker.pids, "postgresql": backends}
+            os.kill(worker.process.pid, signal.SIGSTOP)
             try:
-                before = {name: cpu_by_pid(pids()) for name, pids in groups.items()}
+                before = {name: cpu_by_pid(pids()) for name, pids in requesting.items()}
                 driver0 = time.process_time()
-                for _ in range(args.requests):
+                for _ in range(requests):
                     _, method, target, body = _one_kind(mix, kind)
                     status, data = await conn.request(method, target, body)
                     if status >= 300:
                         raise RuntimeError(f"{kind}: {method} {target} answered {status}: {data!r}")
-                driver = time.process_time() - driver0
+                spent[kind]["driver"] += time.process_time() - driver0
+                after = {name: cpu_by_pid(pids()) for name, pids in requesting.items()}
             finally:
+                os.kill(worker.process.pid, signal.SIGCONT)
                 conn.close()
-            await wait_drained(port, header, 3600, alive, poll=0.1)
-            after = {name: cpu_by_pid(pids()) for name, pids in groups.items()}
-            for name in groups:
+            for name in requesting:
                 spent[kind][name] += cpu_used(before[name], after[name])
-            spent[kind]["driver"] += driver
-            done[kind] += args.requests
+            before = {name: cpu_by_pid(pids()) for name, pids in draining.items()}
+            await wait_drained(port, header, 3600, alive, poll=0.1)
+            after = {name: cpu_by_pid(pids()) for name, pids in draining.items()}
+            spent[kind]["worker"] += sum(cpu_used(before[n], after[n]) for n in draining)
+            done[kind] += requests
 
         for _ in range(args.rounds):
             for kind in KINDS:
