@@ -4,7 +4,8 @@ Python does (`events.log.changes`). Both must give exactly what `events.log.chan
 entry for entry and in its order, over random pairs of documents: rules kept in place with
 some sides changed (PostgreSQL pairs them by position), rules added, removed or moved
 (matched by rule id), empty sides, and differences that are no difference (5 and 5.0, a
-missing key and null, a missing `decayFactor` and 1, a key outside the change's sides)."""
+missing key and null, a missing `decayFactor` and 1, a key outside the change's sides), and
+numbers jsonb keeps as exact decimals (0.1 + 0.2, 1e308)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
 from signalscore.db import dialect
-from signalscore.db.engine import Database
+from signalscore.db.engine import Database, load_json
 from signalscore.db.tables import score_results
 from signalscore.engine import DimensionResult
 from signalscore.events.log import changes
@@ -34,7 +33,7 @@ def contribution(rng: random.Random, rule: str) -> dict[str, Any]:
         "ruleId": rule,
         "signalTemplateId": f"template-{rule}",
         "matchedValue": rng.choice(TEXTS),
-        "pointsEarned": rng.choice([0, 5, -10, 2.5, 12.25]),
+        "pointsEarned": rng.choice([0, 5, -10, 2.5, 12.25, 0.1 + 0.2, 1e308]),
         "maxPoints": rng.choice([10, 25, 7.5]),
         "observedAt": rng.choice(STAMPS),
     }
@@ -128,7 +127,7 @@ def test_a_changed_rows_changes_are_what_python_builds(database: Database) -> No
     kinds = {"none": 0, "some": 0}
     for object_id, (old, new) in zip(objects, pairs, strict=True):
         got = written[ids[object_id]]
-        document = orjson.loads(got) if isinstance(got, str) else got
+        document = load_json(got) if isinstance(got, str) else got
         expected = changes(old, new)
         assert document == expected, (old, new)
         kinds["some" if expected else "none"] += 1

@@ -592,24 +592,25 @@ def _write_scores_postgresql(
                 "next_changes": [row[3].next_change_at for row in inserts],
             },
         )
-    if not changed:
-        return {}
-    updated = conn.exec_driver_sql(
-        _PG_UPDATE,
-        {
-            "org": org_id,
-            "now": naive_now,
-            "ids": [row[0] for row in changed],
-            "scores": [float(row[1].score) for row in changed],
-            "contributions": [_json_text(row[1].contributions) for row in changed],
-            "hashes": [row[2] for row in changed],
-            "coverages": [row[1].signal_coverage for row in changed],
-            "totals": [row[1].total_rules for row in changed],
-            "tiers": [row[3] for row in changed],
-            "next_changes": [row[1].next_change_at for row in changed],
-        },
-    )
-    return dict(updated.tuples().all())
+    changes: dict[uuid.UUID, Changes] = {}
+    if changed:
+        updated = conn.exec_driver_sql(
+            _PG_UPDATE,
+            {
+                "org": org_id,
+                "now": naive_now,
+                "ids": [row[0] for row in changed],
+                "scores": [float(row[1].score) for row in changed],
+                "contributions": [_json_text(row[1].contributions) for row in changed],
+                "hashes": [row[2] for row in changed],
+                "coverages": [row[1].signal_coverage for row in changed],
+                "totals": [row[1].total_rules for row in changed],
+                "tiers": [row[3] for row in changed],
+                "next_changes": [row[1].next_change_at for row in changed],
+            },
+        )
+        changes = dict(updated.tuples().all())
+    return changes
 
 
 # --- The claim (recompute/worker.py) -----------------------------------------------------------
