@@ -125,6 +125,9 @@ class WorkerReport:
 class DrainResult:
     seconds: float
     reports: list[WorkerReport]
+    # CPU seconds over the drain (`--runner cli`): the worker processes', and their
+    # database sessions' (every backend of the scratch database), from /proc.
+    cpu: tuple[float, float] | None = None
 
 
 @dataclass
@@ -488,6 +491,35 @@ def _children(pid: int) -> list[int]:
     return workers
 
 
+def _cpu_seconds(pids: Sequence[int]) -> dict[int, float]:
+    """utime + stime of each process still alive, in seconds."""
+    tick = os.sysconf("SC_CLK_TCK")
+    seconds = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        seconds[pid] = (int(fields[11]) + int(fields[12])) / tick
+    return seconds
+
+
+def _backends(probe: sa.Engine) -> list[int]:
+    """The server processes of every session on the scratch database (same machine)."""
+    with probe.connect() as conn:
+        return list(
+            conn.execute(
+                sa.text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+            ).scalars()
+        )
+
+
+def _cpu_since(before: dict[int, float], now: dict[int, float]) -> float:
+    """CPU used since `before` by the processes of `now` (a process born since: all of it;
+    one gone since is not counted, which only undercounts)."""
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in now.items())
+
+
 def drain_with_cli(
     scratch: ScratchDatabase,
     workers: int,
@@ -542,8 +574,15 @@ def drain_with_cli(
             raise RuntimeError("signalscore worker did not start")
         time.sleep(0.3)
         pids = _children(process.pid) if workers > 1 else [process.pid]
+        scratch_pg = scratch.backend == "postgresql"
+        workers_before = _cpu_seconds(pids)
+        backends_before = _cpu_seconds(_backends(probe)) if scratch_pg else {}
         trigger()
         seconds = wait_until_empty(probe, lambda: process.poll() is None, label, analyze_every)
+        cpu = (
+            _cpu_since(workers_before, _cpu_seconds(pids)),
+            _cpu_since(backends_before, _cpu_seconds(_backends(probe))) if scratch_pg else 0.0,
+        )
         peaks = {pid: peak_rss_mb(pid) for pid in pids}
     finally:
         process.send_signal(signal.SIGTERM)
@@ -555,14 +594,18 @@ def drain_with_cli(
     reports = [
         WorkerReport(pid, done, peaks[pid]) for pid, done in zip(pids, computed, strict=False)
     ]
-    return DrainResult(seconds, reports)
+    return DrainResult(seconds, reports, cpu)
 
 
 # --- verification and baseline -----------------------------------------------------------------
 
 
 def verify_sample(db: Database, fixture: Fixture, sample_size: int, seed: int) -> tuple[int, int]:
-    """Stored rows of a random sample vs a from-scratch computation. (checked, mismatches)"""
+    """Stored rows of a random sample vs a from-scratch computation. (checked, mismatches)
+    A sample of 0 checks nothing (`--verify 0`: timing code from before decay, whose rules
+    and engine this check cannot read)."""
+    if sample_size <= 0:
+        return 0, 0
     sample = random.Random(seed).sample(fixture.objects, min(sample_size, len(fixture.objects)))
     r, v, s = scoring_rules, signal_values, score_results
     with db.read() as conn:
@@ -732,6 +775,12 @@ def run_size(backend: str, count: int, args: argparse.Namespace) -> SizeResult:
             f"{count / measured.seconds:,.0f} objects/s ({updated:,} rows new version, "
             f"{touched:,} identical and touched), peak RSS {_rss_list(measured.reports)}"
         )
+        for name, drained in (("initial compute", initial), ("recompute", measured)):
+            if drained.cpu is not None:
+                print(
+                    f"  CPU of the {name}: workers {drained.cpu[0]:.1f} s, their database "
+                    f"sessions {drained.cpu[1]:.1f} s, together {sum(drained.cpu):.1f} s"
+                )
         checked, mismatches = verify_sample(db, fixture, args.verify, args.seed + 1)
         print(f"  verified {checked} random objects: {mismatches} mismatch(es)")
         baseline_s, rows = time_baseline(db)

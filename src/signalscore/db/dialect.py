@@ -336,6 +336,13 @@ NewRow = tuple[uuid.UUID, str, str, "DimensionResult", int, str | None]
 ChangedRow = tuple[uuid.UUID, "DimensionResult", int, str | None]
 
 
+# An event's `changes` (SPEC §10): built in Python (`events.log.changes`), or JSON text built
+# by PostgreSQL (`_PG_CHANGES`), which the event's INSERT passes through.
+Changes = list[dict[str, Any]] | str
+# `events.log.changes`: (old contributions, new contributions) -> their changes.
+Differ = Callable[[Any, Any], list[dict[str, Any]]]
+
+
 def write_scores(
     conn: Connection,
     org_id: str,
@@ -343,14 +350,27 @@ def write_scores(
     now: datetime,
     inserts: list[NewRow],
     changed: list[ChangedRow],
-) -> None:
+    differ: Differ,
+) -> dict[uuid.UUID, Changes]:
     """Insert the new score rows and update the changed ones (`version + 1`, the old values
     moved into `previous_*` by the database): one statement each over arrays on PostgreSQL,
-    executemany elsewhere."""
+    executemany elsewhere. Returns each changed row's `changes` (its old contributions
+    against its new ones), by row id: on PostgreSQL computed by the UPDATE itself, which has
+    both documents (`_PG_CHANGES`), so the old ones never travel to Python; elsewhere by
+    `differ`, from the old contributions read back from `previous_contributions`."""
     if is_postgresql(conn):
-        _write_scores_postgresql(conn, org_id, object_type, now, inserts, changed)
-    else:
-        _write_scores_generic(conn, org_id, object_type, now, inserts, changed)
+        return _write_scores_postgresql(conn, org_id, object_type, now, inserts, changed)
+    _write_scores_generic(conn, org_id, object_type, now, inserts, changed)
+    new = {row_id: result.contributions for row_id, result, _, _ in changed}
+    found: dict[uuid.UUID, Changes] = {}
+    for among in id_filters(conn, s.c.id, list(new)):
+        for row_id, old in conn.execute(
+            sa.select(s.c.id, s.c.previous_contributions).where(
+                s.c.organization_id == org_id, among
+            )
+        ):
+            found[row_id] = differ(old, new[row_id])
+    return found
 
 
 def _write_scores_generic(
@@ -480,7 +500,59 @@ _PG_UPDATE = """
             ) AS found
         ))
         AND s.id = v.id
+    RETURNING s.id, {changes}::text
 """
+
+
+# One side of a change (`events.log._part`) from a contribution {c} (jsonb): a missing key
+# is null, a missing `decayFactor` 1.
+_PG_PART = """jsonb_build_object('matchedValue', {c} -> 'matchedValue',
+    'pointsEarned', {c} -> 'pointsEarned', 'maxPoints', {c} -> 'maxPoints',
+    'observedAt', {c} -> 'observedAt', 'decayFactor', COALESCE({c} -> 'decayFactor', '1'::jsonb))"""
+
+# The `changes` of a row whose contributions go from {old} to {new} (jsonb), exactly as
+# `events.log.changes` builds them: one entry per rule whose side differs, in the new
+# document's order, then the rules only the old one had, in its order (jsonb compares numbers
+# by value, 5 = 5.0, as Python does). Two ways, the first when it applies: when both
+# documents list the same rules in the same order (what a changed value or a rule's new
+# points give), the entries are paired by position (`ROWS FROM`, one pass over each);
+# otherwise (a rule added, deleted or moved, or an empty side) the first gives NULL and the
+# rules are matched by `ruleId` (a full join).
+_PG_CHANGES = """COALESCE((
+        SELECT CASE WHEN bool_and(COALESCE(z.n -> 'ruleId' = z.o -> 'ruleId', false)) THEN
+            COALESCE(jsonb_agg(jsonb_build_object(
+                'ruleId', z.n -> 'ruleId', 'signalTemplateId', z.n -> 'signalTemplateId',
+                'before', {part_zo}, 'after', {part_zn}) ORDER BY z.i)
+                FILTER (WHERE z.n <> z.o AND {part_zn} <> {part_zo}), '[]'::jsonb)
+            END
+        FROM ROWS FROM (jsonb_array_elements({new}), jsonb_array_elements({old}))
+            WITH ORDINALITY AS z (n, o, i)
+    ), (
+        SELECT COALESCE(jsonb_agg(jsonb_build_object(
+            'ruleId', CASE WHEN n.c IS NULL THEN o.c -> 'ruleId' ELSE n.c -> 'ruleId' END,
+            'signalTemplateId', CASE WHEN n.c IS NULL THEN o.c -> 'signalTemplateId'
+                ELSE n.c -> 'signalTemplateId' END,
+            'before', CASE WHEN o.c IS NOT NULL THEN {part_oc} END,
+            'after', CASE WHEN n.c IS NOT NULL THEN {part_nc} END)
+            ORDER BY n.i, o.i), '[]'::jsonb)
+        FROM jsonb_array_elements({new}) WITH ORDINALITY AS n (c, i)
+        FULL JOIN jsonb_array_elements({old}) WITH ORDINALITY AS o (c, i)
+            ON n.c -> 'ruleId' = o.c -> 'ruleId'
+        WHERE n.c IS NULL OR o.c IS NULL OR {part_nc} <> {part_oc}
+    ))"""
+
+
+def _pg_changes(old: str, new: str) -> str:
+    """`_PG_CHANGES` of the jsonb expressions `old` and `new`."""
+    sides = {
+        f"part_{name.replace('.', '')}": _PG_PART.format(c=name)
+        for name in ("z.o", "z.n", "o.c", "n.c")
+    }
+    return _PG_CHANGES.format(old=old, new=new, **sides)
+
+
+# RETURNING sees the updated row: `previous_contributions` holds the old document.
+_PG_UPDATE = _PG_UPDATE.format(changes=_pg_changes("s.previous_contributions", "s.contributions"))
 
 
 def _json_text(document: Any) -> str:
@@ -495,8 +567,9 @@ def _write_scores_postgresql(
     now: datetime,
     inserts: list[NewRow],
     changed: list[ChangedRow],
-) -> None:
-    """PostgreSQL: one INSERT and one UPDATE per batch, each over arrays (`unnest`)."""
+) -> dict[uuid.UUID, Changes]:
+    """PostgreSQL: one INSERT and one UPDATE per batch, each over arrays (`unnest`); the
+    UPDATE returns each changed row's `changes` as JSON text."""
     # The driver gets the timestamp as the column stores it: naive UTC.
     naive_now = now.astimezone(UTC).replace(tzinfo=None)
     if inserts:
@@ -519,8 +592,9 @@ def _write_scores_postgresql(
                 "next_changes": [row[3].next_change_at for row in inserts],
             },
         )
+    changes: dict[uuid.UUID, Changes] = {}
     if changed:
-        conn.exec_driver_sql(
+        updated = conn.exec_driver_sql(
             _PG_UPDATE,
             {
                 "org": org_id,
@@ -535,6 +609,8 @@ def _write_scores_postgresql(
                 "next_changes": [row[1].next_change_at for row in changed],
             },
         )
+        changes = dict(updated.tuples().all())
+    return changes
 
 
 # --- The claim (recompute/worker.py) -----------------------------------------------------------
@@ -1054,7 +1130,8 @@ def insert_events(
     conn: Connection, org_id: str, first: int, now: datetime, events: Sequence[Any]
 ) -> None:
     """Write `events` (`events.log.NewEvent`) numbered from `first`, in order: one statement
-    over arrays on PostgreSQL, executemany elsewhere."""
+    over arrays on PostgreSQL, executemany elsewhere. `changes` given as JSON text (built
+    by PostgreSQL, `write_scores`) go through as they are."""
     if not events:
         return
     if is_postgresql(conn):
@@ -1074,7 +1151,10 @@ def insert_events(
                 "tiers": [e.tier for e in events],
                 "previous_tiers": [e.previous_tier for e in events],
                 "versions": [e.version for e in events],
-                "changes": [_json_text(e.changes) for e in events],
+                "changes": [
+                    e.changes if isinstance(e.changes, str) else _json_text(e.changes)
+                    for e in events
+                ],
             },
         )
         return
@@ -1095,7 +1175,7 @@ def insert_events(
                 "tier": e.tier,
                 "previous_tier": e.previous_tier,
                 "version": e.version,
-                "changes": e.changes,
+                "changes": orjson.loads(e.changes) if isinstance(e.changes, str) else e.changes,
             }
             for i, e in enumerate(events)
         ],

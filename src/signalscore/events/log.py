@@ -96,7 +96,8 @@ class NewEvent:
     tier: str | None
     previous_tier: str | None
     version: int
-    changes: list[dict[str, Any]]
+    # Built by `changes`, or by the database as JSON text (`dialect.write_scores`).
+    changes: dialect.Changes
 
 
 @dataclass

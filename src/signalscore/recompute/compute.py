@@ -329,9 +329,13 @@ def store_results(
     # Whatever is left has no reason to exist any more.
     deleted = [row.id for row in stored.values()]
 
-    # The events read the old contributions: before they are overwritten.
-    _record_events(conn, org_id, object_type, by_id, inserts, changed, deleted)
-    dialect.write_scores(conn, org_id, object_type, now, inserts, changed)
+    # The deleted rows' events read their contributions before the rows go; the changed
+    # rows' `changes` come from their UPDATE, which has the old and the new documents.
+    old = _old_contributions(conn, org_id, by_id, deleted)
+    changes = dialect.write_scores(
+        conn, org_id, object_type, now, inserts, changed, differ=events.changes
+    )
+    _record_events(conn, org_id, object_type, by_id, inserts, changed, changes, deleted, old)
     same_org = {"organization_id": org_id}
     for among in key_filters(conn, s, "id", touched, match=same_org):
         conn.execute(sa.update(s).where(among).values(computed_at=now))
@@ -350,8 +354,8 @@ def store_results(
 def _old_contributions(
     conn: Connection, org_id: str, rows: dict[uuid.UUID, Any], ids: list[uuid.UUID]
 ) -> dict[uuid.UUID, Any]:
-    """The stored contributions of these rows (their `changes` need them): read now, for
-    the rows read without them (those with a fingerprint)."""
+    """The stored contributions of these rows (the `changes` of their deletion need them):
+    read now, for the rows read without them (those with a fingerprint)."""
     found = {i: rows[i].contributions for i in ids if rows[i].contributions_hash is None}
     wanted = [i for i in ids if i not in found]
     for among in key_filters(conn, s, "id", wanted, match={"organization_id": org_id}):
@@ -369,11 +373,13 @@ def _record_events(
     stored: dict[uuid.UUID, Any],
     inserts: list[dialect.NewRow],
     changed: list[dialect.ChangedRow],
+    changes: dict[uuid.UUID, dialect.Changes],
     deleted: list[uuid.UUID],
+    old: dict[uuid.UUID, Any],
 ) -> None:
     """SPEC §10: one event per created, changed or deleted row, plus `score.tier_changed`
-    for a created or changed row whose tier differs from its previous one."""
-    old = _old_contributions(conn, org_id, stored, [row[0] for row in changed] + deleted)
+    for a created or changed row whose tier differs from its previous one. `changes`: the
+    changed rows' (`dialect.write_scores`); `old`: the deleted rows' contributions."""
     new_events: list[events.NewEvent] = []
 
     def add(types: tuple[str, ...], *fields: Any) -> None:
@@ -398,10 +404,9 @@ def _record_events(
         )
     for row_id, result, _, tier in changed:
         row = stored[row_id]
-        change = events.changes(old[row_id], result.contributions)
         kinds = (events.CHANGED,) if tier == row.tier else (events.CHANGED, events.TIER_CHANGED)
         add(kinds, row.profile_id, object_type, row.object_id, row.dimension, result.score,
-            row.score, tier, row.tier, row.version + 1, change)  # fmt: skip
+            row.score, tier, row.tier, row.version + 1, changes[row_id])  # fmt: skip
     for row_id in deleted:
         row = stored[row_id]
         change = events.changes(old[row_id], None)
