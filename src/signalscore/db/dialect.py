@@ -975,10 +975,11 @@ def analyze_if_stale(engine: sa.Engine, tables: Sequence[str]) -> list[str]:
     """PostgreSQL: ANALYZE each of these tables whose statistics autovacuum would refresh now
     (more rows changed since its last analysis than 50 + 10% of its rows), or which has grown
     by more than 10% of its pages since (above 8 pages), each in its own
-    short transaction; the tables analysed. A bulk import calls it before its transaction,
-    for the tables its statements join, and after its commit, for those it filled: their
-    plans are made from statistics that describe the tables, even where autovacuum is off or
-    has not caught up (a fresh database during its first load). Elsewhere a no-op."""
+    short transaction; the tables analysed. A bulk import has it run (`db.statistics`, on a
+    thread of its own) for the tables its statements join, before its merge, and for those
+    it filled, after its commit: their plans are made from statistics that describe the
+    tables, even where autovacuum is off or has not caught up (a fresh database during its
+    first load). Elsewhere a no-op."""
     if engine.dialect.name != "postgresql":
         return []
     analysed: list[str] = []
