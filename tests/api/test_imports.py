@@ -332,6 +332,50 @@ def test_csv_specifics(world: World, database: Database) -> None:
     assert snapshot(database) == before
 
 
+def _nested(levels: int) -> Any:
+    value: Any = ["x"]
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        *((f"{n} levels of lists", _nested(n)) for n in (30, 31, 32, 33)),
+        ("an escape", ["\u0041", "b"]),
+        ("an escaped NUL", ["a\x00b"]),
+        ("9,996 keys", {f"k{i}": 1 for i in range(9_996)}),  # with the record's 4: the limit
+        ("9,997 keys", {f"k{i}": 1 for i in range(9_997)}),
+        ("colons in strings", ["a:b"] * 50),
+    ],
+)
+def test_csv_and_ndjson_records_agree_at_the_structural_limits(
+    world: World, name: str, value: Any
+) -> None:
+    """A CSV record is checked as the same NDJSON line is (`imports`: both skip the
+    structural walk when their text shows it would find nothing), at the limits of nesting
+    and keys: the same answer, naming the same field."""
+    item = {"objectType": "company", "objectId": "a.com", "signalTemplateId": "crm", "value": value}
+    cells = io.StringIO()
+    csv.writer(cells, lineterminator="\n").writerow(["company", "b.com", "crm", json.dumps(value)])
+    answers = []
+    for body, headers, line in (
+        (ndjson([item]), NDJSON, 1),
+        (f"objectType,objectId,signalTemplateId,value\n{cells.getvalue()}".encode(), CSV, 2),
+    ):
+        response = import_values(world, body, headers)
+        answer = response.json()
+        if response.status_code == 422:
+            answer = [
+                (f["field"].replace(f"lines[{line}]", "lines[n]"), f["code"])
+                for f in answer["error"]["fields"]
+            ]
+        answers.append((response.status_code, answer))
+    assert answers[0] == answers[1], name
+    assert answers[0][0] == (200 if name in ("an escape", "colons in strings") else 422), answers
+
+
 def test_media_types_empty_bodies_and_size(world: World, database: Database) -> None:
     before = snapshot(database)
     line = GOOD_LINE + b"\n"

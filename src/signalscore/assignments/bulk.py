@@ -70,7 +70,7 @@ def import_assignments(
     records = imports.read_records(
         chunks, fmt, problems, csv_required=CSV_REQUIRED, csv_optional=CSV_OPTIONAL
     )
-    dialect.analyze_if_stale(db.engine, _READS)  # see signals/bulk.py
+    fresh = db.statistics.refresh(_READS)  # see signals/bulk.py
     with db.write() as conn:
         object_type = get_profile(conn, org_id, profile_id).type
         dialect.create_assignment_staging(conn)
@@ -85,6 +85,7 @@ def import_assignments(
             except FieldProblem as problem:
                 problems.add(line, problem.suffix.lstrip("."), problem.code, problem.message)
         staging.finish(lines)
+        db.statistics.wait(fresh)
         declare_locks(conn, Locks(org_id, assignments=True))
         a = assignments_table
         staged = dialect.staged_assignments_source(conn)
@@ -115,7 +116,7 @@ def import_assignments(
         )
         score_counts.add_assigned(conn, org_id, profile_id, int(assigned))
         dialect.drop_staging(conn)
-    dialect.analyze_if_stale(db.engine, _READS)
+    db.statistics.refresh(_READS)
     return AssignmentsImportResult(
         records=lines, assigned=int(assigned), alreadyAssigned=int(objects) - int(assigned)
     )

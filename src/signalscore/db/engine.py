@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from signalscore.db.dialect import advisory_locks
+from signalscore.db.statistics import StatisticsRefresher
 from signalscore.vocabulary import MAX_EXACT_INT
 
 
@@ -301,6 +302,8 @@ class Database:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # Bulk imports' table statistics, analysed on a thread of their own (PostgreSQL).
+        self.statistics = StatisticsRefresher(engine)
         # Called after every committed write unit; the embedded worker uses it to wake up.
         self.after_write: Callable[[], None] | None = None
 
@@ -393,4 +396,5 @@ class Database:
                 yield conn
 
     def dispose(self) -> None:
+        self.statistics.close()
         self.engine.dispose()

@@ -109,8 +109,9 @@ def import_values(
         csv_optional=CSV_OPTIONAL,
         csv_cell=_csv_cell,
     )
-    # The merge joins the staged rows with these tables: plan it from fresh statistics.
-    dialect.analyze_if_stale(db.engine, _READS)
+    # The merge joins the staged rows with these tables: plan it from fresh statistics,
+    # refreshed while the body is read (`db.statistics`).
+    fresh = db.statistics.refresh(_READS)
     with db.write() as conn:
         t = signal_templates
         templates = {
@@ -143,6 +144,7 @@ def import_values(
             used.add(template_id)
             staging.add((line, object_type, object_id, template_id, value, observed_at or now))
         staging.finish(lines)
+        db.statistics.wait(fresh)
         # Only now does the import touch shared tables: it takes the locks a value write
         # takes, for the templates it writes (a template deleted since the check above fails
         # the merge on its foreign key: 409, nothing written).
@@ -150,7 +152,7 @@ def import_values(
         keys, written, deleted = dialect.merge_staged_values(conn, org_id, now)
         enqueue_changed_values(conn, org_id, used)
         dialect.drop_staging(conn)
-    dialect.analyze_if_stale(db.engine, ["signal_values", "recompute_queue"])
+    db.statistics.refresh(["signal_values", "recompute_queue"])  # not waited for
     return SignalValuesImportResult(
         records=lines, written=written, deleted=deleted, unchanged=keys - written - deleted
     )
