@@ -550,6 +550,12 @@ def rule_save(profile_id: str, request: Request, session: SessionDep, form: Form
         (r.signalTemplateId, r.dimension) == (rule_form.template_id, rule_form.dimension)
         for r in current
     )
+
+    def page(**answer: Any) -> Response:
+        return _rule_page(
+            request, session, profile, template, rule_form, existing=existing, **answer
+        )
+
     strip = ""
     try:
         body = rule_form.body()
@@ -570,32 +576,14 @@ def rule_save(profile_id: str, request: Request, session: SessionDep, form: Form
                 result = preview_service.preview(
                     conn, org_id, pid, PreviewRequest(rules=proposed, sampleSize=sample)
                 )
-            return _rule_page(
-                request,
-                session,
-                profile,
-                template,
-                rule_form,
-                existing=existing,
-                preview=result,
-                assigned=assigned,
-            )
+            return page(preview=result, assigned=assigned)
         with db.write(org=org_id, rule_template=edited.signalTemplateId) as conn:
             rules_service.upsert_rule(conn, org_id, pid, edited)
     except Invalid as error:
         errors = FieldErrors.place(
             error, rule_form.anchors(), rule_form.aliases, strip_prefix=strip
         )
-        return _rule_page(
-            request,
-            session,
-            profile,
-            template,
-            rule_form,
-            existing=existing,
-            status=422,
-            errors=errors,
-        )
+        return page(status=422, errors=errors)
     return RedirectResponse(f"/console/profiles/{pid}?saved=rule#rules", status_code=303)
 
 
