@@ -472,3 +472,59 @@ def test_profile_deletions_racing_a_worker_and_value_writes_leave_the_counts_exa
 
     outcomes = run_trials(trials(backend, 15), trial)
     assert outcomes["exact"] == trials(backend, 15)
+
+
+def test_value_writes_over_the_same_keys_in_opposite_orders_never_deadlock(
+    client: TestClient, tenant: Tenant, database: Database, backend: str, pool: ThreadPoolExecutor
+) -> None:
+    """Two value writes list the same 40 (object, template) keys in opposite orders, and a
+    third deletes half of them and rewrites the other half: each takes its row locks in one
+    order (code-point order of the key, as every other writer of those rows), so none waits
+    for another in a cycle. Written in request order they deadlocked, and PostgreSQL aborted
+    one (503 TRANSIENT_CONFLICT). Every write must succeed, and the stored values must be
+    those of some serial order of the three."""
+    build_world(client, tenant)
+    companies = [f"c{n:02d}.example" for n in range(20)]
+    keys = [(c, t) for c in companies for t in ("employees", "is_b2b")]
+
+    def item(key: tuple[str, str], marker: int | None) -> dict[str, Any]:
+        value: Any = None if marker is None else (marker if key[1] == "employees" else True)
+        return {
+            "objectType": "company",
+            "objectId": key[0],
+            "signalTemplateId": key[1],
+            "value": value,
+        }
+
+    def trial(index: int) -> str:
+        forward = [item(k, 1000 + index) for k in keys]
+        backward = [item(k, 2000 + index) for k in reversed(keys)]
+        # Half deleted, half written, interleaved: deletions and upserts lock rows too.
+        mixed = [item(k, None if n % 2 else 3000 + index) for n, k in enumerate(keys)]
+        mixed = mixed[1::2] + mixed[::2]
+        answers = race(
+            client,
+            tenant,
+            pool,
+            [
+                ("PUT", "/v1/signals/values", {"json": {"values": v}})
+                for v in (forward, backward, mixed)
+            ],
+        )
+        no_5xx(answers)
+        assert [a.status_code for a in answers] == [200, 200, 200], [a.text for a in answers]
+        stored = client.get(
+            "/v1/signals/values",
+            headers=tenant.headers,
+            params=[("objectType", "company"), *[("objectId", c) for c in companies]],
+        ).json()
+        employees = {v["value"] for v in stored if v["signalTemplateId"] == "employees"}
+        b2b = sum(v["signalTemplateId"] == "is_b2b" for v in stored)
+        # Each write holds its rows to its commit, so one of them was last on every key:
+        # all 20 employee counts are that write's, and b2b is gone only if it was the mixed.
+        assert len(employees) == 1, employees
+        last = employees.pop() - index
+        assert (last, b2b) in ((1000, 20), (2000, 20), (3000, 0)), (last, b2b)
+        return str(last)
+
+    run_trials(trials(backend, 30), trial)

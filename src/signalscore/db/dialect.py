@@ -86,6 +86,96 @@ def lock_order(conn: Connection, column: Any) -> Any:
     return column.collate("C") if is_postgresql(conn) else column
 
 
+def _value_probe(
+    table: sa.FromClause, org_id: str, keys: Sequence[tuple[str, str, str]], columns: Sequence[Any]
+) -> tuple[Any, Any]:
+    """PostgreSQL: `unnest(types, ids, templates) AS wanted` and a LATERAL probe of
+    `table` (`signal_values` or an alias) selecting `columns` for each wanted key, down the
+    primary key, in the list's order (a nested loop: the lateral side reads `wanted`)."""
+    wanted = (
+        sa.func.unnest(
+            *(
+                sa.bindparam(None, list(column), type_=postgresql.ARRAY(sa.Text), unique=True)
+                for column in zip(*keys, strict=True)
+            )
+        )
+        .table_valued("object_type", "object_id", "template_id")
+        .render_derived(name="wanted")
+    )
+    probe = sa.select(*columns).where(
+        table.c.organization_id == org_id,
+        table.c.object_type == wanted.c.object_type,
+        table.c.object_id == wanted.c.object_id,
+        # An expression, not the column: the probe is the primary key's (organization,
+        # type, object), then at most a few rows filtered. With the column, stale statistics
+        # chose `ix_signal_values_template` and filtered `object_id` over a template's rows.
+        table.c.signal_template_id.concat("") == wanted.c.template_id,
+    )
+    return wanted, probe.offset(_NO_PULL_UP)
+
+
+def locked_value_rows(
+    conn: Connection,
+    org_id: str,
+    keys: Sequence[tuple[str, str, str]],
+    columns: Sequence[Any],
+    *,
+    deleting: frozenset[tuple[str, str, str]] = frozenset(),
+) -> list[Any]:
+    """PostgreSQL: the stored `signal_values` rows of `keys` ((object type, object id,
+    template), in code-point order), each locked `FOR UPDATE` in that order as it is read:
+    one probe per key down the primary key, in a nested loop over the list, so two writes of
+    overlapping keys lock them in one order, and each row comes as it is under the lock (the
+    latest committed version), not as an earlier snapshot saw it.
+
+    A row committed by another write while the statement ran is invisible to it. An upsert
+    of such a key finds it anyway (its insert waits for the row), a deletion does not: the
+    keys in `deleting` that were not found are read again by a new statement, until one
+    finds none of them, so a deletion that waited for a write then sees what that write
+    committed."""
+    found: list[Any] = []
+    wanted_keys = list(keys)
+    while wanted_keys:
+        wanted, probe = _value_probe(signal_values, org_id, wanted_keys, columns)
+        locked = probe.with_for_update().lateral("found")
+        rows = conn.execute(sa.select(*locked.c).select_from(wanted.join(locked, sa.true()))).all()
+        if not rows:
+            break
+        found.extend(rows)
+        seen = {(row.object_type, row.object_id, row.signal_template_id) for row in rows}
+        wanted_keys = [key for key in wanted_keys if key in deleting and key not in seen]
+    return found
+
+
+def delete_value_rows(conn: Connection, org_id: str, keys: Sequence[tuple[str, str, str]]) -> None:
+    """Delete the `signal_values` rows of `keys`: one statement on PostgreSQL (the rows
+    found as `locked_value_rows` finds them, then addressed by their physical address, as
+    `key_filters` does), an executemany elsewhere."""
+    if not keys:
+        return
+    v = signal_values
+    if not is_postgresql(conn):
+        conn.execute(
+            sa.delete(v).where(
+                v.c.organization_id == org_id,
+                v.c.object_type == sa.bindparam("ot"),
+                v.c.object_id == sa.bindparam("oid"),
+                v.c.signal_template_id == sa.bindparam("tid"),
+            ),
+            [{"ot": ot, "oid": oid, "tid": tid} for ot, oid, tid in keys],
+        )
+        return
+    keyed = v.alias("keyed")
+    wanted, probe = _value_probe(
+        keyed, org_id, keys, [sa.literal_column("keyed.ctid").label("tid")]
+    )
+    found = probe.lateral("found")
+    tids = sa.select(found.c.tid).select_from(wanted.join(found, sa.true())).scalar_subquery()
+    conn.execute(
+        sa.delete(v).where(sa.literal_column("signal_values.ctid") == sa.any_(sa.func.array(tids)))
+    )
+
+
 def chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]

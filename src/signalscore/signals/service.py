@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,7 +13,13 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlalchemy.engine import Connection
 
-from signalscore.db.dialect import rows_by_key, upsert
+from signalscore.db.dialect import (
+    delete_value_rows,
+    is_postgresql,
+    locked_value_rows,
+    rows_by_key,
+    upsert,
+)
 from signalscore.db.tables import scoring_rules, signal_templates, signal_values
 from signalscore.db.types import utcnow
 from signalscore.errors import Conflict, FieldProblem, NotFound, Problems
@@ -286,34 +292,15 @@ def write_values(conn: Connection, org_id: str, items: Sequence[Any]) -> SignalV
     # key, and the whole batch is refused (db/integrity.py): nothing half-written. The
     # organisation lock (shared) is taken later, only around the queueing decision.
     valid = _validate_items(conn, org_id, items, now)
-    # The last item wins for repeated keys (after normalisation).
-    latest = {(i.object_type, i.object_id, i.template_id): i for i in valid}
+    # The last item wins for repeated keys (after normalisation). Rows are written in
+    # code-point order of their key, whatever the request's order: two writes of the same
+    # keys lock them in one order and cannot deadlock (docs/architecture.md, the lock order).
+    by_key = {(i.object_type, i.object_id, i.template_id): i for i in valid}
+    latest = {key: by_key[key] for key in sorted(by_key)}
 
-    existing: dict[tuple[str, str, str], tuple[Any, datetime, datetime]] = {}
-    by_type: dict[str, set[str]] = defaultdict(set)
-    for object_type, object_id, _ in latest:
-        by_type[object_type].add(object_id)
-    template_ids = sorted({key[2] for key in latest})
-    for object_type, object_ids in by_type.items():
-        # Each object's values down the primary key, whatever the statistics (`rows_by_key`).
-        for select in rows_by_key(
-            conn,
-            v,
-            "object_id",
-            sorted(object_ids),
-            [v.c.object_id, v.c.signal_template_id, v.c.value, v.c.updated_at, v.c.observed_at],
-            match={"organization_id": org_id, "object_type": object_type},
-            where=[v.c.signal_template_id.in_(template_ids)],
-        ):
-            for row in conn.execute(select):
-                existing[(object_type, row.object_id, row.signal_template_id)] = (
-                    row.value,
-                    row.updated_at,
-                    row.observed_at,
-                )
-
+    existing = _stored_values(conn, org_id, latest)
     upserts: list[dict[str, Any]] = []
-    deletes: list[dict[str, Any]] = []
+    deletes: list[tuple[str, str, str]] = []
     changed: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     written = deleted = unchanged = 0
     for key, item in latest.items():
@@ -323,7 +310,7 @@ def write_values(conn: Connection, org_id: str, items: Sequence[Any]) -> SignalV
                 unchanged += 1
                 continue
             deleted += 1
-            deletes.append({"ot": key[0], "oid": key[1], "tid": key[2]})
+            deletes.append(key)
         else:
             is_same = stored is not None and _same_value(stored[0], item.value)
             if is_same:
@@ -366,18 +353,62 @@ def write_values(conn: Connection, org_id: str, items: Sequence[Any]) -> SignalV
             ),
             upserts,
         )
-    if deletes:
-        conn.execute(
-            sa.delete(v).where(
-                v.c.organization_id == org_id,
-                v.c.object_type == sa.bindparam("ot"),
-                v.c.object_id == sa.bindparam("oid"),
-                v.c.signal_template_id == sa.bindparam("tid"),
-            ),
-            deletes,
-        )
+    delete_value_rows(conn, org_id, deletes)
     enqueue_value_changes(conn, org_id, changed)
     return SignalValuesWriteResult(written=written, deleted=deleted, unchanged=unchanged)
+
+
+_Stored = dict[tuple[str, str, str], tuple[Any, datetime, datetime]]
+
+
+def _stored_values(
+    conn: Connection, org_id: str, latest: dict[tuple[str, str, str], Any]
+) -> _Stored:
+    """(value, updatedAt, observedAt) of the stored rows of `latest`'s keys, which are in
+    code-point order. PostgreSQL: each row locked as it is read, in that order
+    (`dialect.locked_value_rows`), so what is compared is what the write will replace, and
+    every write of these rows takes their locks in one order. SQLite has one writer at a
+    time: each object's values of these templates, down the primary key (`rows_by_key`)."""
+    columns = [
+        v.c.object_type,
+        v.c.object_id,
+        v.c.signal_template_id,
+        v.c.value,
+        v.c.updated_at,
+        v.c.observed_at,
+    ]
+    if is_postgresql(conn):
+        deleting = frozenset(key for key, item in latest.items() if item.value is None)
+        rows: Iterable[Any] = locked_value_rows(
+            conn, org_id, list(latest), columns, deleting=deleting
+        )
+    else:
+        by_type: dict[str, set[str]] = defaultdict(set)
+        for object_type, object_id, _ in latest:
+            by_type[object_type].add(object_id)
+        template_ids = sorted({key[2] for key in latest})
+        rows = [
+            row
+            for object_type, object_ids in by_type.items()
+            for select in rows_by_key(
+                conn,
+                v,
+                "object_id",
+                sorted(object_ids),
+                columns,
+                match={"organization_id": org_id, "object_type": object_type},
+                where=[v.c.signal_template_id.in_(template_ids)],
+            )
+            for row in conn.execute(select)
+        ]
+    return {
+        (row.object_type, row.object_id, row.signal_template_id): (
+            row.value,
+            row.updated_at,
+            row.observed_at,
+        )
+        for row in rows
+    }
 
 
 def _same_value(stored: Any, new: Any) -> bool:
