@@ -1016,13 +1016,18 @@ def stage_assignments(conn: Connection, rows: Sequence[tuple[int, uuid.UUID, str
 # the RETURNING list tells changed rows from fresh observations of the same value, against
 # the row as it is under this transaction's lock, not as a snapshot saw it. A row whose value
 # and `observedAt` are both the same is not rewritten (nor returned); one observed anew is
-# recorded as `observed_only`.
+# recorded as `observed_only`. Keys are upserted in code-point order, the order a value write
+# locks its rows in (`locked_value_rows`); the deletions' order is the join's (an import that
+# deletes values while a value write deletes or writes the same keys can deadlock, and
+# PostgreSQL then aborts one of them: 503 TRANSIENT_CONFLICT, changed nothing, retry).
 _PG_MERGE_VALUES = """
     WITH src AS (
-        SELECT DISTINCT ON (object_type, object_id, template_id)
-            object_type, object_id, template_id, value, observed_at
+        SELECT DISTINCT ON (
+            object_type COLLATE "C", object_id COLLATE "C", template_id COLLATE "C"
+        ) object_type, object_id, template_id, value, observed_at
         FROM signalscore_import_values
-        ORDER BY object_type, object_id, template_id, line DESC
+        ORDER BY object_type COLLATE "C", object_id COLLATE "C", template_id COLLATE "C",
+            line DESC
     ), upserted AS (
         INSERT INTO signal_values AS v (
             organization_id, object_type, object_id, signal_template_id, value, observed_at,
