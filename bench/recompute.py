@@ -22,6 +22,11 @@ For each backend and size, in a scratch database created (and dropped) by this r
    database, writing as many rows as the recompute wrote (2 per company: real rows, real
    contributions), into a table with the same columns and the same primary key and unique
    constraint. Run twice; the ratio uses the faster one.
+6. PostgreSQL: the floor, the least the database must do for this recompute under the
+   contract, as set-based statements with no Python (`_FLOOR`): queue and remove every
+   object, read every value, write the changed rows with their previous documents, touch
+   the identical rows, write the events. It shows how much of the ratio the contract's
+   database work alone accounts for.
 
 Workers are the real code path: `--runner mp` (default) starts K processes that each run
 `signalscore.recompute.worker.Worker.run` (what `signalscore worker` runs in each process) and
@@ -697,6 +702,65 @@ def time_baseline(db: Database, repeats: int = 2) -> tuple[list[float], int]:
     return timings, rows
 
 
+# The least a recompute of one rule change must do in the database under the contract, each
+# part as one set-based statement, committed: queue every assigned object and remove its
+# entry (SPEC §7: queued in the write's transaction); read every object's values with their
+# `observedAt` (decay, SPEC §13), aggregated per object as the worker's loader does, without
+# sending them anywhere; give each changed row its new document, keeping the old one in
+# `previousContributions` and the old score in `previousScore` with `version + 1` (SPEC §6),
+# and touch `computedAt` on every identical row (SPEC §6 moves it on each computation);
+# write one event per changed row (SPEC §10), copied from the recompute's own events into a
+# table with the same columns and indexes. No Python, no batches, no claim, no lock.
+_FLOOR = {
+    "queue every object": [
+        """INSERT INTO recompute_queue (organization_id, object_type, object_id, enqueued_at, lane)
+        SELECT organization_id, object_type, object_id, now(), 1 FROM profile_assignments
+        WHERE organization_id = %(org)s AND profile_id = %(profile)s""",
+    ],
+    "remove the entries": ["DELETE FROM recompute_queue WHERE organization_id = %(org)s"],
+    "read the values": [
+        """SELECT count(*) FROM (
+            SELECT object_id, jsonb_object_agg(signal_template_id, value),
+                jsonb_object_agg(signal_template_id, observed_at)
+            FROM signal_values WHERE organization_id = %(org)s AND object_type = 'company'
+            GROUP BY object_id
+        ) AS per_object""",
+    ],
+    "write the changed rows": [
+        """UPDATE score_results SET previous_score = score, previous_tier = tier,
+            previous_contributions = contributions,
+            contributions = (contributions::text)::jsonb,
+            contributions_hash = contributions_hash + 1, version = version + 1,
+            computed_at = now()
+        WHERE organization_id = %(org)s AND dimension = 'fit'""",
+    ],
+    "touch the identical rows": [
+        """UPDATE score_results SET computed_at = now()
+        WHERE organization_id = %(org)s AND dimension = 'urgency'""",
+    ],
+    "write the events": [
+        "CREATE TABLE bench_floor_events (LIKE score_events INCLUDING ALL)",
+        """INSERT INTO bench_floor_events SELECT * FROM score_events
+        WHERE organization_id = %(org)s ORDER BY sequence DESC LIMIT %(changed)s""",
+    ],
+}
+
+
+def time_floor(db: Database, fixture: Fixture, changed: int) -> dict[str, float]:
+    """Seconds of each part of `_FLOOR` (PostgreSQL), each committed on its own."""
+    parts: dict[str, float] = {}
+    parameters = {"org": fixture.org_id, "profile": fixture.profile_id, "changed": changed}
+    for name, statements in _FLOOR.items():
+        started = time.perf_counter()
+        with db.write() as conn:
+            for statement in statements:
+                conn.exec_driver_sql(statement, parameters)
+        parts[name] = time.perf_counter() - started
+    with db.write() as conn:
+        conn.exec_driver_sql("DROP TABLE bench_floor_events")
+    return parts
+
+
 def postgres_settings(db: Database) -> str:
     with db.read() as conn:
         parts = [
@@ -788,6 +852,17 @@ def run_size(backend: str, count: int, args: argparse.Namespace) -> SizeResult:
             f"  baseline INSERT ... SELECT of {rows:,} score rows: "
             + ", ".join(f"{b:.2f} s" for b in baseline_s)
         )
+        floor: dict[str, float] = {}
+        if backend == "postgresql":
+            floor = time_floor(db, fixture, updated)
+            print("  the database's floor for this recompute (set-based, no Python):")
+            for name, seconds in floor.items():
+                print(f"    {name:<26} {seconds:6.2f} s")
+            total = sum(floor.values())
+            print(
+                f"    together {total:.2f} s = {total / min(baseline_s):.1f}x the baseline; "
+                f"the recompute is {measured.seconds / total:.1f}x this floor"
+            )
         result = SizeResult(
             backend,
             count,
