@@ -73,7 +73,8 @@ def baseline(db: Database, org_id: str, items: list[SignalValueIn]) -> float:
         for i in items
         if i.value is not None
     ]
-    insert = upsert(db.engine.connect(), signal_values)  # the backend's INSERT
+    with db.engine.connect() as conn:
+        insert = upsert(conn, signal_values)  # the backend's INSERT
     statement = insert.on_conflict_do_update(
         index_elements=["organization_id", "object_type", "object_id", "signal_template_id"],
         set_={"value": insert.excluded.value, "updated_at": insert.excluded.updated_at},

@@ -118,62 +118,91 @@ def locked_value_rows(
     conn: Connection,
     org_id: str,
     keys: Sequence[tuple[str, str, str]],
-    columns: Sequence[Any],
-    *,
-    deleting: frozenset[tuple[str, str, str]] = frozenset(),
 ) -> list[Any]:
-    """PostgreSQL: the stored `signal_values` rows of `keys` ((object type, object id,
-    template), in code-point order), each locked `FOR UPDATE` in that order as it is read:
-    one probe per key down the primary key, in a nested loop over the list, so two writes of
-    overlapping keys lock them in one order, and each row comes as it is under the lock (the
-    latest committed version), not as an earlier snapshot saw it.
+    """The stored `signal_values` rows (object_type, object_id, signal_template_id, value,
+    updated_at, observed_at) of `keys` ((object type, object id, template), in code-point
+    order), for a value write that compares them with what it writes.
 
-    A row committed by another write while the statement ran is invisible to it. An upsert
-    of such a key finds it anyway (its insert waits for the row), a deletion does not: the
-    keys in `deleting` that were not found are read again by a new statement, until one
-    finds none of them, so a deletion that waited for a write then sees what that write
-    committed."""
+    PostgreSQL: each row locked `FOR UPDATE` in that order as it is read: one probe per key
+    down the primary key, in a nested loop over the list, so two writes of overlapping keys
+    lock them in one order, and each row comes as it is under the lock (the latest committed
+    version), not as an earlier snapshot saw it. A row committed by another write while the
+    statement ran is invisible to it: an upsert of such a key finds it anyway (its insert
+    waits for the row), and `delete_value_rows` looks for its rows again.
+
+    SQLite has one writer at a time: each object's values of these templates, down the
+    primary key (`rows_by_key`; rows of other keys among them are returned too)."""
+    v = signal_values
+    columns = [
+        v.c.object_type,
+        v.c.object_id,
+        v.c.signal_template_id,
+        v.c.value,
+        v.c.updated_at,
+        v.c.observed_at,
+    ]
     found: list[Any] = []
-    wanted_keys = list(keys)
-    while wanted_keys:
-        wanted, probe = _value_probe(signal_values, org_id, wanted_keys, columns)
+    if not is_postgresql(conn):
+        by_type: dict[str, set[str]] = {}
+        for object_type, object_id, _ in keys:
+            by_type.setdefault(object_type, set()).add(object_id)
+        templates = sorted({key[2] for key in keys})
+        for object_type, object_ids in by_type.items():
+            for select in rows_by_key(
+                conn,
+                v,
+                "object_id",
+                sorted(object_ids),
+                columns,
+                match={"organization_id": org_id, "object_type": object_type},
+                where=[v.c.signal_template_id.in_(templates)],
+            ):
+                found.extend(conn.execute(select))
+        return found
+    if keys:
+        wanted, probe = _value_probe(v, org_id, keys, columns)
         locked = probe.with_for_update().lateral("found")
-        rows = conn.execute(sa.select(*locked.c).select_from(wanted.join(locked, sa.true()))).all()
-        if not rows:
-            break
-        found.extend(rows)
-        seen = {(row.object_type, row.object_id, row.signal_template_id) for row in rows}
-        wanted_keys = [key for key in wanted_keys if key in deleting and key not in seen]
+        found.extend(conn.execute(sa.select(*locked.c).select_from(wanted.join(locked, sa.true()))))
     return found
 
 
-def delete_value_rows(conn: Connection, org_id: str, keys: Sequence[tuple[str, str, str]]) -> None:
-    """Delete the `signal_values` rows of `keys`: one statement on PostgreSQL (the rows
-    found as `locked_value_rows` finds them, then addressed by their physical address, as
-    `key_filters` does), an executemany elsewhere."""
-    if not keys:
-        return
+def delete_value_rows(
+    conn: Connection, org_id: str, keys: Sequence[tuple[str, str, str]]
+) -> list[tuple[str, str, str]]:
+    """Delete the `signal_values` rows of `keys` that exist when it runs; the keys it
+    deleted. Its own statement, so on PostgreSQL it sees a row another write committed
+    after this write's first read (one whose insert this write's upserts waited for): one
+    statement finding the rows as `locked_value_rows` does, then addressing them by their
+    physical address (as `key_filters` does); `IN` chunks of key tuples on SQLite."""
     v = signal_values
+    key_columns = (v.c.object_type, v.c.object_id, v.c.signal_template_id)
+    deleted: list[tuple[str, str, str]] = []
+    if not keys:
+        return deleted
     if not is_postgresql(conn):
-        conn.execute(
-            sa.delete(v).where(
-                v.c.organization_id == org_id,
-                v.c.object_type == sa.bindparam("ot"),
-                v.c.object_id == sa.bindparam("oid"),
-                v.c.signal_template_id == sa.bindparam("tid"),
-            ),
-            [{"ot": ot, "oid": oid, "tid": tid} for ot, oid, tid in keys],
-        )
-        return
+        for part in chunks(keys):
+            deleted.extend(
+                conn.execute(
+                    sa.delete(v)
+                    .where(v.c.organization_id == org_id, sa.tuple_(*key_columns).in_(part))
+                    .returning(*key_columns)
+                ).tuples()
+            )
+        return deleted
     keyed = v.alias("keyed")
     wanted, probe = _value_probe(
         keyed, org_id, keys, [sa.literal_column("keyed.ctid").label("tid")]
     )
     found = probe.lateral("found")
     tids = sa.select(found.c.tid).select_from(wanted.join(found, sa.true())).scalar_subquery()
-    conn.execute(
-        sa.delete(v).where(sa.literal_column("signal_values.ctid") == sa.any_(sa.func.array(tids)))
+    deleted.extend(
+        conn.execute(
+            sa.delete(v)
+            .where(sa.literal_column("signal_values.ctid") == sa.any_(sa.func.array(tids)))
+            .returning(*key_columns)
+        ).tuples()
     )
+    return deleted
 
 
 def chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,9 +15,7 @@ from sqlalchemy.engine import Connection
 
 from signalscore.db.dialect import (
     delete_value_rows,
-    is_postgresql,
     locked_value_rows,
-    rows_by_key,
     upsert,
 )
 from signalscore.db.tables import scoring_rules, signal_templates, signal_values
@@ -306,33 +304,31 @@ def write_values(conn: Connection, org_id: str, items: Sequence[Any]) -> SignalV
     for key, item in latest.items():
         stored = existing.get(key)
         if item.value is None:
-            if stored is None:
-                unchanged += 1
-                continue
-            deleted += 1
+            # Deleted whether or not the read found a row: a row another write committed
+            # since (its insert waited for by this write's upserts) is deleted too.
             deletes.append(key)
+            continue
+        is_same = stored is not None and _same_value(stored[0], item.value)
+        if is_same:
+            unchanged += 1
         else:
-            is_same = stored is not None and _same_value(stored[0], item.value)
-            if is_same:
-                unchanged += 1
-            else:
-                written += 1
-            upserts.append(
-                {
-                    "organization_id": org_id,
-                    "object_type": key[0],
-                    "object_id": key[1],
-                    "signal_template_id": key[2],
-                    "value": stored[0] if is_same and stored else item.value,
-                    "observed_at": item.observed_at,
-                    # An identical value is a fresh observation, not a change.
-                    "updated_at": stored[1] if is_same and stored else now,
-                }
-            )
-            # The same value observed anew is not written, but the scores that read it
-            # explain its observedAt and decay from it (SPEC §13): they are recomputed.
-            if is_same and stored is not None and stored[2] == item.observed_at:
-                continue
+            written += 1
+        upserts.append(
+            {
+                "organization_id": org_id,
+                "object_type": key[0],
+                "object_id": key[1],
+                "signal_template_id": key[2],
+                "value": stored[0] if is_same and stored else item.value,
+                "observed_at": item.observed_at,
+                # An identical value is a fresh observation, not a change.
+                "updated_at": stored[1] if is_same and stored else now,
+            }
+        )
+        # The same value observed anew is not written, but the scores that read it
+        # explain its observedAt and decay from it (SPEC §13): they are recomputed.
+        if is_same and stored is not None and stored[2] == item.observed_at:
+            continue
         changed[key[0]][key[1]].add(key[2])
 
     if upserts:
@@ -353,7 +349,11 @@ def write_values(conn: Connection, org_id: str, items: Sequence[Any]) -> SignalV
             ),
             upserts,
         )
-    delete_value_rows(conn, org_id, deletes)
+    gone = delete_value_rows(conn, org_id, deletes)
+    deleted = len(gone)
+    unchanged += len(deletes) - deleted
+    for object_type, object_id, template_id in gone:
+        changed[object_type][object_id].add(template_id)
     enqueue_value_changes(conn, org_id, changed)
     return SignalValuesWriteResult(written=written, deleted=deleted, unchanged=unchanged)
 
@@ -365,49 +365,16 @@ def _stored_values(
     conn: Connection, org_id: str, latest: dict[tuple[str, str, str], Any]
 ) -> _Stored:
     """(value, updatedAt, observedAt) of the stored rows of `latest`'s keys, which are in
-    code-point order. PostgreSQL: each row locked as it is read, in that order
+    code-point order: on PostgreSQL each row locked as it is read, in that order
     (`dialect.locked_value_rows`), so what is compared is what the write will replace, and
-    every write of these rows takes their locks in one order. SQLite has one writer at a
-    time: each object's values of these templates, down the primary key (`rows_by_key`)."""
-    columns = [
-        v.c.object_type,
-        v.c.object_id,
-        v.c.signal_template_id,
-        v.c.value,
-        v.c.updated_at,
-        v.c.observed_at,
-    ]
-    if is_postgresql(conn):
-        deleting = frozenset(key for key, item in latest.items() if item.value is None)
-        rows: Iterable[Any] = locked_value_rows(
-            conn, org_id, list(latest), columns, deleting=deleting
-        )
-    else:
-        by_type: dict[str, set[str]] = defaultdict(set)
-        for object_type, object_id, _ in latest:
-            by_type[object_type].add(object_id)
-        template_ids = sorted({key[2] for key in latest})
-        rows = [
-            row
-            for object_type, object_ids in by_type.items()
-            for select in rows_by_key(
-                conn,
-                v,
-                "object_id",
-                sorted(object_ids),
-                columns,
-                match={"organization_id": org_id, "object_type": object_type},
-                where=[v.c.signal_template_id.in_(template_ids)],
-            )
-            for row in conn.execute(select)
-        ]
+    every write of these rows takes their locks in one order."""
     return {
         (row.object_type, row.object_id, row.signal_template_id): (
             row.value,
             row.updated_at,
             row.observed_at,
         )
-        for row in rows
+        for row in locked_value_rows(conn, org_id, list(latest))
     }
 
 
